@@ -1,0 +1,82 @@
+# estafeta build. Plain make over pkg-config; every variant builds into its own
+# directory so release, sanitizer and fuzz objects never mix.
+#
+#   make                      release build   -> build/release/estafeta
+#   make VARIANT=asan         ASan+UBSan      -> build/asan/estafeta
+#   make VARIANT=fuzz fuzz    libFuzzer targets (clang) -> build/fuzz/fuzz_*
+#   make unit                 unit test binaries of the chosen variant
+#   make check                what scripts/test.sh runs (see README)
+
+VARIANT ?= release
+BUILD   := build/$(VARIANT)
+
+PKGS    := libevent_core libevent_pthreads openssl libargon2
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN := -Wall -Wextra -Wformat=2 -Wshadow -Wvla -Werror \
+        -Wstrict-prototypes -Wmissing-prototypes -Wpointer-arith \
+        -Wnull-dereference -Wimplicit-fallthrough
+BASE_CFLAGS := -std=c17 -D_GNU_SOURCE -g -Isrc $(WARN) $(PKG_CFLAGS)
+
+ifeq ($(VARIANT),release)
+  CC ?= cc
+  VFLAGS := -O2 -D_FORTIFY_SOURCE=2 -fstack-protector-strong
+else ifeq ($(VARIANT),asan)
+  VFLAGS := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+            -fno-sanitize-recover=all
+  VLDFLAGS := -fsanitize=address,undefined
+else ifeq ($(VARIANT),fuzz)
+  CC := clang
+  VFLAGS := -O1 -fno-omit-frame-pointer \
+            -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all
+  VLDFLAGS := -fsanitize=fuzzer,address,undefined
+else
+  $(error unknown VARIANT '$(VARIANT)': use release, asan or fuzz)
+endif
+
+CFLAGS  := $(BASE_CFLAGS) $(VFLAGS) $(EXTRA_CFLAGS)
+LDFLAGS := $(VLDFLAGS) $(EXTRA_LDFLAGS)
+LDLIBS  := $(PKG_LIBS) -lpthread
+
+MODULES  := lib io proto conf queue store deliver smtpd estafeta
+LIB_SRC  := $(filter-out src/estafeta/main.c,$(foreach m,$(MODULES),$(wildcard src/$(m)/*.c)))
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+MAIN_OBJ := $(BUILD)/src/estafeta/main.o
+ARCHIVE  := $(BUILD)/libestafeta.a
+
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/%)
+
+.PHONY: all unit fuzz check clean
+all: $(BUILD)/estafeta
+
+$(BUILD)/estafeta: $(MAIN_OBJ) $(ARCHIVE)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(ARCHIVE): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+unit: $(UNIT_BIN)
+$(BUILD)/tests/%: tests/unit/%.c $(ARCHIVE) tests/unit/harness.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(ARCHIVE) $(LDFLAGS) $(LDLIBS)
+
+fuzz: $(FUZZ_BIN)
+$(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(ARCHIVE)
+	$(CC) $(CFLAGS) -o $@ $< $(ARCHIVE) $(LDFLAGS) $(LDLIBS)
+
+check:
+	./scripts/test.sh
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d)

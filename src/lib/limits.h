@@ -1,0 +1,54 @@
+/*
+ * limits: every limit estafeta enforces on a peer, in one reviewed table,
+ * each with its reason (RFC section or incident). Nothing else in the code
+ * hard-codes a limit on input; code reads cfg->limits[LIM_...] (which starts
+ * as the default here and may be changed by `limit NAME VALUE` in the
+ * configuration, within [min, max]).
+ *
+ * Times are in seconds, sizes in octets.
+ */
+#ifndef ESTAFETA_LIB_LIMITS_H
+#define ESTAFETA_LIB_LIMITS_H
+
+#include <stddef.h>
+
+enum limit_id {
+    LIM_SMTP_COMMAND_LINE,
+    LIM_SMTP_TEXT_LINE,
+    LIM_SMTP_RECIPIENTS,
+    LIM_MESSAGE_SIZE,
+    LIM_SMTP_BAD_COMMANDS,
+    LIM_CONNECTIONS,
+    LIM_CONNECTIONS_PER_CLIENT,
+    LIM_TIMEOUT_COMMAND,
+    LIM_TIMEOUT_DATA,
+    LIM_TIMEOUT_SHUTDOWN,
+    LIM_RECEIVED_HEADERS,
+    LIM_HEADER_SECTION,
+    LIM_LOCAL_PART,
+    LIM_DOMAIN,
+    LIM_PATH,
+    LIM_DSN_ENVID,
+    LIM_DSN_ORCPT,
+    LIM_ALIAS_DEPTH,
+    LIM_ALIAS_EXPANSION,
+    LIM_OUTPUT_HIGH_WATER,
+    LIM_QUEUE_LIFETIME,
+    LIM_RETRY_MIN,
+    LIM_RETRY_MAX,
+    LIM__COUNT
+};
+
+struct limit_def {
+    const char *name;    /* configuration name: `limit NAME VALUE` */
+    size_t def;          /* default */
+    size_t min, max;     /* allowed range in configuration */
+    const char *reason;  /* why this value */
+};
+
+extern const struct limit_def limit_table[LIM__COUNT];
+
+/* Index of the limit with that configuration name, or -1. */
+int limit_lookup(const char *name);
+
+#endif
