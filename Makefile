@@ -50,7 +50,9 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/%)
 
-.PHONY: all unit fuzz check clean
+FAULT_SO := $(BUILD)/libfault.so
+
+.PHONY: all unit fuzz fault check clean
 all: $(BUILD)/estafeta
 
 $(BUILD)/estafeta: $(MAIN_OBJ) $(ARCHIVE)
@@ -72,6 +74,11 @@ $(BUILD)/tests/%: tests/unit/%.c $(ARCHIVE) tests/unit/harness.h
 fuzz: $(FUZZ_BIN)
 $(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(ARCHIVE)
 	$(CC) $(CFLAGS) -o $@ $< $(ARCHIVE) $(LDFLAGS) $(LDLIBS)
+
+fault: $(FAULT_SO)
+$(FAULT_SO): tests/fault/fault.c
+	@mkdir -p $(dir $@)
+	cc -std=c17 -D_GNU_SOURCE -O2 -g -Wall -Wextra -Werror -fPIC -shared -o $@ $< -ldl
 
 check:
 	./scripts/test.sh

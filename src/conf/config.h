@@ -20,6 +20,12 @@
  *    by the config and freed together.
  *  - Lookups (config_domain, config_user, config_alias) are case-insensitive
  *    and take lengths, not NUL-terminated strings, so callers need no copies.
+ *  - err_r must have been set up with buf_init() by the caller; it is reset
+ *    before a message is written.
+ *  - Limits on the text: lines of at most CONFIG_LINE_MAX bytes, no NUL and
+ *    no control character but TAB (a CR right before the LF is accepted),
+ *    at most CONFIG_LISTENERS_MAX listeners; files read by config_load are
+ *    capped at CONFIG_FILE_MAX bytes.
  */
 #ifndef ESTAFETA_CONF_CONFIG_H
 #define ESTAFETA_CONF_CONFIG_H
@@ -46,6 +52,7 @@ struct cfg_listener {
 struct cfg_domain {
     char *name;         /* lower case */
     char *catch_all;    /* NULL, or the address that gets unknown recipients */
+    size_t line;        /* where it was defined, for messages */
 };
 
 struct cfg_user {
@@ -54,12 +61,17 @@ struct cfg_user {
                            not assumed: own string) */
     char *domain;       /* lower case domain */
     char *password_hash;/* "$argon2id$..." or "$6$..." or NULL (no login) */
+    size_t line;        /* where it was defined, for messages */
+    bool in_config;     /* defined by `user` in the configuration file itself
+                           (else it came from users-file) */
 };
 
 struct cfg_alias {
     char *name;         /* lower case "local@domain" */
     char **targets;     /* addresses as written (lower-cased domains) */
     size_t ntargets;
+    size_t line;        /* where it was defined, for messages */
+    bool in_config;     /* defined by `alias` (else it came from aliases-file) */
 };
 
 struct config {
@@ -70,13 +82,14 @@ struct config {
     char *users_file;       /* NULL or path */
     char *aliases_file;     /* NULL or path */
     char *postmaster;       /* address that postmaster@<each domain> reaches */
+    size_t postmaster_line; /* for messages */
     int log_level;          /* enum log_level */
     char recipient_delimiter[8]; /* set of chars, "" = no subaddressing */
     bool vrfy;              /* answer VRFY for anonymous clients */
     bool expn;              /* answer EXPN for anonymous clients */
 
     struct cfg_listener *listeners; size_t nlisteners;
-    struct cfg_domain *domains;     size_t ndomains;
+    struct cfg_domain *domains;     size_t ndomains; /* sorted by name */
     struct cfg_user *users;         size_t nusers;   /* sorted by address */
     struct cfg_alias *aliases;      size_t naliases; /* sorted by name */
 
@@ -85,7 +98,16 @@ struct config {
 
 struct config_overrides {
     const char *data_dir;   /* NULL = as configured */
+    bool no_ref_check;      /* skip config_check_refs: `estafeta user` must be
+                               able to add the user the postmaster or an alias
+                               names before that user exists */
 };
+
+#define CONFIG_LINE_MAX 4096
+#define CONFIG_FILE_MAX ((size_t)16 * 1024 * 1024)
+#define CONFIG_LISTENERS_MAX 64
+/* "local@domain" at most: 64 + 1 + 255, plus the NUL */
+#define CONFIG_ADDRESS_MAX (64 + 1 + 255 + 1)
 
 /* The configuration used when no file is given: demo domain and user on
  * 127.0.0.1 with unprivileged ports, state under ./estafeta-data. */
@@ -105,5 +127,79 @@ const struct cfg_user *config_user(const struct config *cfg,
 const struct cfg_alias *config_alias(const struct config *cfg,
                                      const char *name, size_t len);
 const char *listener_role_name(enum listener_role role);
+
+/*
+ * What local@domain means here, one step only: steps 1-8 of the order in
+ * deliver/resolve.h, which this function is the single definition of (the
+ * resolver expands the result; config_check_refs walks it to find dangling
+ * targets and loops). local/domain need not be NUL-terminated.
+ */
+enum cfg_match_kind {
+    CFG_MATCH_NOT_LOCAL,    /* 1. domain not ours */
+    CFG_MATCH_ROUTING,      /* 2. '%', '!' or '@' in the local part */
+    CFG_MATCH_ALIAS,        /* 3. (or 5.) m->alias */
+    CFG_MATCH_USER,         /* 4. (or 5.) m->user */
+    CFG_MATCH_POSTMASTER,   /* 6. m->target is cfg->postmaster */
+    CFG_MATCH_CATCH_ALL,    /* 7. m->target is the domain's catch-all */
+    CFG_MATCH_NONE,         /* 8. unknown user */
+};
+
+struct cfg_match {
+    enum cfg_match_kind kind;
+    const struct cfg_domain *domain;  /* NULL only for NOT_LOCAL */
+    const struct cfg_alias *alias;
+    const struct cfg_user *user;
+    const char *target;
+    const char *detail;     /* step 5: the tag after the delimiter (points into
+                               local), else NULL */
+    size_t detail_len;
+};
+
+void config_match(const struct config *cfg, const char *local, size_t local_len,
+                  const char *domain, size_t domain_len, struct cfg_match *m_r);
+
+/*
+ * Cross-reference validation (config_load runs it unless told not to):
+ * every alias target, catch-all and the postmaster, when in a local domain,
+ * resolves; no alias loop; no chain of expansions deeper than
+ * LIM_ALIAS_DEPTH. 0, or -1 with "FILE:LINE: message" naming the alias.
+ */
+int config_check_refs(const struct config *cfg, struct buf *err_r);
+
+/* ---- shared by the conf/ files and `estafeta user` ---- */
+
+/* A mailbox address (user or alias name): local part of [a-z0-9._+=-]
+ * (no leading or trailing '.', no ".."), 1..64 octets, '@', a valid domain
+ * name. Upper case is folded. Writes the lower-case form into out (cap at
+ * least CONFIG_ADDRESS_MAX) and returns NULL, or returns why it is invalid. */
+const char *config_check_mailbox(const char *in, size_t len, char *out,
+                                 size_t out_cap);
+/* A target address (alias target, catch-all, postmaster): a dot-atom local
+ * part (RFC 5322 atext), '@', a valid domain name. Only the domain is
+ * lower-cased. NULL, or why it is invalid. */
+const char *config_check_target(const char *in, size_t len, char *out,
+                                size_t out_cap);
+/* A domain name: letters, digits and '-' in dot-separated labels of 1..63,
+ * at most 253 octets, not all-numeric at the end (that is an IP address). */
+bool config_domain_valid(const char *s, size_t len);
+/* A stored password hash: "$argon2id$..." or "$6$...", printable, no ':'.
+ * NULL, or why not. */
+const char *config_check_hash(const char *hash);
+/* One line of a configuration, users or aliases file: NULL, or why it is
+ * refused (longer than CONFIG_LINE_MAX, NUL, control character but TAB). */
+const char *config_check_line(const char *s, size_t len);
+/* Next line of text[*pos..len) without its LF (and a CR before it);
+ * false at the end. */
+bool config_next_line(const char *text, size_t len, size_t *pos,
+                      const char **line_r, size_t *len_r);
+/* Append a user / alias (strings are copied; the caller has validated
+ * them). Arrays are no longer sorted until config_sort(). */
+struct cfg_user *config_add_user(struct config *cfg, const char *address,
+                                 const char *hash, bool in_config, size_t line);
+struct cfg_alias *config_add_alias(struct config *cfg, const char *name,
+                                   bool in_config, size_t line);
+void config_alias_add_target(struct cfg_alias *a, const char *target);
+/* Sorts domains, users and aliases for the lookups. */
+void config_sort(struct config *cfg);
 
 #endif

@@ -15,6 +15,24 @@
  * its first line, continuation lines (starting with SP/HT) are not fields.
  * A line that is neither a field nor a continuation (no colon) ends nothing
  * but is counted in `malformed`.
+ *
+ * Precisely (the tests hold these):
+ *  - A line ends at LF, with or without a CR before it (the scanner may be
+ *    fed anything). The empty line is "\r\n" or "\n" at a line start;
+ *    header_end is the offset just after its LF.
+ *  - A field line is a field name (ftext: printable ASCII but ':'), then
+ *    optional SP/HT (obs-optional, RFC 5322 4.5.3: "Received :"), then ':'.
+ *    A name longer than sizeof name is still a field, just not a known one.
+ *  - Malformed: a line whose field-name position holds no such name and
+ *    colon (no colon, empty name, a control/8-bit octet, "From foo"), and a
+ *    continuation line with nothing before it (the very first line).
+ *  - Header size counts every octet up to and including the empty line.
+ *    `truncated` is set when an octet at offset >= header_max arrives
+ *    before the end; counts then stay as they were. A message without an
+ *    empty line leaves done false (and truncated false if it is short).
+ *  - `offset` counts every octet fed, also after done/truncated.
+ *  - Counters saturate at UINT_MAX. Results do not depend on how the input
+ *    is split into calls.
  */
 #ifndef ESTAFETA_PROTO_RFC5322_H
 #define ESTAFETA_PROTO_RFC5322_H

@@ -79,7 +79,11 @@ struct smtp_cmd {
     size_t arg_len;         /* trailing SP/HT are not counted */
 };
 
-/* Splits a line; never fails (an unknown verb is SMTP_CMD_UNKNOWN). */
+/* Splits a line; never fails (an unknown verb is SMTP_CMD_UNKNOWN).
+ * Trailing SP/HT of the line are ignored first, so "QUIT " is QUIT with
+ * arg NULL: an argument that is empty after trimming is reported as none.
+ * The verb is everything before the first SP: "DATAX" and "DATA\t" are
+ * UNKNOWN. */
 void smtp_cmd_parse(const char *line, size_t len, struct smtp_cmd *cmd_r);
 /* Upper-case verb name ("MAIL") for logs and HELP; "" for UNKNOWN. */
 const char *smtp_verb_name(enum smtp_verb verb);
@@ -91,6 +95,7 @@ const char *smtp_verb_name(enum smtp_verb verb);
 #define SMTP_ENVID_MAX 100    /* RFC 3461 4.4 */
 #define SMTP_ORCPT_MAX 500    /* RFC 3461 4.2 */
 #define SMTP_AUTH_PARAM_MAX 513 /* RFC 4954 5: a mailbox as xtext, bounded by the command line */
+#define SMTP_PATH_MAX 256     /* RFC 5321 4.5.3.1.3, including "<" and ">" */
 
 struct smtp_addr {
     bool null;               /* "<>" (reverse-path only) */
@@ -137,7 +142,9 @@ struct smtp_rcpt_args {
  */
 struct smtp_parse_opts {
     bool esmtp;            /* EHLO was used (parameters allowed at all) */
-    bool smtputf8;         /* SMTPUTF8 offered; for RCPT: MAIL had SMTPUTF8 */
+    bool smtputf8;         /* SMTPUTF8 offered; for RCPT: MAIL had SMTPUTF8.
+                              A non-ASCII MAIL FROM also needs the SMTPUTF8
+                              parameter on the same command (RFC 6531 3.4) */
     bool dsn;              /* DSN offered */
     bool binarymime;       /* BINARYMIME offered */
     uint64_t max_size;     /* SIZE= above this: 552 5.3.4; 0 = unlimited */
@@ -159,6 +166,10 @@ struct smtp_parse_opts {
  *  - xtext values (ENVID, ORCPT, AUTH) must be valid RFC 3461 xtext and must
  *    decode to printable US-ASCII, so no CR, LF or NUL can ever reach the
  *    queue through them (Exim CVE-2020-28026).
+ * arg may be NULL (no argument: 501 5.5.2). After an error *r is partly
+ * filled and must not be used. Relay forms (user%other@local, source routes,
+ * quoted "a@b" local parts, other!user@local) are parsed, not refused: the
+ * recipient resolver decides on them.
  */
 const struct smtp_status *smtp_parse_mail(const char *arg, size_t len,
                                           const struct smtp_parse_opts *opts,
@@ -168,9 +179,35 @@ const struct smtp_status *smtp_parse_rcpt(const char *arg, size_t len,
                                           struct smtp_rcpt_args *r);
 
 /*
+ * Parses the path at the start of in[0..len): "<" [route ":"] mailbox ">",
+ * or "<>" / "<Postmaster>" when flags allow. Used by smtp_parse_mail/rcpt,
+ * which map the result to their replies; exposed for other callers that take
+ * an address from a peer. On SMTP_PATH_OK fills *a_r and sets *used_r to the
+ * path's length including both brackets (the caller checks what follows).
+ * The local part's length limit is applied to its form on the wire (quotes
+ * and backslashes included); an empty quoted local part ("") is refused.
+ * "<Postmaster>" (any case) gives postmaster=true, local "postmaster" and
+ * domain "".
+ */
+enum smtp_path_result {
+    SMTP_PATH_OK,
+    SMTP_PATH_SYNTAX,    /* no "<" at the start, or no closing ">" */
+    SMTP_PATH_BAD,       /* inside the brackets: not a valid path */
+    SMTP_PATH_TOO_LONG,  /* path > SMTP_PATH_MAX or local part > SMTP_LOCAL_MAX */
+    SMTP_PATH_UTF8,      /* non-ASCII where SMTP_PATH_ALLOW_UTF8 was not given */
+};
+#define SMTP_PATH_ALLOW_NULL       1u  /* "<>" (reverse-path) */
+#define SMTP_PATH_ALLOW_POSTMASTER 2u  /* "<Postmaster>" (forward-path) */
+#define SMTP_PATH_ALLOW_UTF8       4u  /* RFC 6531 UTF-8 local part / U-labels */
+
+enum smtp_path_result smtp_path_parse(const char *in, size_t len, unsigned flags,
+                                      struct smtp_addr *a_r, size_t *used_r);
+
+/*
  * Decode RFC 3461 xtext in[0..len) into out (capacity out_cap, NUL added).
  * Returns the decoded length, or -1 if the xtext is malformed, decodes to a
- * byte outside 0x20..0x7e, or does not fit.
+ * byte outside 0x20..0x7e, or does not fit. out may be NULL (out_cap is then
+ * ignored) to validate only. hexchar needs UPPER-case hex digits ("+2B").
  */
 long smtp_xtext_decode(const char *in, size_t len, char *out, size_t out_cap);
 
@@ -180,7 +217,8 @@ long smtp_xtext_decode(const char *in, size_t len, char *out, size_t out_cap);
 long smtp_addr_format(const struct smtp_addr *a, char *out, size_t out_cap);
 
 /* Validates a HELO/EHLO argument: a domain or address literal (RFC 5321
- * 4.1.1.1). Returns true if acceptable. Used only to decide the reply; the
+ * 4.1.1.1), also a bare IPv4 dotted quad and '_' in labels, both common in
+ * the wild; never spaces, controls or 8-bit bytes. Returns true if acceptable. Used only to decide the reply; the
  * text is recorded in Received: in a form that cannot break the header. */
 bool smtp_helo_valid(const char *arg, size_t len);
 

@@ -14,6 +14,23 @@
  * If no bare CR/LF was seen (the only messages the session accepts),
  * the output therefore has CRLF line ends only.
  *
+ * Precisely (the tests hold these):
+ *  - "Beginning of a line" is the start of the data or just after CRLF;
+ *    never after a bare LF or bare CR. A dot there is never output: it is
+ *    the terminator's or a stuffing dot (also before a bare CR/LF, e.g.
+ *    "\r\n.\r\r\n" outputs "\r\n\r\r\n"; the message is rejected anyway).
+ *  - A line ends only at CRLF. `lines` counts CRLFs output (the CRLF before
+ *    the terminator is output and counted). `long_line` is set when a line
+ *    has more than max_line octets including its CRLF, not counting a
+ *    stuffing dot (RFC 5321 4.5.3.1.6).
+ *  - bare_cr is set once the octet after a CR is known not to be LF; a CR
+ *    at the end of the fed input so far is not yet bare.
+ *  - has_nul / has_8bit cover message octets (not the terminator).
+ *  - After SMTP_DATA_END, further calls return SMTP_DATA_END, consuming
+ *    and outputting nothing.
+ * Results (output bytes, flags, end position) do not depend on how the
+ * input is split into calls.
+ *
  * Memory: no allocation; state is a few bytes. The caller gives an output
  * buffer of at least len + SMTP_DATA_OUT_SLACK bytes for len input bytes
  * (bytes held back across calls, such as a pending CR, come out later).

@@ -120,4 +120,22 @@ int queue_rcpt_update(struct queue *q, const char *id, size_t index,
 int queue_remove(struct queue *q, const char *id);
 int queue_set_aside(struct queue *q, const char *id, const char *reason);
 
+/*
+ * Test hooks of the in-memory backend (no effect on other backends), so the
+ * delivery logic and smtpd can be tested on the failure paths:
+ *  - queue_mem_fail(q, ops, err): from now on the operations in `ops`
+ *    (QUEUE_MEM_FAIL_* bits) fail with errno err (a commit reports err for
+ *    every message and keeps none); err 0 clears it.
+ *  - queue_mem_corrupt(q, id): queue_load returns -2 for that message from
+ *    now on, as the fs backend does for a file that fails validation.
+ */
+#define QUEUE_MEM_FAIL_OPEN 1u
+#define QUEUE_MEM_FAIL_WRITE 2u
+#define QUEUE_MEM_FAIL_COMMIT 4u
+#define QUEUE_MEM_FAIL_UPDATE 8u
+#define QUEUE_MEM_FAIL_REMOVE 16u
+#define QUEUE_MEM_FAIL_LOAD 32u
+void queue_mem_fail(struct queue *q, unsigned ops, int err);
+int queue_mem_corrupt(struct queue *q, const char *id);
+
 #endif

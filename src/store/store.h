@@ -24,8 +24,10 @@
  *    if missing.
  *  - the content is prefix[0..prefix_len) followed by what read() returns
  *    until it returns 0; a read() of -1 aborts the delivery (nothing remains).
- *  - returns 0 and writes the unique id into uid_r (capacity uid_cap), or -1
- *    with errno (temporary failure: the caller retries).
+ *  - returns 0 and writes the unique id into uid_r (capacity uid_cap, at
+ *    most STORE_UID_SIZE is ever needed; uid_r may be NULL), or -1 with
+ *    errno (temporary failure: the caller retries; ERANGE if uid_cap is too
+ *    small, checked before anything is written).
  *  - thread-safe: may be called concurrently for the same mailbox.
  */
 #ifndef ESTAFETA_STORE_STORE_H
@@ -35,6 +37,9 @@
 #include <sys/types.h>
 
 struct store;
+
+/* A uid_r of this capacity always suffices (a uid is one file name). */
+#define STORE_UID_SIZE 256
 
 typedef ssize_t (*store_read_fn)(void *arg, void *p, size_t n);
 
@@ -52,8 +57,18 @@ int store_deliver(struct store *s, const char *mailbox, const char *folder,
 int store_mailbox_path(struct store *s, const char *mailbox, char *out,
                        size_t out_cap);
 
+/* Unlinks regular files older than max_age seconds in the tmp/ of a
+ * mailbox's INBOX (folder NULL) or folder: deliveries cut short by a crash
+ * (doc/store.md). Returns the number removed, or -1 with errno; a mailbox
+ * that does not exist yet has nothing to clean (0). */
+int store_clean_tmp(struct store *s, const char *mailbox, const char *folder,
+                    long max_age);
+
 /* In-memory backend inspection for tests: number of messages in mailbox,
- * and a copy of message i (malloc'd, *len_r set); NULL if out of range. */
+ * and a copy of message i (malloc'd, NUL-terminated for convenience, *len_r
+ * set to its length); NULL if out of range. `mailbox` is "local@domain" for
+ * the INBOX or "local@domain/Folder" for a folder. 0 / NULL for a store of
+ * another backend. */
 size_t store_mem_count(struct store *s, const char *mailbox);
 char *store_mem_get(struct store *s, const char *mailbox, size_t i,
                     size_t *len_r);

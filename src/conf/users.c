@@ -1,0 +1,337 @@
+/*
+ * users: the users file and password hashing. See users.h.
+ *
+ * SECURITY: hashes are argon2id (t=3, m=64 MiB, p=1, 16-byte salt from
+ * getrandom) so a stolen users file costs an attacker real memory per
+ * guess. SHA-512-crypt ("$6$", via crypt_r) is accepted for verification
+ * only, so existing shadow-style hashes can be imported. Every comparison of
+ * a computed hash with the stored one is constant-time. The file is
+ * rewritten atomically and under a lock, keeping its owner and mode, so a
+ * crash or two administrators at once cannot leave it half-written or lose
+ * one of the two updates.
+ */
+#include "conf/users.h"
+
+#include <argon2.h>
+#include <crypt.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/fsutil.h"
+#include "lib/xalloc.h"
+
+#define ARGON2_T 3
+#define ARGON2_M_KIB 65536
+#define ARGON2_P 1
+#define ARGON2_SALT 16
+#define ARGON2_HASHLEN 32
+
+__attribute__((format(printf, 2, 3)))
+static int uerr(struct buf *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    buf_reset(err);
+    buf_vappendf(err, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* ---- parsing ---- */
+
+/* Trim spaces and tabs at both ends of s[0..*len). */
+static const char *trim(const char *s, size_t *len)
+{
+    while (*len > 0 && (*s == ' ' || *s == '\t')) {
+        s++;
+        (*len)--;
+    }
+    while (*len > 0 && (s[*len - 1] == ' ' || s[*len - 1] == '\t'))
+        (*len)--;
+    return s;
+}
+
+int users_parse(struct config *cfg, const char *text, size_t len,
+                const char *filename, struct buf *err_r)
+{
+    char addr[CONFIG_ADDRESS_MAX], hash[CONFIG_LINE_MAX + 1];
+    size_t pos = 0, lineno = 0, llen;
+    const char *l;
+    while (config_next_line(text, len, &pos, &l, &llen)) {
+        lineno++;
+        const char *why = config_check_line(l, llen);
+        if (why != NULL)
+            return uerr(err_r, "%s:%zu: %s", filename, lineno, why);
+        l = trim(l, &llen);
+        if (llen == 0 || l[0] == '#')
+            continue;
+        const char *colon = memchr(l, ':', llen);
+        if (colon == NULL)
+            return uerr(err_r, "%s:%zu: expected address:hash", filename, lineno);
+        size_t alen = (size_t)(colon - l);
+        if ((why = config_check_mailbox(l, alen, addr, sizeof(addr))) != NULL)
+            return uerr(err_r, "%s:%zu: invalid user address: %s", filename,
+                        lineno, why);
+        const char *h = colon + 1;
+        const char *hend = memchr(h, ':', llen - alen - 1);
+        size_t hlen = hend != NULL ? (size_t)(hend - h) : llen - alen - 1;
+        memcpy(hash, h, hlen);
+        hash[hlen] = '\0';
+        if (hlen > 0 && (why = config_check_hash(hash)) != NULL)
+            return uerr(err_r, "%s:%zu: user '%s': %s", filename, lineno, addr, why);
+        const char *dom = strrchr(addr, '@') + 1;
+        if (config_domain(cfg, dom, strlen(dom)) == NULL)
+            return uerr(err_r, "%s:%zu: user '%s' is not in a local domain",
+                        filename, lineno, addr);
+        config_add_user(cfg, addr, hlen > 0 ? hash : NULL, false, lineno);
+    }
+
+    /* Duplicates and clashes with aliases, lowest line first. Sorting puts
+     * users of the configuration file before this file's for equal names. */
+    size_t bad_line = 0;
+    config_sort(cfg);
+    for (size_t i = 0; i < cfg->nusers; i++) {
+        const struct cfg_user *u = &cfg->users[i];
+        if (u->in_config || (bad_line != 0 && u->line >= bad_line))
+            continue;
+        const struct cfg_alias *a;
+        if (i > 0 && strcmp(u->address, u[-1].address) == 0) {
+            bad_line = u->line;
+            uerr(err_r, "%s:%zu: duplicate user '%s' (first at %s:%zu)",
+                 filename, u->line, u->address,
+                 u[-1].in_config ? cfg->source : filename, u[-1].line);
+        } else if ((a = config_alias(cfg, u->address, strlen(u->address))) != NULL) {
+            bad_line = u->line;
+            uerr(err_r, "%s:%zu: user '%s' has the name of an alias (%s:%zu)",
+                 filename, u->line, u->address,
+                 a->in_config ? cfg->source
+                 : cfg->aliases_file != NULL ? cfg->aliases_file : "aliases-file",
+                 a->line);
+        }
+    }
+    return bad_line != 0 ? -1 : 0;
+}
+
+/* ---- rewriting the file ---- */
+
+/* Does this line define `address`? (case-insensitive, as the parser sees it) */
+static bool line_is_user(const char *l, size_t llen, const char *address)
+{
+    if (llen > 0 && l[llen - 1] == '\r')
+        llen--;
+    l = trim(l, &llen);
+    if (llen == 0 || l[0] == '#')
+        return false;
+    const char *colon = memchr(l, ':', llen);
+    size_t alen = colon != NULL ? (size_t)(colon - l) : llen;
+    return alen == strlen(address) && strncasecmp(l, address, alen) == 0;
+}
+
+static int write_replacing(const char *path, const char *tmp,
+                           const struct buf *out, const struct stat *old,
+                           struct buf *err_r)
+{
+    mode_t mode = old != NULL ? (old->st_mode & 07777) : 0600;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return uerr(err_r, "%s: cannot create: %s", tmp, strerror(errno));
+    /* Keep the owner, so a file the daemon's user owns stays readable to it
+     * when root runs `estafeta user`; failing that (not root) is fine. */
+    if (old != NULL && fchown(fd, old->st_uid, old->st_gid) < 0 && errno != EPERM)
+        goto fail;
+    if (fchmod(fd, mode) < 0 ||
+        fs_write_all(fd, out->data != NULL ? out->data : "", out->len) < 0 ||
+        fsync(fd) < 0)
+        goto fail;
+    if (close(fd) < 0) {
+        fd = -1;
+        goto fail;
+    }
+    fd = -1;
+    if (rename(tmp, path) < 0)
+        goto fail;
+    char *dir = xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    const char *d = slash == NULL ? "." : slash == dir ? "/" : (*slash = '\0', dir);
+    int r = fs_fsync_dir(d);
+    int saved = errno;
+    free(dir);
+    if (r < 0)
+        return uerr(err_r, "%s: fsync of the directory failed: %s", path,
+                    strerror(saved));
+    return 0;
+fail:;
+    int e = errno;
+    if (fd >= 0)
+        close(fd);
+    unlink(tmp);
+    return uerr(err_r, "%s: cannot write: %s", path, strerror(e));
+}
+
+int users_file_update(const char *path, const char *address, const char *hash,
+                      struct buf *err_r)
+{
+    char addr[CONFIG_ADDRESS_MAX];
+    const char *why = config_check_mailbox(address, strlen(address), addr,
+                                           sizeof(addr));
+    if (why != NULL)
+        return uerr(err_r, "invalid user address '%s': %s", address, why);
+    if (hash != NULL && *hash != '\0' && (why = config_check_hash(hash)) != NULL)
+        return uerr(err_r, "%s", why);
+
+    size_t plen = strlen(path), n;
+    if (!size_add(plen, 32, &n))
+        return uerr(err_r, "path too long");
+    char *lock = xmalloc(n), *tmp = xmalloc(n);
+    snprintf(lock, n, "%s.lock", path);
+    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
+
+    /* The file itself is replaced by rename, so the lock is a separate,
+     * stable file. */
+    int rc = -1;
+    struct buf old, out;
+    buf_init(&old, CONFIG_FILE_MAX);
+    buf_init(&out, CONFIG_FILE_MAX + CONFIG_LINE_MAX);
+    int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (lfd < 0) {
+        uerr(err_r, "%s: cannot open: %s", lock, strerror(errno));
+        goto done;
+    }
+    while (flock(lfd, LOCK_EX) < 0) {
+        if (errno != EINTR) {
+            uerr(err_r, "%s: cannot lock: %s", lock, strerror(errno));
+            goto done;
+        }
+    }
+
+    struct stat st;
+    bool exists = stat(path, &st) == 0;
+    if (exists && !S_ISREG(st.st_mode)) {
+        uerr(err_r, "%s: not a regular file", path);
+        goto done;
+    }
+    if (exists && fs_read_file(path, CONFIG_FILE_MAX, &old) < 0) {
+        uerr(err_r, "%s: cannot read: %s", path,
+             errno == EFBIG ? "larger than 16 MiB" : strerror(errno));
+        goto done;
+    }
+
+    /* Copy every line byte for byte except the ones for address; the first
+     * of those becomes the new entry (extra fields are dropped: they are
+     * derived from the old password). */
+    bool found = false, oflow = false;
+    size_t pos = 0;
+    const char *text = old.data != NULL ? old.data : "";
+    while (pos < old.len) {
+        const char *l = text + pos;
+        const char *nl = memchr(l, '\n', old.len - pos);
+        size_t full = nl != NULL ? (size_t)(nl - l) + 1 : old.len - pos;
+        size_t llen = nl != NULL ? full - 1 : full;
+        pos += full;
+        if (!line_is_user(l, llen, addr)) {
+            oflow |= buf_append(&out, l, full) < 0;
+            continue;
+        }
+        if (!found && hash != NULL)
+            oflow |= buf_appendf(&out, "%s:%s\n", addr, hash) < 0;
+        found = true;
+    }
+    if (!found && hash == NULL) {
+        uerr(err_r, "%s: no user '%s' in this file", path, addr);
+        goto done;
+    }
+    if (!found) {
+        if (out.len > 0 && out.data[out.len - 1] != '\n')
+            oflow |= buf_putc(&out, '\n') < 0;
+        oflow |= buf_appendf(&out, "%s:%s\n", addr, hash) < 0;
+    }
+    if (oflow) {
+        uerr(err_r, "%s: file would grow past 16 MiB", path);
+        goto done;
+    }
+    rc = write_replacing(path, tmp, &out, exists ? &st : NULL, err_r);
+done:
+    if (lfd >= 0)
+        close(lfd);     /* releases the lock */
+    buf_free(&old);
+    buf_free(&out);
+    free(lock);
+    free(tmp);
+    return rc;
+}
+
+/* ---- hashing ---- */
+
+static int fill_random(void *p, size_t n)
+{
+    unsigned char *c = p;
+    while (n > 0) {
+        ssize_t r = getrandom(c, n, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        c += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+int password_hash(const char *password, char *out, size_t out_cap)
+{
+    if (password == NULL)
+        return -1;
+    size_t need = argon2_encodedlen(ARGON2_T, ARGON2_M_KIB, ARGON2_P,
+                                    ARGON2_SALT, ARGON2_HASHLEN, Argon2_id);
+    if (out_cap < need)
+        return -1;
+    unsigned char salt[ARGON2_SALT];
+    if (fill_random(salt, sizeof(salt)) < 0)
+        return -1;
+    int r = argon2id_hash_encoded(ARGON2_T, ARGON2_M_KIB, ARGON2_P, password,
+                                  strlen(password), salt, sizeof(salt),
+                                  ARGON2_HASHLEN, out, out_cap);
+    explicit_bzero(salt, sizeof(salt));
+    return r == ARGON2_OK ? 0 : -1;
+}
+
+/* Compares the whole length whatever the contents, so the time taken does
+ * not tell how many leading bytes matched. */
+static bool const_eq(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    volatile unsigned char diff = (unsigned char)(la != lb);
+    size_t n = la < lb ? la : lb;
+    for (size_t i = 0; i < n; i++)
+        diff |= (unsigned char)(a[i] ^ b[i]);
+    return diff == 0;
+}
+
+int password_verify(const char *password, const char *hash)
+{
+    if (password == NULL || hash == NULL)
+        return -1;
+    if (strncmp(hash, "$argon2id$", 10) == 0)
+        return argon2id_verify(hash, password, strlen(password)) == ARGON2_OK
+               ? 0 : -1;
+    if (strncmp(hash, "$6$", 3) == 0) {
+        struct crypt_data *cd = xcalloc(1, sizeof(*cd));
+        const char *r = crypt_r(password, hash, cd);
+        int ok = r != NULL && strncmp(r, "$6$", 3) == 0 && const_eq(r, hash);
+        explicit_bzero(cd, sizeof(*cd));
+        free(cd);
+        return ok ? 0 : -1;
+    }
+    return -1;
+}

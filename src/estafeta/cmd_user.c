@@ -1,0 +1,279 @@
+/*
+ * cmd_user: `estafeta user add|passwd|del|list`, managing users-file.
+ *
+ * SECURITY: the password never comes from the command line (it would be
+ * visible in ps and shell history): it is read from the terminal with echo
+ * off, twice, or as one line from standard input when that is not a
+ * terminal (for scripts: `printf '%s\n' "$pw" | estafeta user add ...`).
+ * Plaintext is wiped from memory as soon as it is hashed.
+ */
+#include "estafeta/cmd.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "conf/users.h"
+#include "lib/fsutil.h"
+#include "lib/xalloc.h"
+
+#define PASSWORD_MAX 1024
+
+static const char user_usage[] =
+    "usage: estafeta user add ADDRESS      add a user (asks for a password)\n"
+    "       estafeta user passwd ADDRESS   change a user's password\n"
+    "       estafeta user del ADDRESS      remove a user\n"
+    "       estafeta user list             list users; '(config)' marks users\n"
+    "                                      defined in the configuration file\n"
+    "  Users are kept in the configured users-file. The password is read\n"
+    "  from the terminal without echo, or as one line from standard input\n"
+    "  when it is not a terminal; never from the command line.\n"
+    "  -c, --config FILE   configuration file (default: $ESTAFETA_CONFIG,\n"
+    "                      else the embedded default)\n"
+    "  --data-dir DIR      override data-dir (default: $ESTAFETA_DATA)\n"
+    "  -h, --help          this text\n";
+
+/* One line from fd 0 into out; -1 on EOF before any byte or a line too
+ * long. Reads byte by byte so nothing after the line is consumed. */
+static int read_line(char *out, size_t cap)
+{
+    size_t n = 0;
+    bool any = false, too_long = false;
+    for (;;) {
+        char c;
+        ssize_t r = read(0, &c, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        any = true;
+        if (c == '\n')
+            break;
+        if (n + 1 >= cap)
+            too_long = true;
+        else
+            out[n++] = c;
+    }
+    if (n > 0 && out[n - 1] == '\r')
+        n--;
+    out[n] = '\0';
+    if (!any)
+        return -1;
+    return too_long ? -2 : 0;
+}
+
+static int ask(const char *prompt, char *out, size_t cap)
+{
+    struct termios old, quiet;
+    fputs(prompt, stderr);
+    fflush(stderr);
+    if (tcgetattr(0, &old) < 0)
+        return -1;
+    quiet = old;
+    quiet.c_lflag &= ~(tcflag_t)ECHO;
+    if (tcsetattr(0, TCSAFLUSH, &quiet) < 0)
+        return -1;
+    int r = read_line(out, cap);
+    tcsetattr(0, TCSAFLUSH, &old);
+    fputc('\n', stderr);
+    return r;
+}
+
+/* The new password, hashed into hash. 0, or -1 with a message printed. */
+static int get_password_hash(const char *address, char *hash, size_t hash_cap)
+{
+    char *pw = xmalloc(PASSWORD_MAX + 1), *again = xmalloc(PASSWORD_MAX + 1);
+    int rc = -1, r;
+    if (isatty(0)) {
+        char prompt[CONFIG_ADDRESS_MAX + 32];
+        snprintf(prompt, sizeof(prompt), "Password for %s: ", address);
+        r = ask(prompt, pw, PASSWORD_MAX + 1);
+        if (r == 0)
+            r = ask("Retype password: ", again, PASSWORD_MAX + 1);
+        if (r == 0 && strcmp(pw, again) != 0) {
+            fprintf(stderr, "estafeta user: passwords do not match\n");
+            goto done;
+        }
+    } else {
+        r = read_line(pw, PASSWORD_MAX + 1);
+    }
+    if (r == -2) {
+        fprintf(stderr, "estafeta user: password longer than %d bytes\n",
+                PASSWORD_MAX);
+        goto done;
+    }
+    if (r < 0) {
+        fprintf(stderr, "estafeta user: no password given\n");
+        goto done;
+    }
+    if (pw[0] == '\0') {
+        fprintf(stderr, "estafeta user: empty password refused\n");
+        goto done;
+    }
+    if (password_hash(pw, hash, hash_cap) < 0) {
+        fprintf(stderr, "estafeta user: hashing the password failed\n");
+        goto done;
+    }
+    rc = 0;
+done:
+    explicit_bzero(pw, PASSWORD_MAX + 1);
+    explicit_bzero(again, PASSWORD_MAX + 1);
+    free(pw);
+    free(again);
+    return rc;
+}
+
+/* Creates the directory of the users file (data-dir may not exist yet
+ * before the first start). */
+static int ensure_dir(const char *file)
+{
+    char *dir = xstrdup(file);
+    char *slash = strrchr(dir, '/');
+    int r = 0;
+    if (slash != NULL && slash != dir) {
+        *slash = '\0';
+        r = fs_mkdir_p(dir, 0700);
+        if (r < 0)
+            fprintf(stderr, "estafeta user: cannot create %s: %s\n", dir,
+                    strerror(errno));
+    }
+    free(dir);
+    return r;
+}
+
+static int user_list(const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nusers; i++)
+        printf("%s%s\n", cfg->users[i].address,
+               cfg->users[i].in_config ? " (config)" : "");
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* Would the configuration still hold together without this user? Only
+ * refuses when it did before, so an already broken configuration can
+ * still be repaired. */
+static int check_del(struct config *cfg, const struct cfg_user *u)
+{
+    struct buf err;
+    buf_init(&err, 4096);
+    int rc = 0;
+    if (config_check_refs(cfg, &err) == 0) {
+        size_t i = (size_t)(u - cfg->users);
+        struct cfg_user saved = cfg->users[i];
+        memmove(&cfg->users[i], &cfg->users[i + 1],
+                (cfg->nusers - i - 1) * sizeof(*cfg->users));
+        cfg->nusers--;
+        if (config_check_refs(cfg, &err) < 0) {
+            fprintf(stderr, "estafeta user: '%s' is still needed: %s\n",
+                    saved.address, buf_cstr(&err));
+            rc = -1;
+        }
+        memmove(&cfg->users[i + 1], &cfg->users[i],
+                (cfg->nusers - i) * sizeof(*cfg->users));
+        cfg->users[i] = saved;
+        cfg->nusers++;
+    }
+    buf_free(&err);
+    return rc;
+}
+
+int cmd_user(int argc, char **argv)
+{
+    struct cmd_opts o;
+    int r = cmd_parse_opts(argc, argv, user_usage, &o);
+    if (r != 0)
+        return r == 1 ? 0 : 2;
+    const char *action = o.nargs > 0 ? o.args[0] : NULL;
+    bool is_list = action != NULL && strcmp(action, "list") == 0;
+    bool known = action != NULL && (is_list || strcmp(action, "add") == 0 ||
+                                    strcmp(action, "passwd") == 0 ||
+                                    strcmp(action, "del") == 0);
+    if (!known || o.nargs != (is_list ? 1u : 2u)) {
+        if (action != NULL && !known)
+            fprintf(stderr, "estafeta user: unknown action '%s'\n", action);
+        fputs(user_usage, stderr);
+        free(o.args);
+        return 2;
+    }
+    const char *arg = o.nargs > 1 ? o.args[1] : NULL;
+
+    struct buf err;
+    buf_init(&err, 4096);
+    struct config *cfg = cmd_load_config_norefs(o.config_path, o.data_dir, &err);
+    free(o.args);
+    if (cfg == NULL) {
+        fprintf(stderr, "%s\n", buf_cstr(&err));
+        buf_free(&err);
+        return 1;
+    }
+    int rc = 1;
+    if (is_list) {
+        rc = user_list(cfg);
+        goto out;
+    }
+    if (cfg->users_file == NULL) {
+        fprintf(stderr, "estafeta user: %s configures no users-file\n",
+                cfg->source);
+        goto out;
+    }
+    char addr[CONFIG_ADDRESS_MAX];
+    const char *why = config_check_mailbox(arg, strlen(arg), addr, sizeof(addr));
+    if (why != NULL) {
+        fprintf(stderr, "estafeta user: invalid address '%s': %s\n", arg, why);
+        goto out;
+    }
+    const char *dom = strrchr(addr, '@') + 1;
+    const struct cfg_user *u = config_user(cfg, addr, strlen(addr));
+    char hash[256];
+
+    if (strcmp(action, "add") == 0) {
+        if (config_domain(cfg, dom, strlen(dom)) == NULL) {
+            fprintf(stderr, "estafeta user: '%s' is not a local domain\n", dom);
+            goto out;
+        }
+        if (u != NULL) {
+            fprintf(stderr, "estafeta user: '%s' already exists (%s:%zu)\n",
+                    addr, u->in_config ? cfg->source : cfg->users_file, u->line);
+            goto out;
+        }
+        if (config_alias(cfg, addr, strlen(addr)) != NULL) {
+            fprintf(stderr, "estafeta user: '%s' is an alias\n", addr);
+            goto out;
+        }
+        if (ensure_dir(cfg->users_file) < 0 ||
+            get_password_hash(addr, hash, sizeof(hash)) < 0)
+            goto out;
+    } else {
+        if (u == NULL) {
+            fprintf(stderr, "estafeta user: no user '%s'\n", addr);
+            goto out;
+        }
+        if (u->in_config) {
+            fprintf(stderr, "estafeta user: '%s' is defined in %s:%zu; change "
+                    "it there\n", addr, cfg->source, u->line);
+            goto out;
+        }
+        if (strcmp(action, "passwd") == 0) {
+            if (get_password_hash(addr, hash, sizeof(hash)) < 0)
+                goto out;
+        } else if (check_del(cfg, u) < 0) {
+            goto out;
+        }
+    }
+    bool del = strcmp(action, "del") == 0;
+    if (users_file_update(cfg->users_file, addr, del ? NULL : hash, &err) < 0) {
+        fprintf(stderr, "estafeta user: %s\n", buf_cstr(&err));
+        goto out;
+    }
+    explicit_bzero(hash, sizeof(hash));
+    printf("%s: %s\n", addr, strcmp(action, "add") == 0 ? "added"
+                             : del ? "removed" : "password changed");
+    rc = 0;
+out:
+    config_free(cfg);
+    buf_free(&err);
+    return rc;
+}

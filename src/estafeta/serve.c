@@ -1,0 +1,357 @@
+/*
+ * serve.c: `estafeta serve`, the daemon. One event loop (libevent; see
+ * doc/architecture.md for why) on the main thread runs every SMTP session;
+ * a commit thread makes messages durable (group commit); a delivery thread
+ * (deliver/qmgr.c) moves them into mailboxes.
+ *
+ * Start-up order matters for privilege separation: load the configuration,
+ * bind the listening sockets (ports below 1024 need root), create the data
+ * directory, switch to the unprivileged run-as user, and only then parse
+ * anything from the network. From then on every path is relative to the
+ * data directory (the process chdir()s into it), so the run-as user needs
+ * no access to the directories above it.
+ *
+ * Signals: SIGTERM/SIGINT finish (see smtpd_shutdown), SIGHUP reloads the
+ * configuration atomically (a bad file keeps the old one and logs why).
+ */
+#include "estafeta/serve.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "conf/cfgref.h"
+#include "conf/config.h"
+#include "deliver/qmgr.h"
+#include "io/listener.h"
+#include "lib/fsutil.h"
+#include "lib/log.h"
+#include "lib/xalloc.h"
+#include "queue/queue.h"
+#include "smtpd/smtpd.h"
+#include "store/store.h"
+
+struct serve {
+    const char *config_path;     /* NULL: embedded default */
+    struct config_overrides ov;
+    struct event_base *base;
+    struct cfgref *cfg;
+    struct listener **listeners;
+    enum listener_role *roles;
+    size_t nlisteners;
+    struct smtpd *smtpd;
+    struct qmgr *qmgr;
+    struct queue *queue;
+    struct store *store;
+    bool stopping;
+};
+
+struct serve_accept_arg {
+    struct serve *sv;
+    enum listener_role role;
+};
+
+static void serve_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: estafeta serve [-c FILE] [--data-dir DIR] [--run-as USER]\n"
+            "\n"
+            "Runs the mail server in the foreground, logging to stderr.\n"
+            "  -c, --config FILE   configuration file (default: $ESTAFETA_CONFIG,\n"
+            "                      else the embedded demo configuration)\n"
+            "  --data-dir DIR      overrides data-dir (default: $ESTAFETA_DATA)\n"
+            "  --run-as USER       overrides run-as (used when started as root)\n"
+            "Signals: SIGTERM stops cleanly, SIGHUP reloads the configuration.\n");
+}
+
+static void serve_on_accept(int fd, const struct sockaddr_storage *peer,
+                            const char *peer_text, void *arg)
+{
+    (void)peer;
+    struct serve_accept_arg *a = arg;
+    smtpd_accept(a->sv->smtpd, fd, peer_text, a->role);
+}
+
+static void serve_on_committed(const char *id, void *arg)
+{
+    struct serve *sv = arg;
+    qmgr_notify(sv->qmgr, id);
+}
+
+static void serve_all_closed(void *arg)
+{
+    struct serve *sv = arg;
+    event_base_loopexit(sv->base, NULL);
+}
+
+static void serve_on_term(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct serve *sv = arg;
+    if (sv->stopping)
+        return;
+    sv->stopping = true;
+    char s[16];
+    snprintf(s, sizeof(s), "%d", (int)sig);
+    log_kv(LOG_INFO, "serve.stopping", "signal", s, NULL);
+    for (size_t i = 0; i < sv->nlisteners; i++)
+        listener_stop(sv->listeners[i]);
+    smtpd_shutdown(sv->smtpd, serve_all_closed, sv);
+}
+
+static void serve_on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    struct serve *sv = arg;
+    struct buf err;
+    buf_init(&err, 4096);
+    struct config *cfg = config_load(sv->config_path, &sv->ov, &err);
+    if (cfg == NULL) {
+        log_kv(LOG_ERR, "config.reload_failed", "error", buf_cstr(&err),
+               "action", "keeping the running configuration", NULL);
+        buf_free(&err);
+        return;
+    }
+    buf_free(&err);
+    const struct config *old = sv->cfg->cfg;
+    bool same = cfg->nlisteners == old->nlisteners;
+    for (size_t i = 0; same && i < cfg->nlisteners; i++)
+        same = strcmp(cfg->listeners[i].host, old->listeners[i].host) == 0 &&
+               cfg->listeners[i].port == old->listeners[i].port &&
+               cfg->listeners[i].role == old->listeners[i].role;
+    if (!same)
+        log_kv(LOG_WARN, "config.listeners_changed",
+               "action", "listener changes take effect after a restart", NULL);
+    if (strcmp(cfg->data_dir, old->data_dir) != 0)
+        log_kv(LOG_WARN, "config.data_dir_changed",
+               "action", "data-dir changes take effect after a restart", NULL);
+    log_set_level(cfg->log_level);
+    struct cfgref *ref = cfgref_new(cfg);
+    smtpd_set_config(sv->smtpd, ref);
+    qmgr_set_config(sv->qmgr, ref);
+    cfgref_put(sv->cfg);
+    sv->cfg = ref;
+    log_kv(LOG_INFO, "config.reloaded", "source", cfg->source, NULL);
+}
+
+/* Binds every listener; logs and fails on the first that cannot be bound. */
+static int serve_bind(struct serve *sv)
+{
+    const struct config *cfg = sv->cfg->cfg;
+    sv->listeners = xcalloc(cfg->nlisteners ? cfg->nlisteners : 1,
+                            sizeof(*sv->listeners));
+    sv->roles = xcalloc(cfg->nlisteners ? cfg->nlisteners : 1, sizeof(*sv->roles));
+    for (size_t i = 0; i < cfg->nlisteners; i++) {
+        const struct cfg_listener *l = &cfg->listeners[i];
+        sv->listeners[i] = listener_bind(l->host, l->port);
+        char port[8];
+        snprintf(port, sizeof(port), "%u", (unsigned)l->port);
+        if (sv->listeners[i] == NULL) {
+            log_kv(LOG_CRIT, "serve.bind_failed", "host", l->host, "port", port,
+                   "error", strerror(errno), NULL);
+            fprintf(stderr, "estafeta: cannot listen on %s port %s: %s\n", l->host,
+                    port, strerror(errno));
+            return -1;
+        }
+        sv->roles[i] = l->role;
+        sv->nlisteners++;
+        log_kv(LOG_INFO, "serve.listen", "host", l->host, "port", port, "role",
+               listener_role_name(l->role), NULL);
+    }
+    return 0;
+}
+
+/* Creates the data directory, and as root hands it to the run-as user and
+ * drops privileges. */
+static int serve_prepare_dirs_and_drop(const struct config *cfg, const char *run_as)
+{
+    if (fs_mkdir_p(cfg->data_dir, 0750) < 0) {
+        fprintf(stderr, "estafeta: cannot create data-dir %s: %s\n", cfg->data_dir,
+                strerror(errno));
+        return -1;
+    }
+    if (geteuid() == 0) {
+        if (run_as == NULL) {
+            fprintf(stderr,
+                    "estafeta: started as root without run-as: set `run-as USER` "
+                    "in the configuration or pass --run-as (network input is never "
+                    "parsed as root)\n");
+            return -1;
+        }
+        struct passwd *pw = getpwnam(run_as);
+        if (pw == NULL || pw->pw_uid == 0) {
+            fprintf(stderr, "estafeta: run-as user '%s' %s\n", run_as,
+                    pw == NULL ? "does not exist" : "must not be root");
+            return -1;
+        }
+        const char *subdirs[] = {"", "/queue", "/queue/incoming", "/queue/msg",
+                                 "/queue/corrupt", "/mail"};
+        for (size_t i = 0; i < sizeof(subdirs) / sizeof(*subdirs); i++) {
+            char path[4096];
+            snprintf(path, sizeof(path), "%s%s", cfg->data_dir, subdirs[i]);
+            if (fs_mkdir_p(path, 0750) < 0 || chown(path, pw->pw_uid, pw->pw_gid) < 0) {
+                fprintf(stderr, "estafeta: cannot prepare %s: %s\n", path,
+                        strerror(errno));
+                return -1;
+            }
+        }
+        if (chdir(cfg->data_dir) < 0 ||
+            initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
+            setuid(pw->pw_uid) < 0) {
+            fprintf(stderr, "estafeta: cannot switch to user %s: %s\n", run_as,
+                    strerror(errno));
+            return -1;
+        }
+        if (setuid(0) == 0) {
+            fprintf(stderr, "estafeta: privileges could not be dropped\n");
+            return -1;
+        }
+        log_kv(LOG_INFO, "serve.privileges_dropped", "user", run_as, NULL);
+    } else if (chdir(cfg->data_dir) < 0) {
+        fprintf(stderr, "estafeta: cannot enter data-dir %s: %s\n", cfg->data_dir,
+                strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int cmd_serve(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"data-dir", required_argument, NULL, 'd'},
+        {"run-as", required_argument, NULL, 'u'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    struct serve sv;
+    memset(&sv, 0, sizeof(sv));
+    sv.config_path = getenv("ESTAFETA_CONFIG");
+    sv.ov.data_dir = getenv("ESTAFETA_DATA");
+    const char *run_as_opt = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            sv.config_path = optarg;
+            break;
+        case 'd':
+            sv.ov.data_dir = optarg;
+            break;
+        case 'u':
+            run_as_opt = optarg;
+            break;
+        case 'h':
+            serve_usage(stdout);
+            return 0;
+        default:
+            serve_usage(stderr);
+            return 2;
+        }
+    }
+    if (optind != argc) {
+        serve_usage(stderr);
+        return 2;
+    }
+    if (sv.config_path != NULL && sv.config_path[0] == '\0')
+        sv.config_path = NULL;
+    if (sv.ov.data_dir != NULL && sv.ov.data_dir[0] == '\0')
+        sv.ov.data_dir = NULL;
+
+    struct buf err;
+    buf_init(&err, 4096);
+    struct config *cfg = config_load(sv.config_path, &sv.ov, &err);
+    if (cfg == NULL) {
+        fprintf(stderr, "estafeta: %s\n", buf_cstr(&err));
+        buf_free(&err);
+        return 1;
+    }
+    buf_free(&err);
+    log_set_level(cfg->log_level);
+    sv.cfg = cfgref_new(cfg);
+    signal(SIGPIPE, SIG_IGN);
+
+    int status = 1;
+    if (serve_bind(&sv) < 0)
+        goto out;
+    if (serve_prepare_dirs_and_drop(cfg, run_as_opt ? run_as_opt : cfg->run_as) < 0)
+        goto out;
+
+    struct buf qerr;
+    buf_init(&qerr, 4096);
+    sv.queue = queue_fs_open("queue", &qerr);
+    if (sv.queue == NULL) {
+        fprintf(stderr, "estafeta: queue: %s\n", buf_cstr(&qerr));
+        buf_free(&qerr);
+        goto out;
+    }
+    buf_free(&qerr);
+    if (queue_recover(sv.queue) < 0) {
+        fprintf(stderr, "estafeta: queue recovery failed: %s\n", strerror(errno));
+        goto out;
+    }
+    if (fs_mkdir_p("mail", 0750) < 0) {
+        fprintf(stderr, "estafeta: cannot create mail directory: %s\n",
+                strerror(errno));
+        goto out;
+    }
+    sv.store = store_maildir_new("mail", cfg->hostname);
+
+    sv.base = event_base_new();
+    if (sv.base == NULL) {
+        fprintf(stderr, "estafeta: cannot create the event loop\n");
+        goto out;
+    }
+    sv.smtpd = smtpd_new(sv.base, sv.queue, sv.cfg, serve_on_committed, &sv);
+    sv.qmgr = qmgr_start(sv.queue, sv.store, sv.cfg);
+    struct serve_accept_arg *args = xcalloc(sv.nlisteners ? sv.nlisteners : 1,
+                                            sizeof(*args));
+    for (size_t i = 0; i < sv.nlisteners; i++) {
+        args[i].sv = &sv;
+        args[i].role = sv.roles[i];
+        listener_start(sv.listeners[i], sv.base, serve_on_accept, &args[i]);
+    }
+    struct event *ev_term = evsignal_new(sv.base, SIGTERM, serve_on_term, &sv);
+    struct event *ev_int = evsignal_new(sv.base, SIGINT, serve_on_term, &sv);
+    struct event *ev_hup = evsignal_new(sv.base, SIGHUP, serve_on_hup, &sv);
+    event_add(ev_term, NULL);
+    event_add(ev_int, NULL);
+    event_add(ev_hup, NULL);
+    log_kv(LOG_INFO, "serve.ready", "source", cfg->source, "data_dir",
+           cfg->data_dir, NULL);
+
+    event_base_dispatch(sv.base);
+
+    qmgr_stop(sv.qmgr);
+    smtpd_free(sv.smtpd);
+    event_free(ev_term);
+    event_free(ev_int);
+    event_free(ev_hup);
+    free(args);
+    log_kv(LOG_INFO, "serve.stopped", NULL);
+    status = 0;
+out:
+    for (size_t i = 0; i < sv.nlisteners; i++)
+        listener_free(sv.listeners[i]);
+    free(sv.listeners);
+    free(sv.roles);
+    if (sv.base)
+        event_base_free(sv.base);
+    if (sv.store)
+        store_free(sv.store);
+    if (sv.queue)
+        queue_close(sv.queue);
+    cfgref_put(sv.cfg);
+    return status;
+}

@@ -1,0 +1,306 @@
+/* conn: see conn.h for the contract. */
+#include "io/conn.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "lib/xalloc.h"
+
+/* Output is capped far above high_water: replies are small and input stops
+ * at high_water, so hitting this means a bug or a hostile pattern; the
+ * connection is then closed rather than allowed to grow. */
+#define CONN_OUT_HARD_MAX (64u * 1024 * 1024)
+#define CONN_READ_CHUNK 16384
+
+struct conn {
+    struct event_base *base;
+    int fd;
+    struct event *ev_read;
+    struct event *ev_write;
+    struct event *ev_timer;
+    struct event *ev_resume;   /* deferred re-delivery after conn_resume */
+    struct buf in;
+    struct buf out;
+    size_t high_water;
+    unsigned timeout;
+    conn_cb cb;
+    void *arg;
+    bool paused;
+    bool closing;              /* close after flush requested */
+    bool dead;                 /* CLOSED/TIMEOUT delivered; no more events */
+    bool reading;              /* ev_read is added */
+    unsigned in_callback;      /* nesting of owner callbacks */
+    bool free_pending;         /* conn_free() called from inside a callback */
+};
+
+static void conn_destroy(struct conn *c);
+
+static void conn_update_read(struct conn *c);
+
+/*
+ * Calls the owner. The owner may call conn_free() from inside; the conn is
+ * then destroyed here once the outermost callback returns. Returns false
+ * when the conn no longer exists, and every caller then returns at once.
+ */
+static bool conn_deliver(struct conn *c, enum conn_event ev)
+{
+    if (c->dead)
+        return true;
+    if (ev != CONN_EV_INPUT) {
+        c->dead = true;
+        event_del(c->ev_read);
+        event_del(c->ev_write);
+        event_del(c->ev_timer);
+        event_del(c->ev_resume);
+        c->reading = false;
+    }
+    c->in_callback++;
+    c->cb(c, ev, c->arg);
+    c->in_callback--;
+    if (c->free_pending && c->in_callback == 0) {
+        conn_destroy(c);
+        return false;
+    }
+    return !c->free_pending;
+}
+
+static void conn_arm_timer(struct conn *c)
+{
+    if (c->timeout == 0 || c->dead) {
+        event_del(c->ev_timer);
+        return;
+    }
+    struct timeval tv = {.tv_sec = c->timeout, .tv_usec = 0};
+    event_add(c->ev_timer, &tv);
+}
+
+static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)conn_deliver(arg, CONN_EV_TIMEOUT);
+}
+
+static void conn_on_read(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    struct conn *c = arg;
+    char chunk[CONN_READ_CHUNK];
+    size_t room = c->in.max - c->in.len;
+    if (room == 0) {
+        conn_update_read(c);
+        return;
+    }
+    if (room > sizeof(chunk))
+        room = sizeof(chunk);
+    ssize_t n = read(fd, chunk, room);
+    if (n < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        (void)conn_deliver(c, CONN_EV_CLOSED);
+        return;
+    }
+    if (n == 0) {
+        (void)conn_deliver(c, CONN_EV_CLOSED);
+        return;
+    }
+    buf_append(&c->in, chunk, (size_t)n);
+    conn_arm_timer(c);
+    if (c->closing) {
+        /* Closing: input after our last reply is ignored. */
+        buf_reset(&c->in);
+        return;
+    }
+    if (!c->paused && !conn_deliver(c, CONN_EV_INPUT))
+        return;
+    conn_update_read(c);
+}
+
+static void conn_try_write(struct conn *c)
+{
+    while (c->out.len > 0) {
+        ssize_t n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            buf_reset(&c->out);
+            (void)conn_deliver(c, CONN_EV_CLOSED);
+            return;
+        }
+        buf_consume(&c->out, (size_t)n);
+    }
+    if (c->dead)
+        return;
+    if (c->out.len > 0) {
+        event_add(c->ev_write, NULL);
+    } else {
+        event_del(c->ev_write);
+        if (c->closing) {
+            shutdown(c->fd, SHUT_WR);
+            (void)conn_deliver(c, CONN_EV_CLOSED);
+            return;
+        }
+    }
+    conn_update_read(c);
+}
+
+static void conn_on_write(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_try_write(arg);
+}
+
+static void conn_on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct conn *c = arg;
+    if (!c->paused && !c->closing && c->in.len > 0 &&
+        !conn_deliver(c, CONN_EV_INPUT))
+        return;
+    conn_update_read(c);
+}
+
+/* Read only when there is room, output is below high water, and the
+ * owner is not paused. */
+static void conn_update_read(struct conn *c)
+{
+    if (c->dead)
+        return;
+    bool want = c->in.len < c->in.max && c->out.len < c->high_water &&
+                (!c->paused || c->in.len < c->in.max);
+    if (c->closing)
+        want = true; /* keep draining so EOF/RST is noticed */
+    if (want && !c->reading) {
+        event_add(c->ev_read, NULL);
+        c->reading = true;
+    } else if (!want && c->reading) {
+        event_del(c->ev_read);
+        c->reading = false;
+    }
+}
+
+struct conn *conn_new(struct event_base *base, int fd, size_t in_max,
+                      size_t high_water, conn_cb cb, void *arg)
+{
+    struct conn *c = xcalloc(1, sizeof(*c));
+    c->base = base;
+    c->fd = fd;
+    c->cb = cb;
+    c->arg = arg;
+    c->high_water = high_water;
+    buf_init(&c->in, in_max);
+    buf_init(&c->out, CONN_OUT_HARD_MAX);
+    evutil_make_socket_nonblocking(fd);
+    c->ev_read = event_new(base, fd, EV_READ | EV_PERSIST, conn_on_read, c);
+    c->ev_write = event_new(base, fd, EV_WRITE | EV_PERSIST, conn_on_write, c);
+    c->ev_timer = evtimer_new(base, conn_on_timer, c);
+    c->ev_resume = event_new(base, -1, 0, conn_on_resume, c);
+    conn_update_read(c);
+    return c;
+}
+
+void conn_free(struct conn *c)
+{
+    if (c == NULL)
+        return;
+    if (c->in_callback > 0) {
+        c->free_pending = true;
+        c->dead = true;
+        event_del(c->ev_read);
+        event_del(c->ev_write);
+        event_del(c->ev_timer);
+        event_del(c->ev_resume);
+        return;
+    }
+    conn_destroy(c);
+}
+
+static void conn_destroy(struct conn *c)
+{
+    event_free(c->ev_read);
+    event_free(c->ev_write);
+    event_free(c->ev_timer);
+    event_free(c->ev_resume);
+    close(c->fd);
+    buf_free(&c->in);
+    buf_free(&c->out);
+    free(c);
+}
+
+struct buf *conn_input(struct conn *c) { return &c->in; }
+int conn_fd(const struct conn *c) { return c->fd; }
+size_t conn_output_pending(const struct conn *c) { return c->out.len; }
+
+void conn_write(struct conn *c, const void *p, size_t n)
+{
+    if (c->dead || c->closing)
+        return;
+    if (buf_append(&c->out, p, n) < 0) {
+        /* A client that never reads; see CONN_OUT_HARD_MAX. */
+        c->closing = true;
+        buf_reset(&c->out);
+        (void)conn_deliver(c, CONN_EV_CLOSED);
+    }
+}
+
+void conn_printf(struct conn *c, const char *fmt, ...)
+{
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof(line))
+        n = (int)sizeof(line) - 1;
+    conn_write(c, line, (size_t)n);
+}
+
+void conn_flush(struct conn *c)
+{
+    if (!c->dead)
+        conn_try_write(c);
+}
+
+void conn_set_timeout(struct conn *c, unsigned seconds)
+{
+    c->timeout = seconds;
+    conn_arm_timer(c);
+}
+
+void conn_pause(struct conn *c)
+{
+    c->paused = true;
+    conn_update_read(c);
+}
+
+void conn_resume(struct conn *c)
+{
+    if (c->dead)
+        return;
+    c->paused = false;
+    /* Deferred through the loop so the owner is not re-entered. */
+    event_active(c->ev_resume, 0, 0);
+}
+
+void conn_close_after_flush(struct conn *c)
+{
+    if (c->dead || c->closing)
+        return;
+    c->closing = true;
+    buf_reset(&c->in);
+    conn_try_write(c);
+}

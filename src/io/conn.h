@@ -1,0 +1,58 @@
+/*
+ * conn: one client connection on the event loop. The only code in estafeta
+ * that reads and writes client sockets (TLS will live here too, issue 3).
+ * Protocol code sees a small event vocabulary (OpenSMTPD's ioev.h idea):
+ *
+ *   CONN_EV_INPUT     new bytes are in conn_input(); consume what you used
+ *                     with buf_consume(). Also delivered after conn_resume()
+ *                     so a session can continue on bytes already buffered.
+ *   CONN_EV_TIMEOUT   no input for the time set by conn_set_timeout()
+ *   CONN_EV_CLOSED    the peer closed (EOF) or the socket failed
+ *
+ * After CONN_EV_TIMEOUT or CONN_EV_CLOSED nothing more is delivered; the
+ * owner calls conn_free() (at once or later, when its own work is done).
+ *
+ * Output: conn_write() queues bytes (never blocks); conn_flush() tries to
+ * write them now; the rest is written when the socket is writable. While more
+ * than high_water bytes are queued, input is not read, so a client that
+ * pipelines without reading replies cannot grow our memory. The input
+ * buffer is capped at in_max; when full, reading stops until the owner
+ * consumes.
+ *
+ * conn_pause() stops delivering input events (the session is waiting for
+ * the disk, say); conn_resume() restarts them and re-delivers CONN_EV_INPUT
+ * if bytes are buffered. conn_close_after_flush() writes what is queued,
+ * then shuts the socket; the owner gets CONN_EV_CLOSED once that is done.
+ */
+#ifndef ESTAFETA_IO_CONN_H
+#define ESTAFETA_IO_CONN_H
+
+#include <stddef.h>
+
+#include "lib/buf.h"
+
+struct event_base;
+struct conn;
+
+enum conn_event { CONN_EV_INPUT, CONN_EV_TIMEOUT, CONN_EV_CLOSED };
+
+typedef void (*conn_cb)(struct conn *c, enum conn_event ev, void *arg);
+
+struct conn *conn_new(struct event_base *base, int fd, size_t in_max,
+                      size_t high_water, conn_cb cb, void *arg);
+void conn_free(struct conn *c);
+
+struct buf *conn_input(struct conn *c);
+void conn_write(struct conn *c, const void *p, size_t n);
+void conn_printf(struct conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void conn_flush(struct conn *c);
+size_t conn_output_pending(const struct conn *c);
+
+void conn_set_timeout(struct conn *c, unsigned seconds);
+void conn_pause(struct conn *c);
+void conn_resume(struct conn *c);
+void conn_close_after_flush(struct conn *c);
+int conn_fd(const struct conn *c);
+
+#endif

@@ -1,0 +1,983 @@
+/*
+ * queue_fs: the filesystem queue backend, and the dispatch of the public
+ * queue.h functions to the backends. The on-disk states, the order of every
+ * write/fsync/rename and what a crash between any two leaves behind are in
+ * doc/queue.md: this file implements that document, step by step.
+ *
+ * Everything is done relative to directory descriptors opened once
+ * (openat/renameat/unlinkat), and the only names are validated queue ids,
+ * so no path is ever built from bytes a peer sent.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/fsutil.h"
+#include "lib/log.h"
+#include "lib/xalloc.h"
+#include "queue/qfile.h"
+#include "queue/queue_backend.h"
+
+/* ================= dispatch (queue.h) ================= */
+
+void queue_close(struct queue *q)
+{
+    if (q != NULL)
+        q->ops->close(q);
+}
+
+int queue_msg_open(struct queue *q, struct queue_msg **m_r)
+{
+    return q->ops->msg_open(q, m_r);
+}
+
+const char *queue_msg_id(const struct queue_msg *m) { return m->id; }
+uint64_t queue_msg_size(const struct queue_msg *m) { return m->size; }
+
+int queue_msg_write(struct queue_msg *m, const void *p, size_t n)
+{
+    return m->q->ops->msg_write(m, p, n);
+}
+
+void queue_msg_abort(struct queue_msg *m)
+{
+    if (m != NULL)
+        m->q->ops->msg_abort(m);
+}
+
+int queue_commit(struct queue *q, struct queue_msg **msgs,
+                 const struct queue_env *envs, size_t n, int *results_r)
+{
+    return q->ops->commit(q, msgs, envs, n, results_r);
+}
+
+int queue_list(struct queue *q, void (*cb)(const char *id, void *arg), void *arg)
+{
+    return q->ops->list(q, cb, arg);
+}
+
+int queue_recover(struct queue *q) { return q->ops->recover(q); }
+
+int queue_load(struct queue *q, const char *id, struct queue_env **env_r)
+{
+    return q->ops->load(q, id, env_r);
+}
+
+int queue_body_open(struct queue *q, const char *id, struct queue_body **b_r)
+{
+    return q->ops->body_open(q, id, b_r);
+}
+
+ssize_t queue_body_read(struct queue_body *b, void *p, size_t n)
+{
+    return b->q->ops->body_read(b, p, n);
+}
+
+void queue_body_close(struct queue_body *b)
+{
+    if (b != NULL)
+        b->q->ops->body_close(b);
+}
+
+int queue_rcpt_update(struct queue *q, const char *id, size_t index,
+                      enum queue_rcpt_state state, const char *status)
+{
+    return q->ops->rcpt_update(q, id, index, state, status);
+}
+
+int queue_remove(struct queue *q, const char *id)
+{
+    return q->ops->remove(q, id);
+}
+
+int queue_set_aside(struct queue *q, const char *id, const char *reason)
+{
+    return q->ops->set_aside(q, id, reason);
+}
+
+/* ================= ids ================= */
+
+static void fill_random(void *p, size_t n)
+{
+    unsigned char *c = p;
+    while (n > 0) {
+        ssize_t r = getrandom(c, n, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            /* No getrandom (very old kernel): time and pid still make ids
+             * unlikely to collide, and O_EXCL catches the rest. */
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t x = (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32) ^
+                         (uint64_t)(uintptr_t)p;
+            for (size_t i = 0; i < n; i++, x = x * 6364136223846793005u + 1)
+                c[i] = (unsigned char)(x >> 56);
+            return;
+        }
+        c += r;
+        n -= (size_t)r;
+    }
+}
+
+void queue_id_new(char id_r[QUEUE_ID_SIZE])
+{
+    static const char b36[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    static const char b62[] =
+        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    for (int i = 10; i >= 0; i--, us /= 36)
+        id_r[i] = b36[us % 36];
+    unsigned char rnd[12];
+    fill_random(rnd, sizeof(rnd));
+    for (int i = 0; i < 12; i++)
+        id_r[11 + i] = b62[rnd[i] % 62];
+    id_r[23] = '\0';
+}
+
+/* ================= fs backend ================= */
+
+#define WBUF_SIZE (64u * 1024u)
+
+struct fsq {
+    struct queue base;
+    int dirfd, infd, msgfd, badfd;
+};
+
+struct fsmsg {
+    struct queue_msg base;
+    int fd;
+    int err;              /* sticky write error (errno), 0 if none */
+    size_t wlen;
+    unsigned char *wbuf;
+};
+
+struct fsbody {
+    struct queue_body base;
+    int fd;
+    uint64_t off, end;
+};
+
+static struct fsq *FSQ(struct queue *q) { return (struct fsq *)q; }
+
+static void close_keep_errno(int fd)
+{
+    int saved = errno;
+    close(fd);
+    errno = saved;
+}
+
+static int st_name(const char *id, char out[QUEUE_ID_SIZE + 3])
+{
+    snprintf(out, QUEUE_ID_SIZE + 3, "%s.st", id);
+    return 0;
+}
+
+/* Names of a directory (not "." or ".."), read completely before anything
+ * in it is changed. Returns -1 with errno if the directory cannot be read. */
+static int dir_names(int dirfd, char ***names_r, size_t *n_r)
+{
+    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        close_keep_errno(fd);
+        return -1;
+    }
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    errno = 0;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            names = xreallocarray(names, cap, sizeof(*names));
+        }
+        names[n++] = xstrdup(de->d_name);
+        errno = 0;
+    }
+    int err = errno;
+    closedir(d);
+    if (err != 0) {
+        for (size_t i = 0; i < n; i++)
+            free(names[i]);
+        free(names);
+        errno = err;
+        return -1;
+    }
+    *names_r = names;
+    *n_r = n;
+    return 0;
+}
+
+static void names_free(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* ---- receiving ---- */
+
+static int fs_flush(struct fsmsg *m)
+{
+    if (m->wlen > 0 && fs_write_all(m->fd, m->wbuf, m->wlen) < 0) {
+        m->err = errno;
+        return -1;
+    }
+    m->wlen = 0;
+    return 0;
+}
+
+/* Buffered append; the body, the envelope and the footer all go through it. */
+static int fs_append(struct fsmsg *m, const void *p, size_t n)
+{
+    if (m->err != 0) {
+        errno = m->err;
+        return -1;
+    }
+    if (n > WBUF_SIZE - m->wlen) {
+        if (fs_flush(m) < 0)
+            return -1;
+        if (n >= WBUF_SIZE) {
+            if (fs_write_all(m->fd, p, n) < 0) {
+                m->err = errno;
+                return -1;
+            }
+            return 0;
+        }
+    }
+    memcpy(m->wbuf + m->wlen, p, n);
+    m->wlen += n;
+    return 0;
+}
+
+static int fs_msg_open(struct queue *q, struct queue_msg **m_r)
+{
+    struct fsq *fq = FSQ(q);
+    char id[QUEUE_ID_SIZE];
+    struct stat st;
+    int fd = -1;
+    *m_r = NULL;
+    for (int tries = 0; fd < 0; tries++) {
+        if (tries == 16) {
+            errno = EEXIST;
+            return -1;
+        }
+        queue_id_new(id);
+        /* An id still present in msg/ or corrupt/ is never reused. */
+        if (fstatat(fq->msgfd, id, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+            fstatat(fq->badfd, id, &st, AT_SYMLINK_NOFOLLOW) == 0)
+            continue;
+        fd = openat(fq->infd, id,
+                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0 && errno != EEXIST)
+            return -1;
+    }
+    struct fsmsg *m = xcalloc(1, sizeof(*m));
+    m->base.q = q;
+    memcpy(m->base.id, id, sizeof(id));
+    m->fd = fd;
+    m->wbuf = xmalloc(WBUF_SIZE);
+    memcpy(m->wbuf, QFILE_HEADER, QFILE_HEADER_SIZE);
+    m->wlen = QFILE_HEADER_SIZE;
+    *m_r = &m->base;
+    return 0;
+}
+
+static int fs_msg_write(struct queue_msg *qm, const void *p, size_t n)
+{
+    struct fsmsg *m = (struct fsmsg *)qm;
+    uint64_t size;
+    if (__builtin_add_overflow(m->base.size, (uint64_t)n, &size)) {
+        m->err = EFBIG;
+        errno = EFBIG;
+        return -1;
+    }
+    if (fs_append(m, p, n) < 0)
+        return -1;
+    m->base.size = size;
+    return 0;
+}
+
+static void fsmsg_free(struct fsmsg *m)
+{
+    if (m->fd >= 0)
+        close(m->fd);
+    free(m->wbuf);
+    free(m);
+}
+
+static void fs_msg_abort(struct queue_msg *qm)
+{
+    struct fsmsg *m = (struct fsmsg *)qm;
+    int saved = errno;
+    unlinkat(FSQ(qm->q)->infd, qm->id, 0);
+    fsmsg_free(m);
+    errno = saved;
+}
+
+/* Steps 1-4 of doc/queue.md "Commit" for one message: 0 or an errno. */
+static int fs_commit_one(struct fsmsg *m, const struct queue_env *env)
+{
+    struct queue_env e = *env;
+    struct buf eb;
+    struct qfile_footer f;
+    unsigned char foot[QFILE_FOOTER_SIZE];
+    int err = 0;
+
+    if (m->err != 0)
+        return m->err;
+    memcpy(e.id, m->base.id, sizeof(e.id));
+    buf_init(&eb, QFILE_ENV_MAX);
+    if (qfile_env_encode(&e, &eb) < 0) {
+        err = errno;
+        buf_free(&eb);
+        return err;
+    }
+    qfile_footer_make(m->base.size, eb.data, eb.len, &f);
+    qfile_footer_encode(&f, foot);
+    if (fs_append(m, eb.data, eb.len) < 0 ||
+        fs_append(m, foot, sizeof(foot)) < 0 || fs_flush(m) < 0 ||
+        fsync(m->fd) < 0)
+        err = errno != 0 ? errno : EIO;
+    buf_free(&eb);
+    int fd = m->fd;
+    m->fd = -1;
+    if (close(fd) < 0 && err == 0)
+        err = errno != 0 ? errno : EIO;
+    return err;
+}
+
+static int fs_commit(struct queue *q, struct queue_msg **msgs,
+                     const struct queue_env *envs, size_t n, int *results_r)
+{
+    struct fsq *fq = FSQ(q);
+    size_t renamed = 0;
+    int first_err = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        struct fsmsg *m = (struct fsmsg *)msgs[i];
+        results_r[i] = fs_commit_one(m, &envs[i]);
+        if (results_r[i] == 0 &&
+            renameat(fq->infd, m->base.id, fq->msgfd, m->base.id) < 0)
+            results_r[i] = errno != 0 ? errno : EIO;
+        if (results_r[i] != 0)
+            unlinkat(fq->infd, m->base.id, 0);
+        else
+            renamed++;
+    }
+    /* Group commit: one directory fsync makes every rename durable. */
+    if (renamed > 0 && fsync(fq->msgfd) < 0) {
+        int err = errno != 0 ? errno : EIO;
+        log_kv(LOG_ERR, "queue.commit.fsync_failed", "error", strerror(err),
+               NULL);
+        for (size_t i = 0; i < n; i++) {
+            if (results_r[i] == 0) {
+                unlinkat(fq->msgfd, msgs[i]->id, 0);
+                results_r[i] = err;
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (results_r[i] != 0 && first_err == 0)
+            first_err = results_r[i];
+        fsmsg_free((struct fsmsg *)msgs[i]);
+    }
+    if (first_err != 0) {
+        errno = first_err;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- reading ---- */
+
+/* pread exactly n bytes: 0, -1 (I/O error, errno), -2 (file too short). */
+static int pread_full(int fd, void *p, size_t n, uint64_t off)
+{
+    unsigned char *c = p;
+    while (n > 0) {
+        if (off > (uint64_t)INT64_MAX) {
+            errno = EBADMSG;
+            return -2;
+        }
+        ssize_t r = pread(fd, c, n, (off_t)off);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (r == 0) {
+            errno = EBADMSG;
+            return -2;
+        }
+        c += r;
+        n -= (size_t)r;
+        off += (uint64_t)r;
+    }
+    return 0;
+}
+
+/* Header and footer of an open queue file: 0, -1 (I/O), -2 (corrupt). */
+static int fs_check_frame(int fd, struct qfile_footer *f_r, const char **why_r)
+{
+    struct stat st;
+    unsigned char head[QFILE_HEADER_SIZE], foot[QFILE_FOOTER_SIZE];
+    int r;
+    if (fstat(fd, &st) < 0)
+        return -1;
+    *why_r = "not a regular file";
+    if (!S_ISREG(st.st_mode))
+        return -2;
+    *why_r = "too short";
+    if (st.st_size < (off_t)(QFILE_HEADER_SIZE + QFILE_FOOTER_SIZE))
+        return -2;
+    *why_r = "bad header";
+    if ((r = pread_full(fd, head, sizeof(head), 0)) != 0)
+        return r;
+    if (memcmp(head, QFILE_HEADER, QFILE_HEADER_SIZE) != 0)
+        return -2;
+    *why_r = "bad footer";
+    r = pread_full(fd, foot, sizeof(foot),
+                   (uint64_t)st.st_size - QFILE_FOOTER_SIZE);
+    if (r != 0)
+        return r;
+    if (qfile_footer_decode(foot, (uint64_t)st.st_size, f_r) < 0)
+        return -2;
+    return 0;
+}
+
+/* Full validation (doc/queue.md "The queue file"): 0 with the envelope,
+ * -1 (I/O error, errno), -2 (corrupt, *why_r says how). */
+static int fs_read_valid(int fd, const char *id, struct queue_env **env_r,
+                         const char **why_r)
+{
+    struct qfile_footer f;
+    *env_r = NULL;
+    int r = fs_check_frame(fd, &f, why_r);
+    if (r != 0)
+        return r;
+    unsigned char *eb = xmalloc(f.env_len > 0 ? (size_t)f.env_len : 1);
+    r = pread_full(fd, eb, (size_t)f.env_len, f.env_off);
+    if (r == 0 && qfile_crc32(0, eb, (size_t)f.env_len) != f.env_crc) {
+        *why_r = "envelope checksum";
+        r = -2;
+    } else if (r == 0 && qfile_env_decode(eb, (size_t)f.env_len, env_r) < 0) {
+        *why_r = "envelope format";
+        r = -2;
+    } else if (r == 0 && strcmp((*env_r)->id, id) != 0) {
+        *why_r = "id does not match file name";
+        queue_env_free(*env_r);
+        *env_r = NULL;
+        r = -2;
+    } else if (r == -2) {
+        *why_r = "envelope truncated";
+    }
+    free(eb);
+    if (r == 0)
+        (*env_r)->body_size = f.body_len;
+    if (r == -2)
+        errno = EBADMSG;
+    return r;
+}
+
+/*
+ * Replays msg/<id>.st (doc/queue.md "Per-recipient state") into env when
+ * env is not NULL. *valid_r is the length of the valid prefix and *torn_r
+ * whether anything follows it. 0, or -1 with errno on an I/O error.
+ */
+static int fs_read_st(struct fsq *fq, const char *id, struct queue_env *env,
+                      uint64_t *valid_r, bool *torn_r)
+{
+    char name[QUEUE_ID_SIZE + 3];
+    st_name(id, name);
+    *valid_r = 0;
+    *torn_r = false;
+    int fd = openat(fq->msgfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? 0 : -1;
+
+    unsigned *counts = NULL;
+    if (env != NULL && env->nrcpts > 0)
+        counts = xcalloc(env->nrcpts, sizeof(*counts));
+    struct buf b;
+    char chunk[8192];
+    bool stop = false, ignored = false;
+    int rc = 0;
+    /* The leftover between reads is less than one record. */
+    buf_init(&b, QFILE_ST_REC_MAX + sizeof(chunk));
+    while (!stop) {
+        ssize_t n = read(fd, chunk, sizeof(chunk));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -1;
+            break;
+        }
+        if (n == 0)
+            break;
+        if (buf_append(&b, chunk, (size_t)n) < 0) {
+            errno = EIO; /* cannot happen: see the cap above */
+            rc = -1;
+            break;
+        }
+        size_t pos = 0, used = 0;
+        struct qfile_st_rec rec;
+        int d;
+        while ((d = qfile_st_decode(b.data + pos, b.len - pos, &rec, &used)) == 1) {
+            pos += used;
+            if (env == NULL)
+                continue;
+            if (rec.index >= env->nrcpts) {
+                ignored = true;
+                continue;
+            }
+            struct queue_rcpt *r = &env->rcpts[rec.index];
+            r->state = rec.state;
+            free(r->status);
+            r->status = xstrndup(rec.status, rec.status_len);
+            counts[rec.index]++;
+        }
+        if (d < 0)
+            stop = true;
+        *valid_r += pos;
+        buf_consume(&b, pos);
+    }
+    if (rc == 0 && (stop || b.len > 0))
+        *torn_r = true;
+    buf_free(&b);
+    close_keep_errno(fd);
+    if (rc == 0 && env != NULL) {
+        env->attempts = 0;
+        for (size_t i = 0; i < env->nrcpts; i++)
+            if (counts[i] > env->attempts)
+                env->attempts = counts[i];
+        if (ignored)
+            log_kv(LOG_WARN, "queue.state.bad_index", "id", id, NULL);
+    }
+    free(counts);
+    return rc;
+}
+
+static int fs_load(struct queue *q, const char *id, struct queue_env **env_r)
+{
+    struct fsq *fq = FSQ(q);
+    const char *why = NULL;
+    uint64_t valid;
+    bool torn;
+    *env_r = NULL;
+    if (!qfile_id_valid(id)) {
+        errno = EINVAL;
+        return -1;
+    }
+    int fd = openat(fq->msgfd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ELOOP ? (errno = EBADMSG, -2) : -1;
+    struct queue_env *env;
+    int r = fs_read_valid(fd, id, &env, &why);
+    close_keep_errno(fd);
+    if (r != 0)
+        return r;
+    if (fs_read_st(fq, id, env, &valid, &torn) < 0) {
+        int saved = errno;
+        queue_env_free(env);
+        errno = saved;
+        return -1;
+    }
+    *env_r = env;
+    return 0;
+}
+
+static int fs_body_open(struct queue *q, const char *id, struct queue_body **b_r)
+{
+    struct qfile_footer f;
+    const char *why;
+    *b_r = NULL;
+    if (!qfile_id_valid(id)) {
+        errno = EINVAL;
+        return -1;
+    }
+    int fd = openat(FSQ(q)->msgfd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int r = fs_check_frame(fd, &f, &why);
+    if (r != 0) {
+        if (r == -2)
+            errno = EBADMSG;
+        close_keep_errno(fd);
+        return -1;
+    }
+    struct fsbody *b = xcalloc(1, sizeof(*b));
+    b->base.q = q;
+    b->fd = fd;
+    b->off = QFILE_HEADER_SIZE;
+    b->end = QFILE_HEADER_SIZE + f.body_len;
+    *b_r = &b->base;
+    return 0;
+}
+
+static ssize_t fs_body_read(struct queue_body *qb, void *p, size_t n)
+{
+    struct fsbody *b = (struct fsbody *)qb;
+    uint64_t left = b->end - b->off;
+    if (n > left)
+        n = (size_t)left;
+    if (n > SSIZE_MAX)
+        n = SSIZE_MAX;
+    if (n == 0)
+        return 0;
+    for (;;) {
+        ssize_t r = pread(b->fd, p, n, (off_t)b->off);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r == 0) {
+            errno = EIO; /* shorter than its footer says */
+            return -1;
+        }
+        if (r > 0)
+            b->off += (uint64_t)r;
+        return r;
+    }
+}
+
+static void fs_body_close(struct queue_body *qb)
+{
+    struct fsbody *b = (struct fsbody *)qb;
+    close(b->fd);
+    free(b);
+}
+
+/* ---- state changes ---- */
+
+static int fs_rcpt_update(struct queue *q, const char *id, size_t index,
+                          enum queue_rcpt_state state, const char *status)
+{
+    struct fsq *fq = FSQ(q);
+    char name[QUEUE_ID_SIZE + 3];
+    struct stat st;
+    struct buf rec;
+    bool created = false;
+    if (!qfile_id_valid(id) || index >= QFILE_RCPTS_MAX ||
+        (unsigned)state > QUEUE_RCPT_FAILED) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (fstatat(fq->msgfd, id, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return -1;
+    if (status == NULL)
+        status = "";
+    size_t sl = strlen(status);
+    if (sl > QFILE_STATUS_MAX)
+        sl = QFILE_STATUS_MAX; /* a status text, not data: cut, not refused */
+    buf_init(&rec, QFILE_ST_REC_MAX);
+    if (qfile_st_encode(index, state, status, sl, &rec) < 0) {
+        buf_free(&rec);
+        return -1;
+    }
+
+    st_name(id, name);
+    int fd = openat(fq->msgfd, name, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        fd = openat(fq->msgfd, name,
+                    O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                    0600);
+        created = fd >= 0;
+    }
+    if (fd < 0) {
+        buf_free(&rec);
+        return -1;
+    }
+    int rc = 0;
+    if (fstat(fd, &st) < 0) {
+        rc = -1;
+    } else if (fs_write_all(fd, rec.data, rec.len) < 0 || fsync(fd) < 0) {
+        /* Cut off a half-written record so it cannot hide later ones. */
+        int saved = errno;
+        if (ftruncate(fd, st.st_size) == 0)
+            fsync(fd);
+        errno = saved;
+        rc = -1;
+    }
+    buf_free(&rec);
+    if (close(fd) < 0 && rc == 0)
+        rc = -1;
+    if (rc == 0 && created && fsync(fq->msgfd) < 0)
+        rc = -1;
+    return rc;
+}
+
+static int fs_remove(struct queue *q, const char *id)
+{
+    struct fsq *fq = FSQ(q);
+    char name[QUEUE_ID_SIZE + 3];
+    if (!qfile_id_valid(id)) {
+        errno = EINVAL;
+        return -1;
+    }
+    /* Message first, fsync, then its state (doc/queue.md "Removal"). */
+    if (unlinkat(fq->msgfd, id, 0) < 0)
+        return -1;
+    if (fsync(fq->msgfd) < 0)
+        return -1; /* keep the .st: if the unlink is lost, so are no states */
+    st_name(id, name);
+    if (unlinkat(fq->msgfd, name, 0) < 0 && errno != ENOENT)
+        log_kv(LOG_WARN, "queue.remove.state_left", "id", id, "error",
+               strerror(errno), NULL); /* an orphan: recovery removes it */
+    return 0;
+}
+
+static int fs_set_aside(struct queue *q, const char *id, const char *reason)
+{
+    struct fsq *fq = FSQ(q);
+    char name[QUEUE_ID_SIZE + 3];
+    if (!qfile_id_valid(id)) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (renameat(fq->msgfd, id, fq->badfd, id) < 0)
+        return -1;
+    st_name(id, name);
+    if (renameat(fq->msgfd, name, fq->badfd, name) < 0 && errno != ENOENT)
+        log_kv(LOG_WARN, "queue.set_aside.state_left", "id", id, "error",
+               strerror(errno), NULL);
+    log_kv(LOG_WARN, "queue.set_aside", "id", id, "reason", reason, NULL);
+    if (fsync(fq->badfd) < 0 || fsync(fq->msgfd) < 0)
+        return -1;
+    return 0;
+}
+
+/* ---- listing and recovery ---- */
+
+static int fs_list(struct queue *q, void (*cb)(const char *id, void *arg),
+                   void *arg)
+{
+    char **names;
+    size_t n;
+    if (dir_names(FSQ(q)->msgfd, &names, &n) < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (qfile_id_valid(names[i]))
+            cb(names[i], arg);
+    names_free(names, n);
+    return 0;
+}
+
+static void recover_incoming(struct fsq *fq)
+{
+    char **names;
+    size_t n;
+    if (dir_names(fq->infd, &names, &n) < 0) {
+        log_kv(LOG_ERR, "queue.recover.error", "dir", "incoming", "error",
+               strerror(errno), NULL);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        log_kv(LOG_WARN, "queue.recover.incomplete", "id", names[i], NULL);
+        if (unlinkat(fq->infd, names[i], 0) < 0)
+            log_kv(LOG_ERR, "queue.recover.error", "id", names[i], "error",
+                   strerror(errno), NULL);
+    }
+    if (n > 0)
+        fsync(fq->infd);
+    names_free(names, n);
+}
+
+static bool recover_msg(struct fsq *fq, const char *id)
+{
+    const char *why = NULL;
+    struct queue_env *env;
+    int fd = openat(fq->msgfd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int r;
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return false;
+        if (errno != ELOOP) {
+            log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
+                   strerror(errno), NULL);
+            return false;
+        }
+        why = "symbolic link";
+        r = -2;
+    } else {
+        r = fs_read_valid(fd, id, &env, &why);
+        close_keep_errno(fd);
+    }
+    if (r == 0) {
+        queue_env_free(env);
+        return false;
+    }
+    if (r == -1) {
+        log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
+               strerror(errno), NULL);
+        return false;
+    }
+    if (fs_set_aside(&fq->base, id, why) < 0)
+        log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
+               strerror(errno), NULL);
+    return true;
+}
+
+static bool recover_st(struct fsq *fq, const char *name)
+{
+    char id[QUEUE_ID_SIZE];
+    struct stat st;
+    size_t len = strlen(name);
+    uint64_t valid;
+    bool torn;
+    memcpy(id, name, len - 3);
+    id[len - 3] = '\0';
+    if (fstatat(fq->msgfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return false; /* gone with its message to corrupt/ */
+    if (fstatat(fq->msgfd, id, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT) {
+        log_kv(LOG_WARN, "queue.recover.orphan_state", "id", id, NULL);
+        if (unlinkat(fq->msgfd, name, 0) < 0 && errno != ENOENT)
+            log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
+                   strerror(errno), NULL);
+        return true;
+    }
+    if (fs_read_st(fq, id, NULL, &valid, &torn) < 0 || !torn)
+        return false;
+    log_kv(LOG_WARN, "queue.recover.torn_state", "id", id, NULL);
+    int fd = openat(fq->msgfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0 || ftruncate(fd, (off_t)valid) < 0 || fsync(fd) < 0)
+        log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
+               strerror(errno), NULL);
+    if (fd >= 0)
+        close(fd);
+    return false;
+}
+
+static bool is_st_name(const char *name)
+{
+    size_t len = strlen(name);
+    char id[QUEUE_ID_SIZE];
+    if (len < 4 || len - 3 >= QUEUE_ID_SIZE || strcmp(name + len - 3, ".st") != 0)
+        return false;
+    memcpy(id, name, len - 3);
+    id[len - 3] = '\0';
+    return qfile_id_valid(id);
+}
+
+static int fs_recover(struct queue *q)
+{
+    struct fsq *fq = FSQ(q);
+    char **names;
+    size_t n;
+    bool changed = false;
+
+    recover_incoming(fq);
+    if (dir_names(fq->msgfd, &names, &n) < 0)
+        return -1;
+    /* Messages first, so a set-aside message takes its .st along before the
+     * state files are looked at. */
+    for (size_t i = 0; i < n; i++)
+        if (qfile_id_valid(names[i]) && recover_msg(fq, names[i]))
+            changed = true;
+    for (size_t i = 0; i < n; i++) {
+        if (qfile_id_valid(names[i]))
+            continue;
+        if (is_st_name(names[i])) {
+            if (recover_st(fq, names[i]))
+                changed = true;
+        } else {
+            log_kv(LOG_WARN, "queue.recover.unknown", "name", names[i], NULL);
+        }
+    }
+    names_free(names, n);
+    if (changed && fsync(fq->msgfd) < 0)
+        return -1;
+    return 0;
+}
+
+static void fs_close(struct queue *q)
+{
+    struct fsq *fq = FSQ(q);
+    close(fq->infd);
+    close(fq->msgfd);
+    close(fq->badfd);
+    close(fq->dirfd);
+    free(fq);
+}
+
+static const struct queue_ops fs_ops = {
+    .close = fs_close,
+    .msg_open = fs_msg_open,
+    .msg_write = fs_msg_write,
+    .msg_abort = fs_msg_abort,
+    .commit = fs_commit,
+    .list = fs_list,
+    .recover = fs_recover,
+    .load = fs_load,
+    .body_open = fs_body_open,
+    .body_read = fs_body_read,
+    .body_close = fs_body_close,
+    .rcpt_update = fs_rcpt_update,
+    .remove = fs_remove,
+    .set_aside = fs_set_aside,
+};
+
+static int open_sub(int dirfd, const char *sub)
+{
+    if (mkdirat(dirfd, sub, 0700) == 0) {
+        if (fsync(dirfd) < 0)
+            return -1;
+    } else if (errno != EEXIST) {
+        return -1;
+    }
+    return openat(dirfd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+struct queue *queue_fs_open(const char *dir, struct buf *err_r)
+{
+    static const char *const subs[] = {"incoming", "msg", "corrupt"};
+    int fds[3] = {-1, -1, -1};
+    const char *what = dir;
+    int dirfd = -1;
+
+    if (fs_mkdir_p(dir, 0700) < 0)
+        goto fail;
+    dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0)
+        goto fail;
+    for (int i = 0; i < 3; i++) {
+        what = subs[i];
+        if ((fds[i] = open_sub(dirfd, subs[i])) < 0)
+            goto fail;
+    }
+    struct fsq *fq = xcalloc(1, sizeof(*fq));
+    fq->base.ops = &fs_ops;
+    fq->dirfd = dirfd;
+    fq->infd = fds[0];
+    fq->msgfd = fds[1];
+    fq->badfd = fds[2];
+    return &fq->base;
+fail:;
+    int err = errno;
+    if (err_r != NULL) {
+        if (what == dir)
+            buf_appendf(err_r, "queue: %s: %s", dir, strerror(err));
+        else
+            buf_appendf(err_r, "queue: %s/%s: %s", dir, what, strerror(err));
+    }
+    for (int i = 0; i < 3; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    if (dirfd >= 0)
+        close(dirfd);
+    errno = err;
+    return NULL;
+}

@@ -1,0 +1,329 @@
+/*
+ * cmd.c: the SMTP commands other than DATA and BDAT. Each command first
+ * checks state and arguments and replies on error, then does its work
+ * (OpenSMTPD's smtp_check_<cmd> / smtp_proceed_<cmd> split, kept inside one
+ * function each because the checks are short). Replies: doc/smtp.md.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "deliver/resolve.h"
+#include "lib/log.h"
+#include "lib/xalloc.h"
+#include "smtpd/session.h"
+
+static void cmd_helo(struct session *s, const struct smtp_cmd *cmd, bool esmtp)
+{
+    if (cmd->arg == NULL || cmd->arg_len == 0 ||
+        !smtp_helo_valid(cmd->arg, cmd->arg_len) ||
+        cmd->arg_len >= sizeof(s->helo)) {
+        session_reply(s, 501, "5.5.4", "Syntax: %s hostname",
+                      esmtp ? "EHLO" : "HELO");
+        return;
+    }
+    /* RFC 5321 4.1.4: EHLO/HELO in a session resets any transaction. */
+    session_reset_tx(s);
+    memcpy(s->helo, cmd->arg, cmd->arg_len);
+    s->helo[cmd->arg_len] = '\0';
+    s->helo_seen = true;
+    s->esmtp = esmtp;
+    const char *host = s->cfg->hostname;
+    if (!esmtp) {
+        conn_printf(s->conn, "250 %s\r\n", host);
+        return;
+    }
+    conn_printf(s->conn,
+                "250-%s Hello %s\r\n"
+                "250-PIPELINING\r\n"
+                "250-SIZE %zu\r\n"
+                "250-8BITMIME\r\n"
+                "250-ENHANCEDSTATUSCODES\r\n"
+                "250-SMTPUTF8\r\n"
+                "250-CHUNKING\r\n"
+                "250 DSN\r\n",
+                host, s->helo, session_limit(s, LIM_MESSAGE_SIZE));
+}
+
+static void cmd_mail(struct session *s, const struct smtp_cmd *cmd)
+{
+    if (!s->helo_seen) {
+        session_reply(s, 503, "5.5.1", "Error: send HELO/EHLO first");
+        return;
+    }
+    if (s->in_tx) {
+        session_reply(s, 503, "5.5.1", "Error: nested MAIL command");
+        return;
+    }
+    if (cmd->arg == NULL) {
+        session_reply(s, 501, "5.5.4", "Syntax: MAIL FROM:<address>");
+        return;
+    }
+    struct smtp_parse_opts opts = {
+        .esmtp = s->esmtp,
+        .smtputf8 = true,
+        .dsn = true,
+        .binarymime = false,
+        .max_size = session_limit(s, LIM_MESSAGE_SIZE),
+    };
+    const struct smtp_status *err =
+        smtp_parse_mail(cmd->arg, cmd->arg_len, &opts, &s->mail);
+    if (err != NULL) {
+        memset(&s->mail, 0, sizeof(s->mail));
+        session_reply_status(s, err);
+        return;
+    }
+    if (smtp_addr_format(&s->mail.from, s->sender, sizeof(s->sender)) < 0) {
+        memset(&s->mail, 0, sizeof(s->mail));
+        session_reply(s, 553, "5.1.7", "Error: sender address too long");
+        return;
+    }
+    s->in_tx = true;
+    s->nrcpts = 0;
+    log_kv(LOG_DEBUG, "smtp.mail", "sid", s->sid, "from", s->sender, NULL);
+    session_reply(s, 250, "2.1.0", "Ok");
+}
+
+/* Maps a resolver verdict to a reply; returns true if the recipient is accepted. */
+static bool cmd_rcpt_verdict(struct session *s, enum resolve_status st,
+                             const char *addr)
+{
+    switch (st) {
+    case RESOLVE_OK:
+        return true;
+    case RESOLVE_NOT_LOCAL:
+    case RESOLVE_ROUTING:
+        session_reply(s, 554, "5.7.1", "<%s>: Relay access denied", addr);
+        return false;
+    case RESOLVE_UNKNOWN_USER:
+        session_reply(s, 550, "5.1.1",
+                      "<%s>: Recipient address rejected: User unknown", addr);
+        return false;
+    case RESOLVE_LOOP:
+        session_reply(s, 550, "5.4.6",
+                      "<%s>: Recipient address rejected: alias loop", addr);
+        return false;
+    case RESOLVE_TOO_MANY:
+        session_reply(s, 552, "5.5.3",
+                      "<%s>: too many recipients after expansion", addr);
+        return false;
+    }
+    return false;
+}
+
+static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
+{
+    if (!s->in_tx) {
+        session_reply(s, 503, "5.5.1", "Error: need MAIL command");
+        return;
+    }
+    if (cmd->arg == NULL) {
+        session_reply(s, 501, "5.5.4", "Syntax: RCPT TO:<address>");
+        return;
+    }
+    struct smtp_parse_opts opts = {
+        .esmtp = s->esmtp,
+        .smtputf8 = s->mail.smtputf8,
+        .dsn = true,
+        .binarymime = false,
+        .max_size = 0,
+    };
+    struct smtp_rcpt_args r;
+    const struct smtp_status *err = smtp_parse_rcpt(cmd->arg, cmd->arg_len, &opts, &r);
+    if (err != NULL) {
+        session_reply_status(s, err);
+        return;
+    }
+    if (s->nrcpts >= session_limit(s, LIM_SMTP_RECIPIENTS)) {
+        session_reply(s, 452, "4.5.3", "Error: too many recipients");
+        return;
+    }
+    /* "<Postmaster>" without a domain (RFC 5321 4.5.1) reaches the
+     * postmaster of our first domain. */
+    if (r.to.postmaster) {
+        if (s->cfg->ndomains == 0) {
+            session_reply(s, 550, "5.1.1", "<postmaster>: no local domain");
+            return;
+        }
+        snprintf(r.to.local, sizeof(r.to.local), "postmaster");
+        snprintf(r.to.domain, sizeof(r.to.domain), "%s", s->cfg->domains[0].name);
+    }
+    char addr[SESSION_ADDR_MAX];
+    if (smtp_addr_format(&r.to, addr, sizeof(addr)) < 0) {
+        session_reply(s, 553, "5.1.3", "Error: recipient address too long");
+        return;
+    }
+    /* RFC 5321 4.1.1.3 lets us decline the relaying a source route
+     * implies. Address literals resolve like names: they are ours only if
+     * configured as a domain. */
+    enum resolve_status st = RESOLVE_NOT_LOCAL;
+    if (!r.to.source_route) {
+        struct resolve_result rr;
+        st = resolve_address(s->cfg, r.to.local, strlen(r.to.local),
+                             r.to.domain, strlen(r.to.domain), &rr);
+        resolve_result_free(&rr);
+    }
+    log_kv(LOG_INFO, "smtp.rcpt", "sid", s->sid, "from", s->sender, "to", addr,
+           "result", resolve_status_name(st), NULL);
+    if (!cmd_rcpt_verdict(s, st, addr))
+        return;
+    if (s->nrcpts == s->rcpts_alloc) {
+        size_t n = s->rcpts_alloc ? s->rcpts_alloc * 2 : 8;
+        s->rcpts = xreallocarray(s->rcpts, n, sizeof(*s->rcpts));
+        s->rcpts_alloc = n;
+    }
+    struct session_rcpt *sr = &s->rcpts[s->nrcpts++];
+    snprintf(sr->address, sizeof(sr->address), "%s", addr);
+    snprintf(sr->orcpt, sizeof(sr->orcpt), "%s", r.orcpt);
+    sr->notify = r.notify;
+    session_reply(s, 250, "2.1.5", "Ok");
+}
+
+/* VRFY/EXPN argument: "<addr>", "addr" or a bare local part. */
+static bool cmd_split_address(const struct smtp_cmd *cmd, char *local, size_t lcap,
+                              char *domain, size_t dcap)
+{
+    if (cmd->arg == NULL || cmd->arg_len == 0 || cmd->arg_len >= 512)
+        return false;
+    char tmp[512];
+    size_t n = cmd->arg_len;
+    const char *a = cmd->arg;
+    if (n >= 2 && a[0] == '<' && a[n - 1] == '>') {
+        a++;
+        n -= 2;
+    }
+    memcpy(tmp, a, n);
+    tmp[n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)tmp[i] <= ' ' || (unsigned char)tmp[i] == 0x7f)
+            return false;
+    char *at = strrchr(tmp, '@');
+    size_t llen = at ? (size_t)(at - tmp) : n;
+    size_t dlen = at ? n - llen - 1 : 0;
+    if (llen == 0 || llen >= lcap || dlen >= dcap)
+        return false;
+    memcpy(local, tmp, llen);
+    local[llen] = '\0';
+    if (at != NULL)
+        memcpy(domain, at + 1, dlen);
+    domain[dlen] = '\0';
+    return true;
+}
+
+static void cmd_vrfy_expn(struct session *s, const struct smtp_cmd *cmd, bool expn)
+{
+    if (!expn && !s->cfg->vrfy) {
+        session_reply(s, 252, "2.5.0",
+                      "Cannot VRFY user, but will accept message and attempt delivery");
+        return;
+    }
+    if (expn && !s->cfg->expn) {
+        session_reply(s, 502, "5.5.1", "Error: EXPN command is disabled");
+        return;
+    }
+    char local[SMTP_LOCAL_MAX + 1], domain[SMTP_DOMAIN_MAX + 1];
+    if (!cmd_split_address(cmd, local, sizeof(local), domain, sizeof(domain))) {
+        session_reply(s, 501, "5.5.4", "Syntax: %s address", expn ? "EXPN" : "VRFY");
+        return;
+    }
+    if (domain[0] == '\0' && s->cfg->ndomains > 0)
+        snprintf(domain, sizeof(domain), "%s", s->cfg->domains[0].name);
+    struct resolve_result rr;
+    enum resolve_status st = resolve_address(s->cfg, local, strlen(local), domain,
+                                             strlen(domain), &rr);
+    if (st == RESOLVE_NOT_LOCAL || st == RESOLVE_ROUTING) {
+        session_reply(s, 252, "2.5.0",
+                      "Cannot VRFY user, but will accept message and attempt delivery");
+    } else if (st != RESOLVE_OK) {
+        session_reply(s, 550, "5.1.1", "<%s@%s>: User unknown", local, domain);
+    } else if (!expn) {
+        session_reply(s, 250, "2.1.5", "<%s@%s>", local, domain);
+    } else {
+        size_t total = rr.nmailboxes + rr.nremote;
+        for (size_t i = 0; i < total; i++) {
+            const char *m = i < rr.nmailboxes ? rr.mailboxes[i]
+                                              : rr.remote[i - rr.nmailboxes];
+            conn_printf(s->conn, "250%c2.1.5 <%s>\r\n", i + 1 < total ? '-' : ' ', m);
+        }
+    }
+    resolve_result_free(&rr);
+}
+
+static void cmd_help(struct session *s)
+{
+    conn_printf(s->conn,
+                "214-2.0.0 estafeta SMTP server. Commands:\r\n"
+                "214-2.0.0   HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT\r\n"
+                "214-2.0.0   VRFY EXPN HELP\r\n"
+                "214-2.0.0 Not implemented: TURN SEND SOML SAML ETRN ATRN\r\n"
+                "214 2.0.0 End of HELP\r\n");
+}
+
+void cmd_dispatch(struct session *s, const struct smtp_cmd *cmd)
+{
+    switch (cmd->verb) {
+    case SMTP_CMD_HELO:
+        cmd_helo(s, cmd, false);
+        break;
+    case SMTP_CMD_EHLO:
+        cmd_helo(s, cmd, true);
+        break;
+    case SMTP_CMD_MAIL:
+        cmd_mail(s, cmd);
+        break;
+    case SMTP_CMD_RCPT:
+        cmd_rcpt(s, cmd);
+        break;
+    case SMTP_CMD_DATA:
+        if (cmd->arg != NULL) {
+            session_reply(s, 501, "5.5.4", "Syntax: DATA");
+            break;
+        }
+        data_begin(s);
+        break;
+    case SMTP_CMD_BDAT:
+        bdat_begin(s, cmd);
+        break;
+    case SMTP_CMD_RSET:
+        session_reset_tx(s);
+        session_reply(s, 250, "2.0.0", "Ok");
+        break;
+    case SMTP_CMD_NOOP:
+        session_reply(s, 250, "2.0.0", "Ok");
+        break;
+    case SMTP_CMD_QUIT:
+        session_reset_tx(s);
+        conn_printf(s->conn, "221 2.0.0 Bye\r\n");
+        s->state = SS_CLOSED;
+        conn_close_after_flush(s->conn);
+        break;
+    case SMTP_CMD_VRFY:
+        cmd_vrfy_expn(s, cmd, false);
+        break;
+    case SMTP_CMD_EXPN:
+        cmd_vrfy_expn(s, cmd, true);
+        break;
+    case SMTP_CMD_HELP:
+        cmd_help(s);
+        break;
+    case SMTP_CMD_AUTH:
+        session_reply(s, 503, "5.5.1", "Error: authentication not enabled");
+        break;
+    case SMTP_CMD_STARTTLS:
+    case SMTP_CMD_TURN:
+    case SMTP_CMD_SEND:
+    case SMTP_CMD_SOML:
+    case SMTP_CMD_SAML:
+    case SMTP_CMD_ETRN:
+    case SMTP_CMD_ATRN:
+        /* RFC 5321 4.2.4: recognised but not implemented. TURN stays
+         * refused: it would hand mail to an unauthenticated peer. */
+        session_reply(s, 502, "5.5.1", "Error: command not implemented");
+        break;
+    case SMTP_CMD_UNKNOWN:
+    case SMTP_CMD__COUNT:
+    default:
+        session_reply(s, 500, "5.5.2", "Error: command not recognized");
+        break;
+    }
+}

@@ -1,0 +1,341 @@
+/*
+ * smtpd.c: the server side of src/smtpd: accepting clients (with the
+ * connection limits), the per-client connection table, session lifetime,
+ * the commit worker (group commit through io/batch), and shutdown.
+ *
+ * Session lifetime: a session is entered from the loop through
+ * smtpd_on_conn() (I/O), smtpd_commit_done() (disk) and the shutdown
+ * paths. Any of them may learn that the connection is gone; the session is
+ * freed only when no entry is active (busy == 0) and no commit is in flight,
+ * so no code ever touches a freed session.
+ */
+#include "smtpd/smtpd.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "io/batch.h"
+#include "io/conn.h"
+#include "lib/log.h"
+#include "lib/xalloc.h"
+#include "queue/queue.h"
+#include "smtpd/session.h"
+
+#define CLIENT_BUCKETS 4096
+/* Input held per session: room for pipelined commands and a DATA chunk. */
+#define SESSION_IN_MAX (64u * 1024)
+
+struct client_slot {
+    struct client_slot *next;
+    unsigned count;
+    char addr[64];
+};
+
+struct smtpd {
+    struct event_base *base;
+    struct queue *queue;
+    struct cfgref *cfg;
+    smtpd_committed_fn committed;
+    void *committed_arg;
+    struct batch *committer;
+    struct session *sessions;
+    size_t nsessions;
+    struct client_slot *clients[CLIENT_BUCKETS];
+    uint32_t sid_prefix;
+    uint64_t sid_counter;
+    bool shutting_down;
+    void (*all_closed)(void *arg);
+    void *all_closed_arg;
+    struct event *ev_all_closed;
+};
+
+static size_t client_hash(const char *addr)
+{
+    /* FNV-1a; the table only balances counts, it is not a security boundary
+     * (a peer controls only its own address). */
+    uint32_t h = 2166136261u;
+    for (const char *p = addr; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h % CLIENT_BUCKETS;
+}
+
+static struct client_slot *client_get(struct smtpd *srv, const char *addr)
+{
+    size_t b = client_hash(addr);
+    for (struct client_slot *c = srv->clients[b]; c; c = c->next)
+        if (strcmp(c->addr, addr) == 0)
+            return c;
+    struct client_slot *c = xcalloc(1, sizeof(*c));
+    snprintf(c->addr, sizeof(c->addr), "%s", addr);
+    c->next = srv->clients[b];
+    srv->clients[b] = c;
+    return c;
+}
+
+static void client_put(struct smtpd *srv, struct client_slot *slot)
+{
+    if (slot == NULL || --slot->count > 0)
+        return;
+    size_t b = client_hash(slot->addr);
+    for (struct client_slot **pp = &srv->clients[b]; *pp; pp = &(*pp)->next) {
+        if (*pp == slot) {
+            *pp = slot->next;
+            free(slot);
+            return;
+        }
+    }
+}
+
+struct queue *smtpd_queue(struct smtpd *srv) { return srv->queue; }
+int smtpd_is_shutting_down(const struct smtpd *srv) { return srv->shutting_down; }
+size_t smtpd_session_count(const struct smtpd *srv) { return srv->nsessions; }
+
+void smtpd_notify_committed(struct smtpd *srv, const char *id)
+{
+    if (srv->committed)
+        srv->committed(id, srv->committed_arg);
+}
+
+static void smtpd_on_all_closed(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct smtpd *srv = arg;
+    if (srv->all_closed)
+        srv->all_closed(srv->all_closed_arg);
+}
+
+static void session_free(struct session *s)
+{
+    struct smtpd *srv = s->srv;
+    log_kv(LOG_INFO, "smtp.disconnect", "sid", s->sid, "client", s->peer, NULL);
+    data_abort(s);
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        srv->sessions = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    srv->nsessions--;
+    client_put(srv, s->client);
+    if (s->conn)
+        conn_free(s->conn);
+    if (s->shutdown_timer)
+        event_free(s->shutdown_timer);
+    cfgref_put(s->cfgref);
+    free(s->rcpts);
+    free(s->env_rcpts);
+    free(s);
+    if (srv->shutting_down && srv->nsessions == 0)
+        event_active(srv->ev_all_closed, 0, 0);
+}
+
+/* Every entry into session code goes through enter/leave. */
+static void session_enter(struct session *s) { s->busy++; }
+
+static void session_leave(struct session *s)
+{
+    if (--s->busy == 0 && s->finished && s->state != SS_COMMIT)
+        session_free(s);
+}
+
+static void smtpd_on_conn(struct conn *c, enum conn_event ev, void *arg)
+{
+    (void)c;
+    struct session *s = arg;
+    session_enter(s);
+    switch (ev) {
+    case CONN_EV_INPUT:
+        if (s->state != SS_CLOSED && s->state != SS_COMMIT)
+            session_process(s);
+        break;
+    case CONN_EV_TIMEOUT:
+        log_kv(LOG_INFO, "smtp.timeout", "sid", s->sid, "client", s->peer, NULL);
+        if (s->state != SS_CLOSED) {
+            /* The conn delivers nothing more after a timeout; write the
+             * 421 directly and drop the session. */
+            char line[300];
+            int n = snprintf(line, sizeof(line),
+                             "421 4.4.2 %s Timeout, closing connection\r\n",
+                             s->cfg->hostname);
+            if (n > 0) {
+                ssize_t w = write(conn_fd(s->conn), line, (size_t)n);
+                (void)w;
+            }
+        }
+        s->conn_gone = true;
+        s->finished = true;
+        break;
+    case CONN_EV_CLOSED:
+        s->conn_gone = true;
+        s->finished = true;
+        break;
+    }
+    session_leave(s);
+}
+
+void smtpd_accept(struct smtpd *srv, int fd, const char *peer,
+                  enum listener_role role)
+{
+    struct session *s = xcalloc(1, sizeof(*s));
+    s->srv = srv;
+    s->cfgref = cfgref_get(srv->cfg);
+    s->cfg = s->cfgref->cfg;
+    s->role = role;
+    snprintf(s->peer, sizeof(s->peer), "%s", peer);
+    snprintf(s->sid, sizeof(s->sid), "%08x%08llx", srv->sid_prefix,
+             (unsigned long long)++srv->sid_counter);
+    smtp_line_init(&s->lr, session_limit(s, LIM_SMTP_COMMAND_LINE));
+    s->conn = conn_new(srv->base, fd, SESSION_IN_MAX,
+                       session_limit(s, LIM_OUTPUT_HIGH_WATER), smtpd_on_conn, s);
+    s->next = srv->sessions;
+    if (srv->sessions)
+        srv->sessions->prev = s;
+    srv->sessions = s;
+    srv->nsessions++;
+    s->client = client_get(srv, peer);
+    s->client->count++;
+
+    session_enter(s);
+    log_kv(LOG_INFO, "smtp.connect", "sid", s->sid, "client", s->peer, "role",
+           listener_role_name(role), NULL);
+    if (srv->shutting_down) {
+        session_close(s, 421, "4.3.2", "Service shutting down");
+    } else if (srv->nsessions > session_limit(s, LIM_CONNECTIONS) ||
+               s->client->count > session_limit(s, LIM_CONNECTIONS_PER_CLIENT)) {
+        log_kv(LOG_WARN, "smtp.overload", "sid", s->sid, "client", s->peer, NULL);
+        session_close(s, 421, "4.7.0", "Too many connections, try again later");
+    } else {
+        conn_printf(s->conn, "220 %s ESMTP estafeta\r\n", s->cfg->hostname);
+        conn_set_timeout(s->conn, (unsigned)session_limit(s, LIM_TIMEOUT_COMMAND));
+        conn_flush(s->conn);
+    }
+    session_leave(s);
+}
+
+/* Worker thread: one queue_commit call for the whole batch. */
+static void smtpd_commit_run(struct batch_job **jobs, size_t n, void *arg)
+{
+    struct smtpd *srv = arg;
+    struct queue_msg *msgs[BATCH_MAX];
+    struct queue_env *envs = xcalloc(n, sizeof(*envs));
+    int results[BATCH_MAX];
+    for (size_t i = 0; i < n; i++) {
+        struct session *s = jobs[i]->arg;
+        msgs[i] = s->msg;
+        envs[i] = s->env;
+    }
+    queue_commit(srv->queue, msgs, envs, n, results);
+    for (size_t i = 0; i < n; i++)
+        jobs[i]->result = results[i];
+    free(envs);
+}
+
+static void smtpd_commit_done(struct batch_job *job)
+{
+    struct session *s = job->arg;
+    session_enter(s);
+    data_committed(s, job->result);
+    if (s->shutdown && !s->conn_gone && s->state == SS_CMD)
+        session_close(s, 421, "4.3.2", "Service shutting down");
+    else if (!s->conn_gone)
+        conn_flush(s->conn);
+    session_leave(s);
+}
+
+void smtpd_submit_commit(struct smtpd *srv, struct session *s)
+{
+    s->job.done = smtpd_commit_done;
+    s->job.arg = s;
+    s->job.result = 0;
+    batch_submit(srv->committer, &s->job);
+}
+
+struct smtpd *smtpd_new(struct event_base *base, struct queue *queue,
+                        struct cfgref *cfg, smtpd_committed_fn committed,
+                        void *arg)
+{
+    struct smtpd *srv = xcalloc(1, sizeof(*srv));
+    srv->base = base;
+    srv->queue = queue;
+    srv->cfg = cfgref_get(cfg);
+    srv->committed = committed;
+    srv->committed_arg = arg;
+    if (getrandom(&srv->sid_prefix, sizeof(srv->sid_prefix), 0) !=
+        (ssize_t)sizeof(srv->sid_prefix))
+        srv->sid_prefix = (uint32_t)getpid();
+    srv->committer = batch_new(base, smtpd_commit_run, srv);
+    srv->ev_all_closed = event_new(base, -1, 0, smtpd_on_all_closed, srv);
+    return srv;
+}
+
+void smtpd_set_config(struct smtpd *srv, struct cfgref *cfg)
+{
+    struct cfgref *old = srv->cfg;
+    srv->cfg = cfgref_get(cfg);
+    cfgref_put(old);
+}
+
+static void smtpd_on_shutdown_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct session *s = arg;
+    session_enter(s);
+    if (s->state == SS_DATA || s->state == SS_BDAT || s->state == SS_CMD)
+        session_close(s, 421, "4.3.2", "Service shutting down");
+    session_leave(s);
+}
+
+void smtpd_shutdown(struct smtpd *srv, void (*all_closed)(void *arg), void *arg)
+{
+    srv->shutting_down = true;
+    srv->all_closed = all_closed;
+    srv->all_closed_arg = arg;
+    if (srv->nsessions == 0) {
+        event_active(srv->ev_all_closed, 0, 0);
+        return;
+    }
+    for (struct session *s = srv->sessions; s; s = s->next) {
+        s->shutdown = true;
+        unsigned grace = 0;
+        if (s->state == SS_DATA || s->state == SS_BDAT)
+            grace = (unsigned)session_limit(s, LIM_TIMEOUT_SHUTDOWN);
+        else if (s->state != SS_CMD)
+            continue; /* commit in flight or already closing */
+        /* Through the loop, so no session is closed while we walk the list. */
+        s->shutdown_timer = evtimer_new(srv->base, smtpd_on_shutdown_timer, s);
+        struct timeval tv = {.tv_sec = grace, .tv_usec = 0};
+        evtimer_add(s->shutdown_timer, &tv);
+    }
+}
+
+void smtpd_free(struct smtpd *srv)
+{
+    if (srv == NULL)
+        return;
+    /* Finish commits first: their callbacks still use sessions. */
+    batch_free(srv->committer);
+    while (srv->sessions) {
+        struct session *s = srv->sessions;
+        s->busy = 0;
+        s->state = SS_CLOSED;
+        session_free(s);
+    }
+    for (size_t i = 0; i < CLIENT_BUCKETS; i++) {
+        while (srv->clients[i]) {
+            struct client_slot *c = srv->clients[i];
+            srv->clients[i] = c->next;
+            free(c);
+        }
+    }
+    event_free(srv->ev_all_closed);
+    cfgref_put(srv->cfg);
+    free(srv);
+}

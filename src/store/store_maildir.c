@@ -1,0 +1,513 @@
+/*
+ * store_maildir: the Maildir backend (the default, the source of truth), the
+ * name validation shared by the backends, and the dispatch of store.h.
+ * Layout, unique names and the crash-safety argument of every step are in
+ * doc/store.md; this file implements it.
+ *
+ * SECURITY: mailbox and folder names are validated against a small
+ * whitelist before they become path components, and directories are opened
+ * one level at a time with O_NOFOLLOW, so neither a hostile name nor a
+ * symbolic link inside the store can make a delivery write elsewhere.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/fsutil.h"
+#include "lib/xalloc.h"
+#include "store/store_backend.h"
+
+/* ================= dispatch (store.h) ================= */
+
+void store_free(struct store *s)
+{
+    if (s != NULL)
+        s->ops->free(s);
+}
+
+int store_deliver(struct store *s, const char *mailbox, const char *folder,
+                  const char *prefix, size_t prefix_len, store_read_fn read,
+                  void *read_arg, char *uid_r, size_t uid_cap)
+{
+    return s->ops->deliver(s, mailbox, folder, prefix, prefix_len, read,
+                           read_arg, uid_r, uid_cap);
+}
+
+int store_mailbox_path(struct store *s, const char *mailbox, char *out,
+                       size_t out_cap)
+{
+    return s->ops->mailbox_path(s, mailbox, out, out_cap);
+}
+
+int store_clean_tmp(struct store *s, const char *mailbox, const char *folder,
+                    long max_age)
+{
+    return s->ops->clean_tmp(s, mailbox, folder, max_age);
+}
+
+/* ================= name validation ================= */
+
+static bool part_ok(const char *p, size_t n, size_t max, bool local)
+{
+    if (n == 0 || n > max || p[0] == '.')
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  c == '.' || c == '-' ||
+                  (local && (c == '_' || c == '+' || c == '='));
+        if (!ok || (c == '.' && i + 1 < n && p[i + 1] == '.'))
+            return false;
+    }
+    return true;
+}
+
+int store_check_mailbox(const char *mailbox, size_t *at_r)
+{
+    const char *at = mailbox != NULL ? strchr(mailbox, '@') : NULL;
+    if (at == NULL || strchr(at + 1, '@') != NULL ||
+        !part_ok(mailbox, (size_t)(at - mailbox), STORE_LOCAL_MAX, true) ||
+        !part_ok(at + 1, strlen(at + 1), STORE_DOMAIN_MAX, false)) {
+        errno = EINVAL;
+        return -1;
+    }
+    *at_r = (size_t)(at - mailbox);
+    return 0;
+}
+
+int store_check_folder(const char *folder, bool *inbox_r)
+{
+    *inbox_r = folder == NULL || strcasecmp(folder, "INBOX") == 0;
+    if (*inbox_r)
+        return 0;
+    size_t n = strlen(folder);
+    /* Every hierarchy level non-empty: no leading, trailing or double '.'. */
+    if (n == 0 || n > STORE_FOLDER_MAX || folder[0] == '.' ||
+        folder[n - 1] == '.' || strstr(folder, "..") != NULL)
+        goto bad;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)folder[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == ' ' || c == '-' || c == '_' ||
+              c == '.'))
+            goto bad;
+    }
+    return 0;
+bad:
+    errno = EINVAL;
+    return -1;
+}
+
+/* ================= Maildir backend ================= */
+
+#define HOST_MAX 100
+#define COPY_CHUNK (64u * 1024u)
+
+struct mdstore {
+    struct store base;
+    char *root;                 /* absolute */
+    char host[HOST_MAX + 1];    /* escaped for a file name */
+    atomic_ulong counter;
+};
+
+struct mdpath {
+    char domain[STORE_DOMAIN_MAX + 1];
+    char local[STORE_LOCAL_MAX + 1];
+    char folder[STORE_FOLDER_MAX + 2]; /* ".Name", or "" for the INBOX */
+};
+
+static struct mdstore *MD(struct store *s) { return (struct mdstore *)s; }
+
+static int md_names(const char *mailbox, const char *folder, struct mdpath *p)
+{
+    size_t at;
+    bool inbox;
+    if (store_check_mailbox(mailbox, &at) < 0 ||
+        store_check_folder(folder, &inbox) < 0)
+        return -1;
+    memcpy(p->local, mailbox, at);
+    p->local[at] = '\0';
+    snprintf(p->domain, sizeof(p->domain), "%s", mailbox + at + 1);
+    if (inbox)
+        p->folder[0] = '\0';
+    else
+        snprintf(p->folder, sizeof(p->folder), ".%s", folder);
+    return 0;
+}
+
+/* The Maildir spec escapes '/' and ':' as octal; so do we, and everything
+ * else that could confuse a name parser (',' starts S=). */
+static void escape_host(const char *h, char out[HOST_MAX + 1])
+{
+    size_t o = 0;
+    for (; *h != '\0'; h++) {
+        unsigned char c = (unsigned char)*h;
+        bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                     (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_';
+        size_t need = plain ? 1 : 4;
+        if (o + need > HOST_MAX)
+            break;
+        if (plain)
+            out[o++] = (char)c;
+        else
+            o += (size_t)snprintf(out + o, 5, "\\%03o", c);
+    }
+    out[o] = '\0';
+}
+
+static void md_random(void *p, size_t n)
+{
+    unsigned char *c = p;
+    while (n > 0) {
+        ssize_t r = getrandom(c, n, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            /* The counter and pid still make the name unique in this
+             * process; O_EXCL and RENAME_NOREPLACE catch the rest. */
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t x = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15u;
+            for (size_t i = 0; i < n; i++, x = x * 6364136223846793005u + 1)
+                c[i] = (unsigned char)(x >> 56);
+            return;
+        }
+        c += r;
+        n -= (size_t)r;
+    }
+}
+
+static void close_keep_errno(int fd)
+{
+    int saved = errno;
+    close(fd);
+    errno = saved;
+}
+
+/* Opens root/domain/local[/.folder] one level at a time, never following a
+ * symbolic link below root; the Maildir's directory fd, or -1. */
+static int md_walk(struct mdstore *s, const struct mdpath *p)
+{
+    const char *comp[3] = {p->domain, p->local, p->folder};
+    int fd = open(s->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    for (int i = 0; i < 3 && fd >= 0 && comp[i][0] != '\0'; i++) {
+        int next = openat(fd, comp[i],
+                          O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        close_keep_errno(fd);
+        fd = next;
+    }
+    return fd;
+}
+
+static int subdir(int fd, const char *name)
+{
+    return openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+static int mkpath(char *out, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int mkpath(char *out, size_t cap, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(out, cap, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= cap) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    return 0;
+}
+
+/* cur, new, tmp in that order (fs_mkdir_p makes each durable before the
+ * next), so an existing tmp/ implies a complete Maildir. */
+static int md_create_dirs(const char *dir)
+{
+    static const char *const subs[] = {"cur", "new", "tmp"};
+    char path[PATH_MAX];
+    for (int i = 0; i < 3; i++)
+        if (mkpath(path, sizeof(path), "%s/%s", dir, subs[i]) < 0 ||
+            fs_mkdir_p(path, 0700) < 0)
+            return -1;
+    return 0;
+}
+
+static int md_create(struct mdstore *s, const struct mdpath *p)
+{
+    char dir[PATH_MAX], path[PATH_MAX];
+    if (mkpath(dir, sizeof(dir), "%s/%s/%s", s->root, p->domain, p->local) < 0 ||
+        md_create_dirs(dir) < 0)
+        return -1;
+    if (p->folder[0] == '\0')
+        return 0;
+    /* Maildir++: the folder, its maildirfolder marker, then its subdirs. */
+    if (mkpath(dir, sizeof(dir), "%s/%s/%s/%s", s->root, p->domain, p->local,
+               p->folder) < 0 ||
+        fs_mkdir_p(dir, 0700) < 0 ||
+        mkpath(path, sizeof(path), "%s/maildirfolder", dir) < 0)
+        return -1;
+    int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    if (fsync(fd) < 0) {
+        close_keep_errno(fd);
+        return -1;
+    }
+    close(fd);
+    if (fs_fsync_dir(dir) < 0)
+        return -1;
+    return md_create_dirs(dir);
+}
+
+/* The Maildir's tmp/ and new/ descriptors, creating it if missing. */
+static int md_open(struct mdstore *s, const struct mdpath *p, int *tmp_r,
+                   int *new_r)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int fd = md_walk(s, p);
+        int tfd = -1;
+        if (fd >= 0) {
+            tfd = subdir(fd, "tmp");
+            *new_r = tfd >= 0 ? subdir(fd, "new") : -1;
+            close_keep_errno(fd);
+            if (tfd >= 0 && *new_r >= 0) {
+                *tmp_r = tfd;
+                return 0;
+            }
+            if (tfd >= 0)
+                close_keep_errno(tfd);
+        }
+        /* Only a missing piece is created; a symlink (ELOOP, ENOTDIR) or
+         * a permission problem is an error. */
+        if (errno != ENOENT || attempt == 1 || md_create(s, p) < 0)
+            return -1;
+    }
+    return -1;
+}
+
+static int md_deliver(struct store *st, const char *mailbox, const char *folder,
+                      const char *prefix, size_t prefix_len, store_read_fn rd,
+                      void *rd_arg, char *uid_r, size_t uid_cap)
+{
+    struct mdstore *s = MD(st);
+    struct mdpath p;
+    char tmpname[NAME_MAX + 1], name[NAME_MAX + 32];
+    int tmpfd = -1, newfd = -1, fd = -1, err = 0;
+    uint64_t size = 0;
+    char *chunk = NULL;
+
+    if (md_names(mailbox, folder, &p) < 0)
+        return -1;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    unsigned long q = atomic_fetch_add(&s->counter, 1);
+    uint64_t rnd;
+    md_random(&rnd, sizeof(rnd));
+    int n = snprintf(tmpname, sizeof(tmpname), "%lld.M%06ldP%ldQ%luR%016llx.%s",
+                     (long long)tv.tv_sec, (long)tv.tv_usec, (long)getpid(), q,
+                     (unsigned long long)rnd, s->host);
+    /* ",S=" and up to 20 digits must still fit, in the name and in uid_r. */
+    if (n < 0 || (size_t)n + 24 > sizeof(tmpname)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    if (uid_r != NULL && uid_cap < (size_t)n + 24) {
+        errno = ERANGE;
+        return -1;
+    }
+    if (md_open(s, &p, &tmpfd, &newfd) < 0)
+        return -1;
+    fd = openat(tmpfd, tmpname,
+                O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        err = errno;
+        goto out;
+    }
+    if (prefix_len > 0 && fs_write_all(fd, prefix, prefix_len) < 0) {
+        err = errno;
+        goto fail_tmp;
+    }
+    size = prefix_len;
+    chunk = xmalloc(COPY_CHUNK);
+    for (;;) {
+        ssize_t r = rd(rd_arg, chunk, COPY_CHUNK);
+        if (r == 0)
+            break;
+        if (r < 0 || (size_t)r > COPY_CHUNK) {
+            err = r < 0 && errno != 0 ? errno : EIO;
+            goto fail_tmp;
+        }
+        if (fs_write_all(fd, chunk, (size_t)r) < 0) {
+            err = errno;
+            goto fail_tmp;
+        }
+        size += (uint64_t)r;
+    }
+    if (fsync(fd) < 0) {
+        err = errno;
+        goto fail_tmp;
+    }
+    int cfd = fd;
+    fd = -1;
+    if (close(cfd) < 0) {
+        err = errno;
+        goto fail_tmp;
+    }
+    /* Fits in NAME_MAX: 24 bytes were kept free above. */
+    snprintf(name, sizeof(name), "%s,S=%llu", tmpname, (unsigned long long)size);
+    /* Never overwrite: the name is unique by construction, and the kernel
+     * checks it where the filesystem supports it. */
+    if (renameat2(tmpfd, tmpname, newfd, name, RENAME_NOREPLACE) < 0) {
+        if ((errno != EINVAL && errno != ENOSYS) ||
+            renameat(tmpfd, tmpname, newfd, name) < 0) {
+            err = errno;
+            goto fail_tmp;
+        }
+    }
+    if (fsync(newfd) < 0) {
+        /* Not durable, and the caller will deliver again: take it back so
+         * the retry does not make a second copy. */
+        err = errno;
+        unlinkat(newfd, name, 0);
+        goto out;
+    }
+    if (uid_r != NULL)
+        snprintf(uid_r, uid_cap, "%s", name);
+    goto out;
+fail_tmp:
+    if (fd >= 0)
+        close(fd);
+    fd = -1;
+    unlinkat(tmpfd, tmpname, 0);
+out:
+    free(chunk);
+    if (fd >= 0)
+        close(fd);
+    if (tmpfd >= 0)
+        close(tmpfd);
+    if (newfd >= 0)
+        close(newfd);
+    if (err != 0) {
+        errno = err;
+        return -1;
+    }
+    return 0;
+}
+
+static int md_mailbox_path(struct store *st, const char *mailbox, char *out,
+                           size_t out_cap)
+{
+    struct mdpath p;
+    if (md_names(mailbox, NULL, &p) < 0)
+        return -1;
+    int n = snprintf(out, out_cap, "%s/%s/%s", MD(st)->root, p.domain, p.local);
+    if (n < 0 || (size_t)n >= out_cap) {
+        errno = ERANGE;
+        return -1;
+    }
+    return 0;
+}
+
+static int md_clean_tmp(struct store *st, const char *mailbox,
+                        const char *folder, long max_age)
+{
+    struct mdpath p;
+    if (md_names(mailbox, folder, &p) < 0)
+        return -1;
+    int fd = md_walk(MD(st), &p);
+    int tfd = fd >= 0 ? subdir(fd, "tmp") : -1;
+    if (fd >= 0)
+        close_keep_errno(fd);
+    if (tfd < 0)
+        return errno == ENOENT ? 0 : -1;
+    int lfd = openat(tfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = lfd >= 0 ? fdopendir(lfd) : NULL;
+    if (d == NULL) {
+        if (lfd >= 0)
+            close_keep_errno(lfd);
+        close_keep_errno(tfd);
+        return -1;
+    }
+    /* Names first, then unlinks: readdir is not disturbed by our changes. */
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            names = xreallocarray(names, cap, sizeof(*names));
+        }
+        names[n++] = xstrdup(de->d_name);
+    }
+    closedir(d);
+    time_t now = time(NULL);
+    int removed = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct stat sb;
+        if (fstatat(tfd, names[i], &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISREG(sb.st_mode) && now - sb.st_mtime > (time_t)max_age &&
+            unlinkat(tfd, names[i], 0) == 0 && removed < INT_MAX)
+            removed++;
+        free(names[i]);
+    }
+    free(names);
+    close(tfd);
+    return removed;
+}
+
+static void md_free(struct store *st)
+{
+    struct mdstore *s = MD(st);
+    free(s->root);
+    free(s);
+}
+
+static const struct store_ops md_ops = {
+    .free = md_free,
+    .deliver = md_deliver,
+    .mailbox_path = md_mailbox_path,
+    .clean_tmp = md_clean_tmp,
+};
+
+struct store *store_maildir_new(const char *root, const char *hostname)
+{
+    char cwd[PATH_MAX], host[256];
+    struct mdstore *s = xcalloc(1, sizeof(*s));
+    s->base.ops = &md_ops;
+    if (root[0] == '/') {
+        s->root = xstrdup(root);
+    } else {
+        if (getcwd(cwd, sizeof(cwd)) == NULL) {
+            free(s);
+            return NULL;
+        }
+        size_t len = strlen(cwd) + 1 + strlen(root) + 1;
+        s->root = xmalloc(len);
+        snprintf(s->root, len, "%s/%s", cwd, root);
+    }
+    if (hostname == NULL || hostname[0] == '\0') {
+        if (gethostname(host, sizeof(host)) < 0 || host[0] == '\0')
+            snprintf(host, sizeof(host), "localhost");
+        host[sizeof(host) - 1] = '\0';
+        hostname = host;
+    }
+    escape_host(hostname, s->host);
+    if (s->host[0] == '\0')
+        snprintf(s->host, sizeof(s->host), "localhost");
+    atomic_init(&s->counter, 0);
+    return &s->base;
+}

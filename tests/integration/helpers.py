@@ -1,0 +1,545 @@
+"""Shared helpers for the estafeta integration tests.
+
+Everything here talks to the real binary over loopback and looks at the real
+files it writes; nothing is mocked. See conftest.py for the fixtures.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+HOSTNAME = "mail.example.test"
+
+SANITIZER_MARKERS = (
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "runtime error:",
+    "WARNING: ThreadSanitizer",
+)
+
+
+def estafeta_bin():
+    b = os.environ.get("ESTAFETA_BIN")
+    if b:
+        return Path(b)
+    return REPO / "build" / "asan" / "estafeta"
+
+
+def require_binary():
+    import pytest
+    b = estafeta_bin()
+    if not b.exists():
+        pytest.skip("estafeta binary not found at %s (set ESTAFETA_BIN or "
+                    "run make VARIANT=asan)" % b)
+    return b
+
+
+def finish_server(server):
+    """Stop a server; return a list of problems (sanitizer reports, bad exit)."""
+    was_running = server.running()
+    rc = server.stop()
+    problems = []
+    reports = server.sanitizer_reports()
+    if reports:
+        problems.append("sanitizer report(s) %s in server log" % reports)
+    if was_running and rc is None:
+        problems.append("server did not exit within 15 s of SIGTERM")
+    elif was_running and rc != 0:
+        problems.append("server exited %s on SIGTERM (expected 0)" % rc)
+    return problems
+
+
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+BASE_CONFIG = """\
+hostname {hostname}
+data-dir {data_dir}
+log-level debug
+listen 127.0.0.1:{port} mx
+domain example.test
+domain catch.test catch-all=demo@example.test
+user demo@example.test
+user alice@example.test
+user bob@example.test
+alias team@example.test alice@example.test, bob@example.test
+alias fwd@example.test someone@remote.test
+postmaster demo@example.test
+recipient-delimiter +
+vrfy {vrfy}
+expn {expn}
+limit message-size 1M
+limit smtp-bad-commands 5
+"""
+
+
+def make_config(data_dir, port, vrfy=False, expn=False, extra=""):
+    return BASE_CONFIG.format(hostname=HOSTNAME, data_dir=data_dir, port=port,
+                              vrfy="on" if vrfy else "off",
+                              expn="on" if expn else "off") + extra
+
+
+# ---------------------------------------------------------------- server
+
+
+class Server:
+    """One estafeta process on a private data dir and port."""
+
+    def __init__(self, root, vrfy=False, expn=False, extra="", name="estafeta"):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.data_dir = self.root / "data"
+        self.data_dir.mkdir(exist_ok=True)
+        self.port = free_port()
+        self.config_path = self.root / "estafeta.conf"
+        self.config_path.write_text(make_config(self.data_dir, self.port,
+                                                vrfy, expn, extra))
+        self.log_path = self.root / "server.log"
+        self.proc = None
+        self.exit_codes = []   # return codes of earlier runs (kill/stop)
+
+    # -- process control
+
+    def start(self, timeout=10.0):
+        binary = estafeta_bin()
+        env = dict(os.environ)
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        logf = open(self.log_path, "ab")
+        logf.write(b"---- test harness: starting server ----\n")
+        logf.flush()
+        self.proc = subprocess.Popen(
+            [str(binary), "serve", "-c", str(self.config_path)],
+            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, env=env,
+            cwd=str(self.root))
+        logf.close()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    "server exited with %s before it was ready\n%s"
+                    % (self.proc.returncode, self.log_tail()))
+            try:
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+            except OSError as e:
+                last = e
+                time.sleep(0.05)
+                continue
+            try:
+                s.settimeout(max(0.5, deadline - time.monotonic()))
+                data = b""
+                while b"\n" not in data:
+                    chunk = s.recv(1024)
+                    if not chunk:
+                        break
+                    data += chunk
+                if data.startswith(b"220 "):
+                    try:
+                        s.sendall(b"QUIT\r\n")
+                        s.recv(1024)
+                    except OSError:
+                        pass
+                    return
+                last = "greeting %r" % data
+            except OSError as e:
+                last = e
+            finally:
+                s.close()
+            time.sleep(0.05)
+        raise AssertionError("server not ready after %.0fs (last: %s)\n%s"
+                             % (timeout, last, self.log_tail()))
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout=15.0):
+        """SIGTERM and wait; returns the exit status (None if it had to be killed)."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self.exit_codes.append("hung on SIGTERM")
+                self.proc = None
+                return None
+        rc = self.proc.returncode
+        self.exit_codes.append(rc)
+        self.proc = None
+        return rc
+
+    def kill(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.exit_codes.append("SIGKILL")
+            self.proc = None
+
+    # -- logs
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines=80):
+        text = self.log().splitlines()
+        return "---- server log (%s, last %d lines) ----\n%s" % (
+            self.log_path, min(lines, len(text)), "\n".join(text[-lines:]))
+
+    def sanitizer_reports(self):
+        return [m for m in SANITIZER_MARKERS if m in self.log()]
+
+    # -- files
+
+    def maildir(self, address):
+        local, domain = address.split("@")
+        return self.data_dir / "mail" / domain / local
+
+    def queue_dir(self):
+        return self.data_dir / "queue"
+
+    def queue_files(self, sub):
+        d = self.queue_dir() / sub
+        if not d.exists():
+            return []
+        return [p for p in d.rglob("*") if p.is_file()]
+
+    def messages(self, address):
+        """[(path, bytes)] in address's new/ (and cur/)."""
+        out = []
+        for sub in ("new", "cur"):
+            d = self.maildir(address) / sub
+            if d.is_dir():
+                for p in sorted(d.iterdir()):
+                    if p.is_file():
+                        try:
+                            out.append((p, p.read_bytes()))
+                        except FileNotFoundError:
+                            pass
+        return out
+
+    def all_messages(self):
+        """[(address, path, bytes)] for every Maildir under mail/."""
+        out = []
+        base = self.data_dir / "mail"
+        if not base.is_dir():
+            return out
+        for p in base.rglob("*"):
+            if p.is_file() and p.parent.name in ("new", "cur"):
+                rel = p.relative_to(base).parts
+                addr = "%s@%s" % (rel[1], rel[0]) if len(rel) >= 4 else str(p)
+                try:
+                    out.append((addr, p, p.read_bytes()))
+                except FileNotFoundError:
+                    pass
+        return out
+
+    def wait_messages(self, address, token, count=1, timeout=10.0):
+        """Wait until `count` messages containing token are in address's
+        Maildir; return their contents (exactly count expected: a few more
+        seconds are not waited for, the caller asserts the count)."""
+        if isinstance(token, str):
+            token = token.encode()
+        deadline = time.monotonic() + timeout
+        found = []
+        while time.monotonic() < deadline:
+            found = [m for _, m in self.messages(address) if token in m]
+            if len(found) >= count:
+                return found
+            if not self.running():
+                break
+            time.sleep(0.05)
+        raise AssertionError(
+            "expected %d message(s) with %r in %s, found %d\nmaildir: %s\n"
+            "queue msg/: %s\n%s"
+            % (count, token, address, len(found),
+               list_tree(self.maildir(address)),
+               [str(p) for p in self.queue_files("msg")], self.log_tail()))
+
+    def wait_queue_empty(self, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.queue_files("msg") and not self.queue_files("incoming"):
+                return
+            time.sleep(0.05)
+        raise AssertionError("queue not empty after %.0fs: msg=%s incoming=%s\n%s"
+                             % (timeout, self.queue_files("msg"),
+                                self.queue_files("incoming"), self.log_tail()))
+
+    def assert_not_delivered(self, token):
+        """Nothing holding token is in any Maildir. Waits for the queue to
+        drain first: a message is committed before the server replies, so a
+        wrongly accepted one is in queue/msg/ or already delivered."""
+        if isinstance(token, str):
+            token = token.encode()
+        self.wait_queue_empty()
+        bad = [(a, str(p)) for a, p, m in self.all_messages() if token in m]
+        assert not bad, "message with %r was delivered: %s\n%s" % (
+            token, bad, self.log_tail())
+
+
+def list_tree(path):
+    path = Path(path)
+    if not path.exists():
+        return "(%s does not exist)" % path
+    return [str(p.relative_to(path)) for p in sorted(path.rglob("*"))]
+
+
+# ---------------------------------------------------------------- raw SMTP
+
+
+class Reply:
+    def __init__(self, code, lines):
+        self.code = code
+        self.lines = lines          # text after "NNN-" / "NNN "
+
+    @property
+    def text(self):
+        return self.lines[0] if self.lines else ""
+
+    @property
+    def enh(self):
+        m = re.match(r"([245]\.\d{1,3}\.\d{1,3})(?: |$)", self.text)
+        return m.group(1) if m else None
+
+    def __repr__(self):
+        return "Reply(%d, %r)" % (self.code, self.lines)
+
+
+class ConnectionClosed(Exception):
+    pass
+
+
+class SMTPRaw:
+    """A byte-exact SMTP client: send what you like, read replies in order."""
+
+    def __init__(self, port, timeout=10.0, read_greeting=True):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+        self.transcript = []
+        self.greeting = self.reply() if read_greeting else None
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.transcript.append(b"C: " + data[:300] + (b"..." if len(data) > 300 else b""))
+        self.sock.sendall(data)
+
+    def _readline(self):
+        while b"\n" not in self.buf:
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                raise ConnectionClosed("connection closed; partial %r; transcript:\n%s"
+                                       % (self.buf, self.dump()))
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        self.transcript.append(b"S: " + line + b"\n")
+        assert line.endswith(b"\r"), "reply line without CRLF: %r" % line
+        return line[:-1].decode("utf-8", errors="replace")
+
+    def reply(self):
+        lines = []
+        while True:
+            line = self._readline()
+            m = re.match(r"^(\d{3})([ -])(.*)$", line) or re.match(r"^(\d{3})()()$", line)
+            assert m, "malformed reply line %r\n%s" % (line, self.dump())
+            code = int(m.group(1))
+            if lines:
+                assert code == lines[0][0], "code changed inside a multi-line reply: %r" % line
+            lines.append((code, m.group(3)))
+            if m.group(2) != "-":
+                return Reply(code, [t for _, t in lines])
+
+    def cmd(self, line):
+        if isinstance(line, str):
+            line = line.encode()
+        self.send(line + b"\r\n")
+        return self.reply()
+
+    def expect(self, code, enh=None, text=None):
+        r = self.reply()
+        check(r, code, enh, text, self)
+        return r
+
+    def cmd_expect(self, line, code, enh=None, text=None):
+        r = self.cmd(line)
+        check(r, code, enh, text, self)
+        return r
+
+    def expect_closed(self, timeout=5.0):
+        """The server closes the connection without sending anything more."""
+        self.sock.settimeout(timeout)
+        extra = self.buf
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                extra += chunk
+        except ConnectionResetError:
+            pass
+        except socket.timeout:
+            raise AssertionError("connection still open after %.0fs; got %r\n%s"
+                                 % (timeout, extra, self.dump()))
+        assert extra == b"", "unexpected bytes before close: %r\n%s" % (extra, self.dump())
+
+    def read_all_until_close(self, timeout=10.0):
+        """Every reply until the server closes; returns the list."""
+        out = []
+        while True:
+            try:
+                out.append(self.reply())
+            except ConnectionClosed:
+                return out
+
+    def dump(self):
+        return b"".join(x if x.endswith(b"\n") else x + b"\n"
+                        for x in self.transcript).decode("utf-8", errors="replace")
+
+    def hello(self, name="client.example.net"):
+        r = self.cmd("EHLO " + name)
+        check(r, 250, None, None, self)
+        return r
+
+    def start_mail(self, sender="sender@remote.test", rcpts=("demo@example.test",),
+                   mail_params=""):
+        self.cmd_expect("MAIL FROM:<%s>%s" % (sender, mail_params), 250, "2.1.0")
+        for r in rcpts:
+            self.cmd_expect("RCPT TO:<%s>" % r, 250, "2.1.5")
+
+    def send_data(self, body):
+        """DATA, the already dot-stuffed body (bytes, ending CRLF or empty),
+        '.', and return the end-of-data reply."""
+        self.cmd_expect("DATA", 354)
+        self.send(body + b".\r\n")
+        return self.reply()
+
+
+def check(r, code, enh=None, text=None, client=None):
+    ctx = ("\ntranscript:\n" + client.dump()) if client is not None else ""
+    assert r.code == code, "expected %d, got %r%s" % (code, r, ctx)
+    if enh is not None:
+        assert r.enh == enh, "expected enhanced code %s, got %r%s" % (enh, r, ctx)
+    if text is not None:
+        assert text in "\n".join(r.lines), "expected %r in %r%s" % (text, r, ctx)
+
+
+def qid_of(reply_text):
+    m = re.search(r"queued as ([0-9A-Za-z]+)", reply_text)
+    assert m, "no queue id in %r" % reply_text
+    return m.group(1)
+
+
+# ---------------------------------------------------------------- stored messages
+
+
+def split_stored(data):
+    """Split a delivered message into (return_path_value, received_header_bytes,
+    rest). Asserts the layout: first line Return-Path:, then one Received:
+    field (with its continuation lines); rest is the message as sent."""
+    assert data.startswith(b"Return-Path: "), "first line is not Return-Path: %r" % data[:200]
+    first, rest = data.split(b"\r\n", 1)
+    rp = first[len(b"Return-Path: "):]
+    assert b"\n" not in first and b"\r" not in first
+    assert rest.startswith(b"Received: "), "second field is not Received: %r" % rest[:300]
+    lines = []
+    while True:
+        line, rest = rest.split(b"\r\n", 1)
+        lines.append(line)
+        if not rest[:1] in (b" ", b"\t"):
+            break
+    received = b"\r\n".join(lines) + b"\r\n"
+    return rp.decode("utf-8", errors="replace"), received, rest
+
+
+def unfold(header):
+    text = header.decode("utf-8", errors="replace")
+    return re.sub(r"\r\n[ \t]+", " ", text).rstrip("\r\n")
+
+
+def assert_crlf_only(data):
+    assert b"\r\n" in data or data == b""
+    stripped = data.replace(b"\r\n", b"")
+    assert b"\r" not in stripped and b"\n" not in stripped, "bare CR or LF in stored message"
+
+
+def assert_stored(data, sender, body, qid=None, helo=None, rcpt=None, with_=None):
+    """Check the full layout of a stored message."""
+    assert_crlf_only(data)
+    rp, received, rest = split_stored(data)
+    assert rp == "<%s>" % sender, "Return-Path %r, expected <%s>" % (rp, sender)
+    assert rest == body, ("stored body differs from what was sent:\n"
+                          "sent   %r\nstored %r" % (body[:400], rest[:400]))
+    r = unfold(received)
+    assert "by %s" % HOSTNAME in r, r
+    if qid is not None:
+        assert re.search(r"\bid %s\b" % re.escape(qid), r), "no 'id %s' in %r" % (qid, r)
+    if helo is not None:
+        assert r.startswith("Received: from %s " % helo), r
+    if rcpt is not None:
+        assert "for <%s>" % rcpt in r, r
+    if with_ is not None:
+        assert re.search(r"\bwith %s\b" % with_, r), r
+    assert re.search(r";\s*\w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d [+-]\d{4}", r), \
+        "no RFC 5322 date in %r" % r
+    # only printable ASCII plus folding in the added header
+    assert all(32 <= b < 127 or b in (9, 13, 10) for b in received), received
+    return rp, received, rest
+
+
+def maildir_name_ok(path, data):
+    m = re.search(r",S=(\d+)", path.name)
+    return m is not None and int(m.group(1)) == len(data)
+
+
+def token():
+    return "tok%d%s" % (time.monotonic_ns(), os.urandom(4).hex())
+
+
+def wait_for_log(server, pattern, timeout=10.0, start=0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = server.log()[start:]
+        if re.search(pattern, text):
+            return text
+        time.sleep(0.05)
+    raise AssertionError("no log line matching %r\n%s" % (pattern, server.log_tail()))

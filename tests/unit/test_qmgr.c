@@ -1,0 +1,190 @@
+/* Unit tests of the delivery logic (deliver/qmgr.c) with the in-memory
+ * queue and store: expansion, one copy per mailbox, Return-Path, removal
+ * only when every recipient is done, pending forwarding, failures. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conf/config.h"
+#include "deliver/qmgr.h"
+#include "harness.h"
+#include "lib/buf.h"
+#include "proto/smtp_cmd.h"
+#include "queue/queue.h"
+#include "store/store.h"
+
+static char tmpdir[256];
+
+static struct config *load_cfg(void)
+{
+    snprintf(tmpdir, sizeof(tmpdir), "/tmp/estafeta-qmgr-XXXXXX");
+    if (mkdtemp(tmpdir) == NULL)
+        abort();
+    char path[512];
+    snprintf(path, sizeof(path), "%s/estafeta.conf", tmpdir);
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        abort();
+    fprintf(f,
+            "hostname mail.example.test\n"
+            "data-dir %s/data\n"
+            "listen 127.0.0.1:2525 mx\n"
+            "domain example.test\n"
+            "domain catch.test catch-all=demo@example.test\n"
+            "user demo@example.test\n"
+            "user alice@example.test\n"
+            "user bob@example.test\n"
+            "alias team@example.test alice@example.test, bob@example.test, demo@example.test\n"
+            "alias fwd@example.test someone@remote.test\n"
+            "postmaster demo@example.test\n",
+            tmpdir);
+    fclose(f);
+    struct buf err;
+    buf_init(&err, 4096);
+    struct config *cfg = config_load(path, NULL, &err);
+    if (cfg == NULL)
+        fprintf(stderr, "config: %s\n", buf_cstr(&err));
+    buf_free(&err);
+    return cfg;
+}
+
+struct list_ctx {
+    int n;
+    char id[QUEUE_ID_SIZE];
+};
+
+static void count_cb(const char *id, void *arg)
+{
+    struct list_ctx *c = arg;
+    c->n++;
+    snprintf(c->id, sizeof(c->id), "%s", id);
+}
+
+/* Queues one message for the given recipients; returns its id in id_r. */
+static int enqueue(struct queue *q, const char *sender, const char **rcpts,
+                   size_t n, const char *body, char *id_r)
+{
+    struct queue_msg *m;
+    if (queue_msg_open(q, &m) < 0)
+        return -1;
+    snprintf(id_r, QUEUE_ID_SIZE, "%s", queue_msg_id(m));
+    if (queue_msg_write(m, body, strlen(body)) < 0)
+        return -1;
+    struct queue_rcpt r[8];
+    for (size_t i = 0; i < n; i++)
+        r[i] = (struct queue_rcpt){.address = (char *)rcpts[i], .orcpt = (char *)"",
+                                   .status = (char *)""};
+    struct queue_env env = {
+        .sender = (char *)sender,
+        .created = (int64_t)time(NULL),
+        .envid = (char *)"",
+        .client_addr = (char *)"127.0.0.1",
+        .client_helo = (char *)"test",
+        .session_id = (char *)"s1",
+        .auth_user = (char *)"",
+        .rcpts = r,
+        .nrcpts = n,
+    };
+    int result;
+    return queue_commit(q, &m, &env, 1, &result);
+}
+
+static int mailbox_has(struct store *st, const char *box, const char *want)
+{
+    size_t n = store_mem_count(st, box);
+    int found = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        char *msg = store_mem_get(st, box, i, &len);
+        if (msg != NULL && len == strlen(want) && memcmp(msg, want, len) == 0)
+            found++;
+        free(msg);
+    }
+    return found;
+}
+
+TEST(test_expansion_one_copy_per_mailbox)
+{
+    struct config *cfg = load_cfg();
+    CHECK(cfg != NULL);
+    if (cfg == NULL)
+        return;
+    struct queue *q = queue_mem_new();
+    struct store *st = store_mem_new();
+    const char *rcpts[] = {"demo@example.test", "Demo+tag@example.test",
+                           "team@example.test", "anything@catch.test",
+                           "POSTMASTER@example.test"};
+    char id[QUEUE_ID_SIZE];
+    const char *body = "Subject: hi\r\n\r\nhello\r\n.. dot\r\n";
+    CHECK_EQ_INT(enqueue(q, "s@x.test", rcpts, 5, body, id), 0);
+    CHECK_EQ_INT(qmgr_deliver_one(q, st, cfg, id), 1);
+    const char *want = "Return-Path: <s@x.test>\r\nSubject: hi\r\n\r\nhello\r\n.. dot\r\n";
+    CHECK_EQ_INT(store_mem_count(st, "demo@example.test"), 1);
+    CHECK_EQ_INT(mailbox_has(st, "demo@example.test", want), 1);
+    CHECK_EQ_INT(mailbox_has(st, "alice@example.test", want), 1);
+    CHECK_EQ_INT(mailbox_has(st, "bob@example.test", want), 1);
+    struct list_ctx lc = {0, ""};
+    queue_list(q, count_cb, &lc);
+    CHECK_EQ_INT(lc.n, 0);
+    store_free(st);
+    queue_close(q);
+    config_free(cfg);
+}
+
+TEST(test_forwarding_stays_pending)
+{
+    struct config *cfg = load_cfg();
+    if (cfg == NULL)
+        return;
+    struct queue *q = queue_mem_new();
+    struct store *st = store_mem_new();
+    const char *rcpts[] = {"fwd@example.test", "alice@example.test"};
+    char id[QUEUE_ID_SIZE];
+    CHECK_EQ_INT(enqueue(q, "", rcpts, 2, "x\r\n", id), 0);
+    CHECK_EQ_INT(qmgr_deliver_one(q, st, cfg, id), 0);
+    CHECK_EQ_INT(mailbox_has(st, "alice@example.test", "Return-Path: <>\r\nx\r\n"), 1);
+    struct queue_env *env;
+    CHECK_EQ_INT(queue_load(q, id, &env), 0);
+    CHECK_EQ_INT(env->rcpts[0].state, QUEUE_RCPT_PENDING);
+    CHECK_EQ_INT(env->rcpts[1].state, QUEUE_RCPT_DONE);
+    queue_env_free(env);
+    /* A second run does not deliver to alice again. */
+    CHECK_EQ_INT(qmgr_deliver_one(q, st, cfg, id), 0);
+    CHECK_EQ_INT(store_mem_count(st, "alice@example.test"), 1);
+    store_free(st);
+    queue_close(q);
+    config_free(cfg);
+}
+
+TEST(test_vanished_user_fails_permanently)
+{
+    struct config *cfg = load_cfg();
+    if (cfg == NULL)
+        return;
+    struct queue *q = queue_mem_new();
+    struct store *st = store_mem_new();
+    const char *rcpts[] = {"gone@example.test"};
+    char id[QUEUE_ID_SIZE];
+    CHECK_EQ_INT(enqueue(q, "s@x.test", rcpts, 1, "x\r\n", id), 0);
+    CHECK_EQ_INT(qmgr_deliver_one(q, st, cfg, id), 1);
+    struct list_ctx lc = {0, ""};
+    queue_list(q, count_cb, &lc);
+    CHECK_EQ_INT(lc.n, 0);
+    store_free(st);
+    queue_close(q);
+    config_free(cfg);
+}
+
+int main(void)
+{
+    RUN(test_expansion_one_copy_per_mailbox);
+    RUN(test_forwarding_stays_pending);
+    RUN(test_vanished_user_fails_permanently);
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf /tmp/estafeta-qmgr-*");
+    if (system(cmd) != 0)
+        fprintf(stderr, "cleanup failed\n");
+    return harness_done("test_qmgr");
+}
