@@ -56,24 +56,28 @@ FAULT_SO := $(BUILD)/libfault.so
 all: $(BUILD)/estafeta
 
 $(BUILD)/estafeta: $(MAIN_OBJ) $(ARCHIVE)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD    $@"
+	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(ARCHIVE): $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	@ar rcs $@ $^
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+	@echo "  CC    $<"
+	@$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 unit: $(UNIT_BIN)
 $(BUILD)/tests/%: tests/unit/%.c $(ARCHIVE) tests/unit/harness.h
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(ARCHIVE) $(LDFLAGS) $(LDLIBS)
+	@echo "  TEST  $@"
+	@$(CC) $(CFLAGS) -Itests/unit -o $@ $< $(ARCHIVE) $(LDFLAGS) $(LDLIBS)
 
 fuzz: $(FUZZ_BIN)
 $(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(ARCHIVE)
-	$(CC) $(CFLAGS) -o $@ $< $(ARCHIVE) $(LDFLAGS) $(LDLIBS)
+	@echo "  FUZZ  $@"
+	@$(CC) $(CFLAGS) -o $@ $< $(ARCHIVE) $(LDFLAGS) $(LDLIBS)
 
 fault: $(FAULT_SO)
 $(FAULT_SO): tests/fault/fault.c

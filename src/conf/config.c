@@ -89,8 +89,19 @@ static const void *lookup(const void *base, size_t n, size_t size, size_t off,
 const struct cfg_domain *config_domain(const struct config *cfg,
                                        const char *name, size_t len)
 {
-    return lookup(cfg->domains, cfg->ndomains, sizeof(*cfg->domains),
-                  offsetof(struct cfg_domain, name), name, len);
+    size_t lo = 0, hi = cfg->domain_index != NULL ? cfg->ndomains : 0;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const struct cfg_domain *d = &cfg->domains[cfg->domain_index[mid]];
+        int c = cmp_fold(name, len, d->name);
+        if (c == 0)
+            return d;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
 }
 
 const struct cfg_user *config_user(const struct config *cfg,
@@ -269,13 +280,26 @@ bool config_next_line(const char *text, size_t len, size_t *pos,
 
 /* ---- building the struct ---- */
 
+/* Room for element n of an array that holds n elements. The capacity is
+ * implied by n (8, then powers of two), so the arrays in struct config need
+ * no capacity fields and a 16 MiB users file does not cost a copy per line. */
+static void *grow(void *p, size_t n, size_t size)
+{
+    if (n == 0)
+        return xreallocarray(p, 8, size);
+    if (n >= 8 && (n & (n - 1)) == 0) {
+        size_t cap;
+        if (!size_mul(n, 2, &cap))
+            abort();
+        return xreallocarray(p, cap, size);
+    }
+    return p;
+}
+
 struct cfg_user *config_add_user(struct config *cfg, const char *address,
                                  const char *hash, bool in_config, size_t line)
 {
-    size_t n;
-    if (!size_add(cfg->nusers, 1, &n))
-        abort();
-    cfg->users = xreallocarray(cfg->users, n, sizeof(*cfg->users));
+    cfg->users = grow(cfg->users, cfg->nusers, sizeof(*cfg->users));
     struct cfg_user *u = &cfg->users[cfg->nusers++];
     const char *at = strrchr(address, '@');
     size_t llen = at != NULL ? (size_t)(at - address) : strlen(address);
@@ -291,10 +315,7 @@ struct cfg_user *config_add_user(struct config *cfg, const char *address,
 struct cfg_alias *config_add_alias(struct config *cfg, const char *name,
                                    bool in_config, size_t line)
 {
-    size_t n;
-    if (!size_add(cfg->naliases, 1, &n))
-        abort();
-    cfg->aliases = xreallocarray(cfg->aliases, n, sizeof(*cfg->aliases));
+    cfg->aliases = grow(cfg->aliases, cfg->naliases, sizeof(*cfg->aliases));
     struct cfg_alias *a = &cfg->aliases[cfg->naliases++];
     a->name = xstrdup(name);
     a->targets = NULL;
@@ -306,16 +327,15 @@ struct cfg_alias *config_add_alias(struct config *cfg, const char *name,
 
 void config_alias_add_target(struct cfg_alias *a, const char *target)
 {
-    size_t n;
-    if (!size_add(a->ntargets, 1, &n))
-        abort();
-    a->targets = xreallocarray(a->targets, n, sizeof(*a->targets));
+    a->targets = grow(a->targets, a->ntargets, sizeof(*a->targets));
     a->targets[a->ntargets++] = xstrdup(target);
 }
 
-static int cmp_domain(const void *x, const void *y)
+static int cmp_domain_index(const void *x, const void *y, void *arg)
 {
-    const struct cfg_domain *a = x, *b = y;
+    const struct cfg_domain *doms = arg;
+    const struct cfg_domain *a = &doms[*(const size_t *)x];
+    const struct cfg_domain *b = &doms[*(const size_t *)y];
     int c = strcmp(a->name, b->name);
     return c != 0 ? c : (a->line > b->line) - (a->line < b->line);
 }
@@ -346,8 +366,13 @@ static int cmp_alias(const void *x, const void *y)
 
 void config_sort(struct config *cfg)
 {
+    free(cfg->domain_index);
+    cfg->domain_index = xreallocarray(NULL, cfg->ndomains + 1, sizeof(size_t));
+    for (size_t i = 0; i < cfg->ndomains; i++)
+        cfg->domain_index[i] = i;
     if (cfg->ndomains > 1)
-        qsort(cfg->domains, cfg->ndomains, sizeof(*cfg->domains), cmp_domain);
+        qsort_r(cfg->domain_index, cfg->ndomains, sizeof(size_t),
+                cmp_domain_index, cfg->domains);
     if (cfg->nusers > 1)
         qsort(cfg->users, cfg->nusers, sizeof(*cfg->users), cmp_user);
     if (cfg->naliases > 1)
@@ -373,6 +398,7 @@ void config_free(struct config *cfg)
         free(cfg->domains[i].catch_all);
     }
     free(cfg->domains);
+    free(cfg->domain_index);
     for (size_t i = 0; i < cfg->nusers; i++) {
         struct cfg_user *u = &cfg->users[i];
         free(u->address);
@@ -725,8 +751,7 @@ static int d_domain(struct parser *p, char **a, size_t n)
         }
         catch_all = xstrdup(addr);
     }
-    cfg->domains = xreallocarray(cfg->domains, cfg->ndomains + 1,
-                                 sizeof(*cfg->domains));
+    cfg->domains = grow(cfg->domains, cfg->ndomains, sizeof(*cfg->domains));
     struct cfg_domain *d = &cfg->domains[cfg->ndomains++];
     d->name = xstrdup(a[0]);
     for (char *c = d->name; *c != '\0'; c++)
@@ -986,10 +1011,13 @@ static int finish(struct parser *p)
                   directives[required[i]].name);
 
     config_sort(cfg);
-    for (size_t i = 1; i < cfg->ndomains; i++)
-        if (strcmp(cfg->domains[i].name, cfg->domains[i - 1].name) == 0)
-            defer(p, cfg->domains[i].line, "duplicate domain '%s' (first on "
-                  "line %zu)", cfg->domains[i].name, cfg->domains[i - 1].line);
+    for (size_t i = 1; i < cfg->ndomains; i++) {
+        const struct cfg_domain *d = &cfg->domains[cfg->domain_index[i]];
+        const struct cfg_domain *prev = &cfg->domains[cfg->domain_index[i - 1]];
+        if (strcmp(d->name, prev->name) == 0)
+            defer(p, d->line, "duplicate domain '%s' (first on line %zu)",
+                  d->name, prev->line);
+    }
     for (size_t i = 0; i < cfg->nusers; i++) {
         const struct cfg_user *u = &cfg->users[i];
         if (i > 0 && strcmp(u->address, u[-1].address) == 0)

@@ -89,7 +89,10 @@ struct config {
     bool expn;              /* answer EXPN for anonymous clients */
 
     struct cfg_listener *listeners; size_t nlisteners;
-    struct cfg_domain *domains;     size_t ndomains; /* sorted by name */
+    struct cfg_domain *domains;     size_t ndomains; /* in file order: the
+                                       first is the primary domain */
+    size_t *domain_index;   /* positions in domains[] in name order, for
+                               config_domain() */
     struct cfg_user *users;         size_t nusers;   /* sorted by address */
     struct cfg_alias *aliases;      size_t naliases; /* sorted by name */
 
@@ -199,7 +202,7 @@ struct cfg_user *config_add_user(struct config *cfg, const char *address,
 struct cfg_alias *config_add_alias(struct config *cfg, const char *name,
                                    bool in_config, size_t line);
 void config_alias_add_target(struct cfg_alias *a, const char *target);
-/* Sorts domains, users and aliases for the lookups. */
+/* Sorts users and aliases, and indexes domains, for the lookups. */
 void config_sort(struct config *cfg);
 
 #endif

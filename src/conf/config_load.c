@@ -139,6 +139,8 @@ struct owner {
     size_t line;
     const char *what;       /* "alias", "postmaster", "catch-all of" */
     const char *name;
+    const char *via;        /* the postmaster@ or catch-all address that led
+                               here, or NULL */
 };
 
 static long ref_alias(struct refs *r, size_t i, size_t depth,
@@ -151,6 +153,8 @@ static long owner_err(struct refs *r, const struct owner *o, const char *fmt, ..
     va_start(ap, fmt);
     buf_reset(r->err);
     buf_appendf(r->err, "%s:%zu: %s '%s': ", o->file, o->line, o->what, o->name);
+    if (o->via != NULL)
+        buf_appendf(r->err, "through '%s': ", o->via);
     buf_vappendf(r->err, fmt, ap);
     va_end(ap);
     return -1;
@@ -181,9 +185,13 @@ static long ref_target(struct refs *r, const char *target, size_t depth,
         return ref_alias(r, (size_t)(m.alias - r->cfg->aliases), depth + 1, o,
                          target);
     case CFG_MATCH_POSTMASTER:
-    case CFG_MATCH_CATCH_ALL:
-        h = ref_target(r, m.target, depth + 1, o);
+    case CFG_MATCH_CATCH_ALL: {
+        struct owner through = *o;
+        if (through.via == NULL && strcmp(target, m.target) != 0)
+            through.via = target;
+        h = ref_target(r, m.target, depth + 1, &through);
         return h < 0 ? -1 : h + 1;
+    }
     case CFG_MATCH_ROUTING:
         return owner_err(r, o, "target '%s' holds a routing character (%%, ! "
                          "or @) and cannot resolve", target);
@@ -206,7 +214,7 @@ static long ref_alias(struct refs *r, size_t i, size_t depth,
         return owner_err(r, via, "target '%s' nests deeper than alias-depth "
                          "(%zu)", via_target, r->limit);
     struct owner o = {a->in_config ? r->cfg->source : r->cfg->aliases_file,
-                      a->line, "alias", a->name};
+                      a->line, "alias", a->name, NULL};
     r->state[i] = REF_ACTIVE;
     size_t h = 0;
     for (size_t j = 0; j < a->ntargets; j++) {
@@ -238,14 +246,14 @@ int config_check_refs(const struct config *cfg, struct buf *err_r)
     for (size_t i = 0; rc == 0 && i < cfg->naliases; i++) {
         const struct cfg_alias *a = &cfg->aliases[i];
         struct owner o = {a->in_config ? cfg->source : cfg->aliases_file,
-                          a->line, "alias", a->name};
+                          a->line, "alias", a->name, NULL};
         if (ref_alias(&r, i, 1, &o, a->name) < 0)
             rc = -1;
     }
     /* Reaching the postmaster or a catch-all is itself one expansion. */
     if (rc == 0 && cfg->postmaster != NULL) {
         struct owner o = {cfg->source, cfg->postmaster_line, "postmaster",
-                          cfg->postmaster};
+                          cfg->postmaster, NULL};
         long h = ref_target(&r, cfg->postmaster, 1, &o);
         if (h < 0)
             rc = -1;
@@ -257,7 +265,8 @@ int config_check_refs(const struct config *cfg, struct buf *err_r)
         const struct cfg_domain *d = &cfg->domains[i];
         if (d->catch_all == NULL)
             continue;
-        struct owner o = {cfg->source, d->line, "catch-all of domain", d->name};
+        struct owner o = {cfg->source, d->line, "catch-all of domain", d->name,
+                          NULL};
         long h = ref_target(&r, d->catch_all, 1, &o);
         if (h < 0)
             rc = -1;

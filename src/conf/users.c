@@ -3,8 +3,10 @@
  *
  * SECURITY: hashes are argon2id (t=3, m=64 MiB, p=1, 16-byte salt from
  * getrandom) so a stolen users file costs an attacker real memory per
- * guess. SHA-512-crypt ("$6$", via crypt_r) is accepted for verification
- * only, so existing shadow-style hashes can be imported. Every comparison of
+ * guess. SHA-512-crypt ("$6$") is accepted for verification only, so
+ * existing shadow-style hashes can be imported; it is computed here over
+ * OpenSSL's SHA-512 (Drepper's specification, checked against its test
+ * vectors and libcrypt) so estafeta needs no libcrypt. Every comparison of
  * a computed hash with the stored one is constant-time. The file is
  * rewritten atomically and under a lock, keeping its owner and mode, so a
  * crash or two administrators at once cannot leave it half-written or lose
@@ -13,7 +15,6 @@
 #include "conf/users.h"
 
 #include <argon2.h>
-#include <crypt.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -26,6 +27,8 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <openssl/evp.h>
 
 #include "lib/fsutil.h"
 #include "lib/xalloc.h"
@@ -142,6 +145,8 @@ static int write_replacing(const char *path, const char *tmp,
                            struct buf *err_r)
 {
     mode_t mode = old != NULL ? (old->st_mode & 07777) : 0600;
+    /* We hold the lock, so a leftover temporary file is from a crash. */
+    unlink(tmp);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
         return uerr(err_r, "%s: cannot create: %s", tmp, strerror(errno));
@@ -318,6 +323,145 @@ static bool const_eq(const char *a, const char *b)
     return diff == 0;
 }
 
+/* ---- SHA-512-crypt ("$6$"), verification only ---- */
+
+#define SHA512_LEN 64
+#define SHACRYPT_SALT_MAX 16
+#define SHACRYPT_ROUNDS_DEFAULT 5000
+#define SHACRYPT_ROUNDS_MIN 1000
+#define SHACRYPT_ROUNDS_MAX 999999999UL
+
+static int sha_add(EVP_MD_CTX *c, const void *p, size_t n)
+{
+    return EVP_DigestUpdate(c, p, n) == 1 ? 0 : -1;
+}
+
+static int sha_begin(EVP_MD_CTX *c)
+{
+    return EVP_DigestInit_ex(c, EVP_sha512(), NULL) == 1 ? 0 : -1;
+}
+
+static int sha_end(EVP_MD_CTX *c, unsigned char *out)
+{
+    return EVP_DigestFinal_ex(c, out, NULL) == 1 ? 0 : -1;
+}
+
+/* Adds `len` bytes made of repeats of the 64-byte digest d. */
+static int sha_add_repeat(EVP_MD_CTX *c, const unsigned char *d, size_t len)
+{
+    for (; len > SHA512_LEN; len -= SHA512_LEN)
+        if (sha_add(c, d, SHA512_LEN) < 0)
+            return -1;
+    return sha_add(c, d, len);
+}
+
+/* Computes the crypt string for key under setting ("$6$[rounds=N$]salt...")
+ * into out (cap >= 128). 0 or -1. */
+static int sha512_crypt(const char *key, const char *setting, char *out,
+                        size_t out_cap)
+{
+    static const char itoa64[] =
+        "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    const char *salt = setting + 3;
+    unsigned long rounds = SHACRYPT_ROUNDS_DEFAULT;
+    bool custom = false;
+    if (strncmp(salt, "rounds=", 7) == 0 && salt[7] >= '0' && salt[7] <= '9') {
+        char *end;
+        errno = 0;
+        unsigned long r = strtoul(salt + 7, &end, 10);
+        if (*end == '$') {
+            if (errno == ERANGE || r > SHACRYPT_ROUNDS_MAX)
+                r = SHACRYPT_ROUNDS_MAX;
+            rounds = r < SHACRYPT_ROUNDS_MIN ? SHACRYPT_ROUNDS_MIN : r;
+            custom = true;
+            salt = end + 1;
+        }
+    }
+    size_t slen = strcspn(salt, "$");
+    if (slen > SHACRYPT_SALT_MAX)
+        slen = SHACRYPT_SALT_MAX;
+    size_t klen = strlen(key);
+
+    int rc = -1;
+    unsigned char a[SHA512_LEN], b[SHA512_LEN], dp[SHA512_LEN], ds[SHA512_LEN];
+    unsigned char *p = xmalloc(klen + 1), s[SHACRYPT_SALT_MAX];
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    if (c == NULL)
+        goto out;
+    /* B = H(key salt key) */
+    if (sha_begin(c) < 0 || sha_add(c, key, klen) < 0 ||
+        sha_add(c, salt, slen) < 0 || sha_add(c, key, klen) < 0 ||
+        sha_end(c, b) < 0)
+        goto out;
+    /* A = H(key salt B-repeated-to-klen, then per bit of klen B or key) */
+    if (sha_begin(c) < 0 || sha_add(c, key, klen) < 0 ||
+        sha_add(c, salt, slen) < 0 || sha_add_repeat(c, b, klen) < 0)
+        goto out;
+    for (size_t n = klen; n > 0; n >>= 1)
+        if ((n & 1) != 0 ? sha_add(c, b, SHA512_LEN) < 0 : sha_add(c, key, klen) < 0)
+            goto out;
+    if (sha_end(c, a) < 0)
+        goto out;
+    /* P: H(key repeated klen times), stretched to klen bytes */
+    if (sha_begin(c) < 0)
+        goto out;
+    for (size_t i = 0; i < klen; i++)
+        if (sha_add(c, key, klen) < 0)
+            goto out;
+    if (sha_end(c, dp) < 0)
+        goto out;
+    for (size_t i = 0; i < klen; i++)
+        p[i] = dp[i % SHA512_LEN];
+    /* S: H(salt repeated 16 + A[0] times), cut to the salt's length */
+    if (sha_begin(c) < 0)
+        goto out;
+    for (size_t i = 0; i < 16u + a[0]; i++)
+        if (sha_add(c, salt, slen) < 0)
+            goto out;
+    if (sha_end(c, ds) < 0)
+        goto out;
+    memcpy(s, ds, slen);
+    for (unsigned long r = 0; r < rounds; r++) {
+        if (sha_begin(c) < 0 ||
+            ((r & 1) ? sha_add(c, p, klen) : sha_add(c, a, SHA512_LEN)) < 0 ||
+            (r % 3 != 0 && sha_add(c, s, slen) < 0) ||
+            (r % 7 != 0 && sha_add(c, p, klen) < 0) ||
+            ((r & 1) ? sha_add(c, a, SHA512_LEN) : sha_add(c, p, klen)) < 0 ||
+            sha_end(c, a) < 0)
+            goto out;
+    }
+
+    int n = custom ? snprintf(out, out_cap, "$6$rounds=%lu$%.*s$", rounds, (int)slen, salt)
+                   : snprintf(out, out_cap, "$6$%.*s$", (int)slen, salt);
+    if (n < 0 || (size_t)n + 87 >= out_cap)
+        goto out;
+    char *o = out + n;
+    /* 21 groups of 3 bytes (k, k+21, k+42 rotated by k mod 3), then a[63] */
+    for (int k = 0; k < 21; k++) {
+        unsigned char t[3] = {a[k], a[k + 21], a[k + 42]};
+        int rot = k % 3;
+        unsigned w = (unsigned)t[rot] << 16 | (unsigned)t[(rot + 1) % 3] << 8 |
+                     t[(rot + 2) % 3];
+        for (int i = 0; i < 4; i++, w >>= 6)
+            *o++ = itoa64[w & 0x3f];
+    }
+    unsigned w = a[63];
+    for (int i = 0; i < 2; i++, w >>= 6)
+        *o++ = itoa64[w & 0x3f];
+    *o = '\0';
+    rc = 0;
+out:
+    EVP_MD_CTX_free(c);
+    explicit_bzero(a, sizeof(a));
+    explicit_bzero(b, sizeof(b));
+    explicit_bzero(dp, sizeof(dp));
+    explicit_bzero(ds, sizeof(ds));
+    explicit_bzero(s, sizeof(s));
+    explicit_bzero(p, klen + 1);
+    free(p);
+    return rc;
+}
+
 int password_verify(const char *password, const char *hash)
 {
     if (password == NULL || hash == NULL)
@@ -326,11 +470,10 @@ int password_verify(const char *password, const char *hash)
         return argon2id_verify(hash, password, strlen(password)) == ARGON2_OK
                ? 0 : -1;
     if (strncmp(hash, "$6$", 3) == 0) {
-        struct crypt_data *cd = xcalloc(1, sizeof(*cd));
-        const char *r = crypt_r(password, hash, cd);
-        int ok = r != NULL && strncmp(r, "$6$", 3) == 0 && const_eq(r, hash);
-        explicit_bzero(cd, sizeof(*cd));
-        free(cd);
+        char computed[160];
+        int ok = sha512_crypt(password, hash, computed, sizeof(computed)) == 0 &&
+                 const_eq(computed, hash);
+        explicit_bzero(computed, sizeof(computed));
         return ok ? 0 : -1;
     }
     return -1;

@@ -88,7 +88,9 @@ static enum resolve_status add_result(struct rctx *c, char ***arr, size_t *n,
         return RESOLVE_OK;
     if (c->r->nmailboxes + c->r->nremote >= c->max_results)
         return RESOLVE_TOO_MANY;
-    *arr = xreallocarray(*arr, *n + 1, sizeof(**arr));
+    /* doubling: a list of thousands must not cost a copy per member */
+    if (*n == 0 || (*n >= 8 && (*n & (*n - 1)) == 0))
+        *arr = xreallocarray(*arr, *n == 0 ? 8 : *n * 2, sizeof(**arr));
     (*arr)[*n] = xstrdup(s);
     strset_put(seen, (*arr)[*n]);
     (*n)++;

@@ -71,8 +71,9 @@ static void check_config(const struct config *cfg)
     ASSERT(config_domain_valid(cfg->hostname, strlen(cfg->hostname)));
     for (size_t i = 0; i < cfg->ndomains; i++) {
         const struct cfg_domain *d = &cfg->domains[i];
-        ASSERT(i == 0 || strcmp(d[-1].name, d->name) < 0);
         ASSERT(config_domain(cfg, d->name, strlen(d->name)) == d);
+        ASSERT(i == 0 || strcmp(cfg->domains[cfg->domain_index[i - 1]].name,
+                                cfg->domains[cfg->domain_index[i]].name) < 0);
     }
     for (size_t i = 0; i < cfg->nusers; i++) {
         const struct cfg_user *u = &cfg->users[i];

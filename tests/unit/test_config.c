@@ -132,11 +132,12 @@ TEST(every_directive)
     CHECK_EQ_STR(cfg->listeners[2].host, "0.0.0.0");
     CHECK_EQ_INT(cfg->listeners[2].role, ROLE_SUBMISSIONS);
     CHECK_EQ_INT(cfg->ndomains, 2);
-    /* sorted */
-    CHECK_EQ_STR(cfg->domains[0].name, "example.org");
-    CHECK_EQ_STR(cfg->domains[0].catch_all, "pm@example.test");
-    CHECK_EQ_STR(cfg->domains[1].name, "example.test");
-    CHECK(cfg->domains[1].catch_all == NULL);
+    /* in file order: the first is the primary domain */
+    CHECK_EQ_STR(cfg->domains[0].name, "example.test");
+    CHECK(cfg->domains[0].catch_all == NULL);
+    CHECK_EQ_INT(cfg->domains[0].line, 9);
+    CHECK_EQ_STR(cfg->domains[1].name, "example.org");
+    CHECK_EQ_STR(cfg->domains[1].catch_all, "pm@example.test");
     CHECK_EQ_INT(cfg->nusers, 2);
     CHECK_EQ_STR(cfg->users[0].address, "alice@example.test");
     CHECK_EQ_STR(cfg->users[0].local, "alice");
@@ -173,7 +174,8 @@ TEST(every_directive)
     CHECK(config_user(cfg, k, 18) == &cfg->users[0]);
     CHECK(config_user(cfg, k, 17) == NULL);
     CHECK(config_user(cfg, k, 19) == NULL);
-    CHECK(config_domain(cfg, "EXAMPLE.ORG", 11) == &cfg->domains[0]);
+    CHECK(config_domain(cfg, "EXAMPLE.ORG", 11) == &cfg->domains[1]);
+    CHECK(config_domain(cfg, "example.test", 12) == &cfg->domains[0]);
     CHECK(config_domain(cfg, "example.or", 10) == NULL);
     CHECK(config_domain(cfg, "example.org\0", 12) == NULL);
     CHECK(config_alias(cfg, "Team@Example.Test", 17) == &cfg->aliases[1]);
@@ -840,6 +842,9 @@ TEST(cross_references)
     LOAD_ERR(C("postmaster u@a.test\nalias l@a.test l@a.test\n"),
              "c.conf:7: alias 'l@a.test': target 'l@a.test' makes a loop");
     LOAD_ERR(C("postmaster l@a.test\nalias l@a.test u@a.test, postmaster@a.test\n"), "loop");
+    /* a target reached through postmaster@ or a catch-all says so */
+    LOAD_ERR(C("postmaster x@a.test\nalias l@a.test postmaster@a.test\n"),
+             "c.conf:7: alias 'l@a.test': through 'postmaster@a.test': target 'x@a.test' does not resolve");
     /* catch-all */
     LOAD_OK(C("postmaster u@a.test\ndomain b.test catch-all=u@a.test\n"));
     LOAD_OK(C("postmaster u@a.test\ndomain b.test catch-all=x@remote.test\n"));

@@ -276,13 +276,43 @@ TEST(hash_verify)
 
 TEST(verify_sha512_crypt)
 {
-    /* test vector from Drepper's SHA-crypt specification */
-    const char *v = "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQ"
-                    "JuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1";
-    CHECK(password_verify("Hello world!", v) == 0);
+    /* the test vectors of Drepper's SHA-crypt specification: default and
+     * custom rounds, salt cut at 16, long keys, rounds below the minimum */
+    static const char *const vec[][2] = {
+        {"Hello world!", "$6$saltstring$svn8UoSVapNtMuq1ukKS4tPQd8iKwSMHWjl/O817G3uBnIFNjnQ"
+         "JuesI68u4OTLiBFdcbYEdFCoEOfaS35inz1"},
+        {"Hello world!", "$6$rounds=10000$saltstringsaltst$OW1/O6BYHV6BcXZu8QVeXbDWra3Oeqh0"
+         "sbHbbMCVNSnCM/UrjmM0Dp8vOuZeHBy/YTBmSK6H9qs/y3RnOaw5v."},
+        {"This is just a test", "$6$rounds=5000$toolongsaltstrin$lQ8jolhgVRVhY4b5pZKays"
+         "CLi0QBxGoNeKQzQ3glMhwllF7oGDZxUhx1yxdYcz/e1JSbq3y6JMxxl8audkUEm0"},
+        {"a very much longer text to encrypt.  This one even stretches over more"
+         "than one line.", "$6$rounds=1400$anotherlongsalts$POfYwTEok97VWcjxIiSOjiykti.o/"
+         "pQs.wPvMxQ6Fm7I6IoYN3CmLs66x9t0oSwbtEW7o7UmJEiDwGqd8p4ur1"},
+        {"we have a short salt string but not a short password", "$6$rounds=77777$short$"
+         "WuQyW2YR.hBNpjjRhpYD/ifIw05xdfeEyQoMxIXbkvr0gge1a1x3yRULJ5CCaUeOxFmtlcGZelFl5Cxt"
+         "gfiAc0"},
+        {"a short string", "$6$rounds=123456$asaltof16chars..$BtCwjqMJGx5hrJhZywWvt0RLE8uZ4"
+         "oPwcelCjmw2kSYu.Ec6ycULevoBK25fs2xXgMNrCzIMVcgEJAstJeonj1"},
+        {"the minimum number is still observed", "$6$rounds=1000$roundstoolow$kUMsbe306n21"
+         "p9R.FRkW3IGn.S9NPN0x50YhH1xhLsPuWGsUSklZt58jaTfF4ZEQpyUNGc0dqbpBYYBaHHrsX."},
+    };
+    for (size_t i = 0; i < sizeof(vec) / sizeof(*vec); i++) {
+        CHECK(password_verify(vec[i][0], vec[i][1]) == 0);
+        CHECK(config_check_hash(vec[i][1]) == NULL);
+        /* one bit off in the password, or in the hash: no */
+        char pw[128], h[160];
+        snprintf(pw, sizeof(pw), "%s", vec[i][0]);
+        pw[0] ^= 1;
+        CHECK(password_verify(pw, vec[i][1]) == -1);
+        snprintf(h, sizeof(h), "%s", vec[i][1]);
+        h[strlen(h) - 1] ^= 1;
+        CHECK(password_verify(vec[i][0], h) == -1);
+        h[strlen(h) - 1] = '\0';
+        CHECK(password_verify(vec[i][0], h) == -1);
+    }
+    const char *v = vec[0][1];
     CHECK(password_verify("Hello world", v) == -1);
-    const char *r = "$6$rounds=10000$saltstringsaltst$OW1/O6BYHV6BcXZu8QVeXbDWra3Oeqh0sbHbbMCVNSnCM/UrjmM0Dp8vOuZeHBy/YTBmSK6H9qs/y3RnOaw5v.";
-    CHECK(password_verify("Hello world!", r) == 0);
+    CHECK(password_verify("", v) == -1);
     CHECK(password_verify("Hello world!", "$6$saltstring$") == -1);
     CHECK(password_verify("Hello world!", "$6$") == -1);
     CHECK(password_verify("x", "$1$abc$def") == -1);
