@@ -175,7 +175,7 @@ static int serve_bind(struct serve *sv)
  * drops privileges. */
 static int serve_prepare_dirs_and_drop(const struct config *cfg, const char *run_as)
 {
-    if (fs_mkdir_p(cfg->data_dir, 0750) < 0) {
+    if (fs_mkdir_p(cfg->data_dir, 0700) < 0) {
         fprintf(stderr, "estafeta: cannot create data-dir %s: %s\n", cfg->data_dir,
                 strerror(errno));
         return -1;
@@ -199,7 +199,7 @@ static int serve_prepare_dirs_and_drop(const struct config *cfg, const char *run
         for (size_t i = 0; i < sizeof(subdirs) / sizeof(*subdirs); i++) {
             char path[4096];
             snprintf(path, sizeof(path), "%s%s", cfg->data_dir, subdirs[i]);
-            if (fs_mkdir_p(path, 0750) < 0 || chown(path, pw->pw_uid, pw->pw_gid) < 0) {
+            if (fs_mkdir_p(path, 0700) < 0 || chown(path, pw->pw_uid, pw->pw_gid) < 0) {
                 fprintf(stderr, "estafeta: cannot prepare %s: %s\n", path,
                         strerror(errno));
                 return -1;
@@ -301,7 +301,7 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "estafeta: queue recovery failed: %s\n", strerror(errno));
         goto out;
     }
-    if (fs_mkdir_p("mail", 0750) < 0) {
+    if (fs_mkdir_p("mail", 0700) < 0) {
         fprintf(stderr, "estafeta: cannot create mail directory: %s\n",
                 strerror(errno));
         goto out;

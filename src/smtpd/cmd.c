@@ -147,6 +147,7 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
         }
         snprintf(r.to.local, sizeof(r.to.local), "postmaster");
         snprintf(r.to.domain, sizeof(r.to.domain), "%s", s->cfg->domains[0].name);
+        r.to.postmaster = false; /* now an ordinary postmaster@domain */
     }
     char addr[SESSION_ADDR_MAX];
     if (smtp_addr_format(&r.to, addr, sizeof(addr)) < 0) {

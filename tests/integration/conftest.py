@@ -5,6 +5,13 @@ gets its own server (scope="module"); destructive tests build their own with
 make_server(). On a failing test the tail of every involved server's log is
 attached to the report; at teardown a server whose log holds a sanitizer
 report fails the test that used it.
+
+Run as root, the server is configured with `run-as nobody` (estafeta refuses
+to parse network input as root) and the temp directories are made
+traversable (o+x) so that user can reach its data dir and re-read the
+config on SIGHUP.
+
+    /usr/bin/python3 -m pytest -q tests/integration
 """
 
 import sys

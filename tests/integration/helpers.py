@@ -83,10 +83,41 @@ limit smtp-bad-commands 5
 """
 
 
+# estafeta refuses to run as root without run-as (it never parses network
+# input as root). When the tests run as root the server switches to this
+# user; it then needs to reach the data dir and re-read the config on SIGHUP.
+RUN_AS = "nobody"
+
+
 def make_config(data_dir, port, vrfy=False, expn=False, extra=""):
-    return BASE_CONFIG.format(hostname=HOSTNAME, data_dir=data_dir, port=port,
+    text = BASE_CONFIG.format(hostname=HOSTNAME, data_dir=data_dir, port=port,
                               vrfy="on" if vrfy else "off",
-                              expn="on" if expn else "off") + extra
+                              expn="on" if expn else "off")
+    if os.geteuid() == 0:
+        text += "run-as %s\n" % RUN_AS
+    return text + extra
+
+
+def make_traversable(path):
+    """As root: let the run-as user traverse every directory from path up to
+    the first one it can already traverse (pytest's temp dirs are 0700)."""
+    if os.geteuid() != 0:
+        return
+    p = Path(path).resolve()
+    for d in [p] + list(p.parents):
+        mode = d.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(d, (mode & 0o7777) | 0o001)
+
+
+def give_to_server(path):
+    """As root: hand a directory the test created inside the data dir to the
+    run-as user, as the server would have created it."""
+    if os.geteuid() != 0:
+        return
+    import pwd
+    pw = pwd.getpwnam(RUN_AS)
+    os.chown(path, pw.pw_uid, pw.pw_gid)
 
 
 # ---------------------------------------------------------------- server
@@ -101,6 +132,7 @@ class Server:
         self.name = name
         self.data_dir = self.root / "data"
         self.data_dir.mkdir(exist_ok=True)
+        make_traversable(self.root)
         self.port = free_port()
         self.config_path = self.root / "estafeta.conf"
         self.config_path.write_text(make_config(self.data_dir, self.port,

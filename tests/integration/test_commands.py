@@ -259,6 +259,51 @@ def test_bad_commands_count_syntax_errors(server):
         c.expect_closed()
 
 
+def test_ehlo_resets_transaction(server):
+    """RFC 5321 4.1.4: EHLO in a transaction acts as RSET."""
+    with SMTPRaw(server.port) as c:
+        c.hello()
+        c.cmd_expect("MAIL FROM:<a@remote.test>", 250, "2.1.0")
+        c.cmd_expect("RCPT TO:<demo@example.test>", 250, "2.1.5")
+        c.hello()
+        c.cmd_expect("RCPT TO:<demo@example.test>", 503, "5.5.1")
+        c.cmd_expect("DATA", 503, "5.5.1")
+        c.cmd_expect("MAIL FROM:<a@remote.test>", 250, "2.1.0")
+
+
+def test_too_many_bad_commands_pipelined(server):
+    """Errors sent in one write: after the 421 nothing more is answered."""
+    with SMTPRaw(server.port) as c:
+        c.hello()
+        c.send(b"".join(b"BOGUS%d\r\n" % i for i in range(12)) + b"NOOP\r\n")
+        replies = c.read_all_until_close()
+        codes = [r.code for r in replies]
+        assert codes[:5] == [500] * 5, c.dump()
+        assert codes[-1] == 421 and replies[-1].enh == "4.7.0", c.dump()
+        assert codes[5:-1] in ([], [500]), c.dump()
+
+
+def test_many_pipelined_commands_without_reading(server):
+    """A client that pipelines 40000 commands before reading anything gets
+    every reply, in order (output-high-water stops reading, not answering)."""
+    import threading
+    n = 40000
+    with SMTPRaw(server.port) as c:
+        c.hello()
+        payload = b"NOOP\r\n" * n + b"QUIT\r\n"
+        t = threading.Thread(target=c.sock.sendall, args=(payload,), daemon=True)
+        t.start()
+        c.sock.settimeout(30)
+        got = 0
+        while True:
+            r = c.reply()
+            if r.code != 250:
+                break
+            got += 1
+        t.join(30)
+        assert got == n and r.code == 221, (got, r)
+
+
 def test_quit_closes(server):
     with SMTPRaw(server.port) as c:
         r = c.cmd_expect("QUIT", 221, "2.0.0")

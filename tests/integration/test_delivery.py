@@ -65,6 +65,20 @@ def test_simple_delivery(server):
     tmp = server.maildir("demo@example.test") / "tmp"
     assert tmp.is_dir() and list(tmp.iterdir()) == []
     assert (server.maildir("demo@example.test") / "cur").is_dir()
+    # doc/store.md: files 0600, directories 0700
+    assert files[0].stat().st_mode & 0o777 == 0o600, oct(files[0].stat().st_mode)
+    for d in ("new", "cur", "tmp"):
+        mode = (server.maildir("demo@example.test") / d).stat().st_mode & 0o777
+        assert mode == 0o700, (d, oct(mode))
+
+
+def test_queue_dir_private(server):
+    """doc/queue.md: the queue directory is mode 0700 (queued mail is private
+    to the run-as user, not its group)."""
+    accepted(server, "sender@remote.test", ["demo@example.test"], message(token()))
+    for d in (server.queue_dir(), server.queue_dir() / "msg", server.queue_dir() / "incoming"):
+        mode = d.stat().st_mode & 0o777
+        assert mode & 0o077 == 0, "%s has mode %s, doc/queue.md says 0700" % (d, oct(mode))
 
 
 def test_received_header_shape(server):
@@ -227,3 +241,30 @@ def test_several_messages_one_session(server):
     for t, q in zip(toks, qids):
         [stored] = server.wait_messages("bob@example.test", t)
         assert_stored(stored, "sender@remote.test", message(t), qid=q)
+
+
+def test_duplicate_recipients_one_copy(server):
+    """qmgr.h: within one message each mailbox gets one copy, however many
+    recipients lead to it."""
+    tok = token()
+    msg = message(tok)
+    accepted(server, "sender@remote.test",
+             ["demo@example.test", "DEMO@example.test", "demo+a@example.test",
+              "postmaster@example.test", "x@catch.test"], msg)
+    server.wait_messages("demo@example.test", tok)
+    server.wait_queue_empty()
+    assert len([m for _, m in server.messages("demo@example.test") if tok.encode() in m]) == 1
+
+
+def test_overlong_addresses_refused(server):
+    with SMTPRaw(server.port) as c:
+        c.hello()
+        c.cmd_expect("MAIL FROM:<sender@remote.test>", 250, "2.1.0")
+        r = c.cmd("RCPT TO:<%s@example.test>" % ("a" * 65))
+        assert r.code in (501, 553), c.dump()
+        r = c.cmd("RCPT TO:<demo@%s.test>" % ".".join(["b" * 60] * 5))
+        assert r.code in (501, 553), c.dump()
+        c.cmd_expect("RCPT TO:<%s@example.test>" % ("a" * 64), 550, "5.1.1")
+        c.cmd_expect("RSET", 250, "2.0.0")
+        r = c.cmd("MAIL FROM:<%s@remote.test>" % ("s" * 65))
+        assert r.code in (501, 553), c.dump()

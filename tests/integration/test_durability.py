@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 
-from helpers import SMTPRaw, check, qid_of, split_stored, token
+from helpers import SMTPRaw, check, give_to_server, qid_of, split_stored, token
 
 MAILBOXES = ("demo@example.test", "alice@example.test", "bob@example.test")
 RCPT_CHOICES = [
@@ -107,6 +107,7 @@ def test_crash_kill9(make_server):
     errors = [e for cl in clients for e in cl.errors]
     assert len(acked) >= 20, "too few messages accepted (%d): %s\n%s" % (
         len(acked), errors[:3], s.log_tail())
+    print("crash test: %d messages acknowledged, %d kills" % (len(acked), kills))
     # a final crash, then a clean restart and delivery of everything queued
     s.kill()
     s.start()
@@ -162,6 +163,7 @@ def test_recovery_incoming_and_corrupt(make_server):
     # messages stay committed in queue/msg/ (temporary failure, retried later).
     block = s.data_dir / "mail" / "example.test" / "bob"
     block.parent.mkdir(parents=True, exist_ok=True)
+    give_to_server(block.parent)
     block.write_bytes(b"not a directory\n")
     toks = [token() for _ in range(3)]
     qids = [send_one(s.port, "bob@example.test", t) for t in toks]
@@ -219,6 +221,7 @@ def test_restart_delivers_queued(make_server):
     s = make_server()
     block = s.data_dir / "mail" / "example.test" / "alice"
     block.parent.mkdir(parents=True, exist_ok=True)
+    give_to_server(block.parent)
     block.write_bytes(b"x")
     tok = token()
     qid = send_one(s.port, "alice@example.test", tok)

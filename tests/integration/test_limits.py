@@ -1,6 +1,8 @@
-"""Connection limits (doc/smtp.md: over connections-per-client => 421 4.7.0)."""
+"""Connection limits and timeouts (doc/smtp.md)."""
 
-from helpers import HOSTNAME, SMTPRaw, check
+import time
+
+from helpers import HOSTNAME, SMTPRaw, check, token
 
 
 def test_connections_per_client(make_server):
@@ -21,7 +23,6 @@ def test_connections_per_client(make_server):
         held[0].cmd_expect("QUIT", 221, "2.0.0")
         held[0].expect_closed()
         held[0].close()
-        import time
         deadline = time.monotonic() + 5
         while True:
             c = SMTPRaw(s.port)
@@ -34,3 +35,27 @@ def test_connections_per_client(make_server):
     finally:
         for c in held:
             c.close()
+
+
+def test_idle_timeouts(make_server):
+    """timeout-command / timeout-data (minimum 10 s): 421 4.4.2, then close;
+    a message cut off by the timeout is not delivered."""
+    s = make_server(extra="limit timeout-command 10\nlimit timeout-data 10\n")
+    tok = token()
+    idle = SMTPRaw(s.port)
+    idle.hello()
+    data = SMTPRaw(s.port)
+    data.hello()
+    data.start_mail("sender@remote.test")
+    data.cmd_expect("DATA", 354)
+    data.send(b"Subject: " + tok.encode() + b"\r\n\r\npartial\r\n")
+    t0 = time.monotonic()
+    for c in (idle, data):
+        c.sock.settimeout(25)
+        r = c.reply()
+        check(r, 421, "4.4.2", "Timeout", c)
+        assert r.text == "4.4.2 %s Timeout, closing connection" % HOSTNAME, r
+        c.expect_closed()
+        c.close()
+    assert time.monotonic() - t0 >= 8, "timed out too early"
+    s.assert_not_delivered(tok)

@@ -240,13 +240,29 @@ def test_bdat_chunk_trickled(server):
     assert_stored(stored, SENDER, ch, qid=qid_of(r.text))
 
 
+@pytest.mark.parametrize("chunk", [b"Subject: x\r\n\r\na\nb\r\n", b"Subject: x\r\n\r\na\rb\r\n",
+                                   b"Subject: x\r\n\r\nab\r"])
+def test_bdat_bare_cr_lf_refused(server, chunk):
+    """The stored message has CRLF line ends only, whatever path it came by."""
+    tok = token()
+    chunk = chunk.replace(b"Subject: x", b"Subject: " + tok.encode())
+    with session(server) as c:
+        c.start_mail(SENDER)
+        c.send(b"BDAT %d LAST\r\n" % len(chunk) + chunk)
+        c.expect(550, "5.6.0")
+        c.cmd_expect("NOOP", 250, "2.0.0")
+    server.assert_not_delivered(tok)
+
+
 @pytest.mark.parametrize("arg", [b"abc", b"-1", b"", b"1x", b"99999999999999999999999"])
 def test_bdat_bad_size(server, arg):
     with session(server) as c:
         c.start_mail(SENDER)
         c.send(b"BDAT " + arg + b"\r\n" if arg else b"BDAT\r\n")
         c.expect(501, "5.5.4")
-        c.expect_closed()
+        # then close (RFC 5321 3.8 allows a 421 just before the close)
+        rest = c.read_all_until_close()
+        assert all(r.code == 421 for r in rest) and len(rest) <= 1, c.dump()
 
 
 # ---------------------------------------------------------------- SIZE
@@ -258,7 +274,10 @@ def test_mail_size_parameter(server):
         c.cmd_expect("MAIL FROM:<sender@remote.test> SIZE=1048577", 552, "5.3.4")
         c.cmd_expect("MAIL FROM:<sender@remote.test> SIZE=1000", 250, "2.1.0")
         c.cmd_expect("RSET", 250, "2.0.0")
-        c.cmd_expect("MAIL FROM:<sender@remote.test> SIZE=99999999999999999999999", 552, "5.3.4")
+        c.cmd_expect("MAIL FROM:<sender@remote.test> SIZE=18446744073709551615", 552, "5.3.4")
+        # RFC 1870: size-value is at most 20 digits; longer is a syntax error
+        r = c.cmd("MAIL FROM:<sender@remote.test> SIZE=99999999999999999999999")
+        assert (r.code, r.enh) in ((552, "5.3.4"), (501, "5.5.4")), c.dump()
 
 
 def test_body_over_size_limit(server):
@@ -368,6 +387,8 @@ def test_recipient_limit(server):
     server.wait_messages("demo@example.test", tok)
     server.wait_queue_empty(timeout=30)
     assert not [m for _, m in server.messages("alice@example.test") if tok.encode() in m]
+    # one copy per mailbox per message, however many recipients lead to it
+    assert len([m for _, m in server.messages("demo@example.test") if tok.encode() in m]) == 1
 
 
 # ---------------------------------------------------------------- DSN

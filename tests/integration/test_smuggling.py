@@ -28,12 +28,16 @@ SEQUENCES = {
 }
 
 
+@pytest.mark.parametrize("where", ["body", "header"])
 @pytest.mark.parametrize("split", [False, True], ids=["one-write", "split"])
 @pytest.mark.parametrize("name", list(SEQUENCES))
-def test_smuggling(server, name, split):
+def test_smuggling(server, name, split, where):
     seq, bare = SEQUENCES[name]
     tok, evil_tok = token(), token()
-    first = b"Subject: " + tok.encode() + b"\r\n\r\nhello" + seq
+    if where == "body":
+        first = b"Subject: " + tok.encode() + b"\r\n\r\nhello" + seq
+    else:   # inside the header section, before the empty line
+        first = b"Subject: " + tok.encode() + seq
     smuggled = (b"MAIL FROM:<evil@x.test>\r\n"
                 b"RCPT TO:<demo@example.test>\r\n"
                 b"DATA\r\n"
@@ -67,7 +71,7 @@ def test_smuggling(server, name, split):
             assert not bare, (addr, m[:300])
             assert end.code == 250
             assert tok.encode() in m and split_stored(m)[0] == "<sender@remote.test>"
-            assert split_stored(m)[2] == first + smuggled, m[:500]
+            assert split_stored(m)[2] == first + smuggled + b"\r\n", m[:500]
         if bare:
             assert tok.encode() not in m, "message with bare CR/LF delivered: %r" % m[:300]
 
