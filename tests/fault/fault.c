@@ -8,11 +8,11 @@
  * while the server runs). Its content is one line of words:
  *
  *   write=ENOSPC    write()/pwrite() on regular files fail with ENOSPC
- *   fsync=EIO       fsync()/fdatasync() fail with EIO
- *   rename=EIO      rename() fails with EIO
+ *   fsync=EIO       fsync()/fdatasync() fail with EIO (files and directories)
+ *   rename=EIO      rename()/renameat()/renameat2() fail with EIO
  *
- * Only regular files are affected, so sockets, pipes and the log (stderr)
- * keep working. With no control file, or an empty one, nothing is injected.
+ * Writes are failed only on regular files, so sockets, pipes and the log
+ * (stderr) keep working. With no control file, or an empty one, nothing is injected.
  * Test-only: built into build/<variant>/libfault.so, never into estafeta.
  */
 #ifndef _GNU_SOURCE
@@ -87,7 +87,7 @@ ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
 int fsync(int fd)
 {
     int e;
-    if ((e = fault_for("fsync")) != 0 && is_regular(fd)) {
+    if ((e = fault_for("fsync")) != 0) {
         errno = e;
         return -1;
     }
@@ -97,7 +97,7 @@ int fsync(int fd)
 int fdatasync(int fd)
 {
     int e;
-    if ((e = fault_for("fsync")) != 0 && is_regular(fd)) {
+    if ((e = fault_for("fsync")) != 0) {
         errno = e;
         return -1;
     }
@@ -112,4 +112,25 @@ int rename(const char *from, const char *to)
         return -1;
     }
     return (int)syscall(SYS_renameat, AT_FDCWD, from, AT_FDCWD, to);
+}
+
+int renameat(int olddirfd, const char *from, int newdirfd, const char *to)
+{
+    int e;
+    if ((e = fault_for("rename")) != 0) {
+        errno = e;
+        return -1;
+    }
+    return (int)syscall(SYS_renameat, olddirfd, from, newdirfd, to);
+}
+
+int renameat2(int olddirfd, const char *from, int newdirfd, const char *to,
+              unsigned int flags)
+{
+    int e;
+    if ((e = fault_for("rename")) != 0) {
+        errno = e;
+        return -1;
+    }
+    return (int)syscall(SYS_renameat2, olddirfd, from, newdirfd, to, flags);
 }

@@ -126,8 +126,10 @@ def give_to_server(path):
 class Server:
     """One estafeta process on a private data dir and port."""
 
-    def __init__(self, root, vrfy=False, expn=False, extra="", name="estafeta"):
+    def __init__(self, root, vrfy=False, expn=False, extra="", name="estafeta",
+                 env=None):
         self.root = Path(root)
+        self.env = dict(env or {})
         self.root.mkdir(parents=True, exist_ok=True)
         self.name = name
         self.data_dir = self.root / "data"
@@ -147,6 +149,7 @@ class Server:
         binary = estafeta_bin()
         env = dict(os.environ)
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        env.update(self.env)
         logf = open(self.log_path, "ab")
         logf.write(b"---- test harness: starting server ----\n")
         logf.flush()
