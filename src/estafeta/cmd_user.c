@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
 #include <termios.h>
 #include <unistd.h>
 
@@ -180,6 +181,21 @@ static int check_del(struct config *cfg, const struct cfg_user *u)
     return rc;
 }
 
+/*
+ * A users file created by root would be unreadable to the server, which
+ * re-reads it as the run-as user on SIGHUP: hand a new file to that user.
+ * Later updates keep whatever owner the admin gave the file.
+ */
+static void hand_to_server(const struct config *cfg)
+{
+    if (geteuid() != 0 || cfg->run_as == NULL)
+        return;
+    struct passwd *pw = getpwnam(cfg->run_as);
+    if (pw == NULL || chown(cfg->users_file, pw->pw_uid, pw->pw_gid) < 0)
+        fprintf(stderr, "estafeta user: warning: cannot give %s to %s: %s\n",
+                cfg->users_file, cfg->run_as, pw ? strerror(errno) : "no such user");
+}
+
 int cmd_user(int argc, char **argv)
 {
     struct cmd_opts o;
@@ -264,10 +280,13 @@ int cmd_user(int argc, char **argv)
         }
     }
     bool del = strcmp(action, "del") == 0;
+    bool existed = access(cfg->users_file, F_OK) == 0;
     if (users_file_update(cfg->users_file, addr, del ? NULL : hash, &err) < 0) {
         fprintf(stderr, "estafeta user: %s\n", buf_cstr(&err));
         goto out;
     }
+    if (!existed)
+        hand_to_server(cfg);
     explicit_bzero(hash, sizeof(hash));
     printf("%s: %s\n", addr, strcmp(action, "add") == 0 ? "added"
                              : del ? "removed" : "password changed");

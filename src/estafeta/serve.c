@@ -266,6 +266,16 @@ int cmd_serve(int argc, char **argv)
     }
     if (sv.config_path != NULL && sv.config_path[0] == '\0')
         sv.config_path = NULL;
+    /* SIGHUP re-reads the file after we chdir() into data-dir. */
+    char *config_abs = NULL;
+    if (sv.config_path != NULL && sv.config_path[0] != '/') {
+        config_abs = realpath(sv.config_path, NULL);
+        if (config_abs == NULL) {
+            fprintf(stderr, "estafeta: %s: %s\n", sv.config_path, strerror(errno));
+            return 1;
+        }
+        sv.config_path = config_abs;
+    }
     if (sv.ov.data_dir != NULL && sv.ov.data_dir[0] == '\0')
         sv.ov.data_dir = NULL;
 
@@ -275,6 +285,7 @@ int cmd_serve(int argc, char **argv)
     if (cfg == NULL) {
         fprintf(stderr, "estafeta: %s\n", buf_cstr(&err));
         buf_free(&err);
+        free(config_abs);
         return 1;
     }
     buf_free(&err);
@@ -353,5 +364,6 @@ out:
     if (sv.queue)
         queue_close(sv.queue);
     cfgref_put(sv.cfg);
+    free(config_abs);
     return status;
 }
