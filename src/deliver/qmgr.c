@@ -80,8 +80,69 @@ static size_t qmgr_find(char **list, size_t n, const char *s)
     return n;
 }
 
-int qmgr_deliver_one(struct queue *q, struct store *st, const struct config *cfg,
-                     const char *id)
+/* Growable set of distinct strings (borrowed pointers). */
+struct qmgr_set {
+    char **v;
+    size_t n;
+};
+
+static void qmgr_set_add(struct qmgr_set *set, char *s)
+{
+    if (qmgr_find(set->v, set->n, s) < set->n)
+        return;
+    set->v = xreallocarray(set->v, set->n + 1, sizeof(*set->v));
+    set->v[set->n++] = s;
+}
+
+/*
+ * Queues a new message with the same sender, body and DSN data as env, for
+ * the addresses in rest. Used when part of a recipient's expansion is done
+ * and part is not: the original recipient can then be marked done, and a
+ * retry never delivers the done part again (Postfix re-injects forwarded
+ * mail the same way). Returns 0 and the new id, or -1.
+ */
+static int qmgr_reinject(struct queue *q, const struct queue_env *env,
+                         const struct qmgr_set *rest, char *id_r)
+{
+    struct queue_msg *m;
+    if (queue_msg_open(q, &m) < 0)
+        return -1;
+    snprintf(id_r, QUEUE_ID_SIZE, "%s", queue_msg_id(m));
+    struct queue_body *b;
+    if (queue_body_open(q, env->id, &b) < 0) {
+        queue_msg_abort(m);
+        return -1;
+    }
+    char chunk[65536];
+    ssize_t n;
+    while ((n = queue_body_read(b, chunk, sizeof(chunk))) > 0) {
+        if (queue_msg_write(m, chunk, (size_t)n) < 0) {
+            n = -1;
+            break;
+        }
+    }
+    queue_body_close(b);
+    if (n < 0) {
+        queue_msg_abort(m);
+        return -1;
+    }
+    struct queue_rcpt *r = xcalloc(rest->n ? rest->n : 1, sizeof(*r));
+    for (size_t i = 0; i < rest->n; i++)
+        r[i] = (struct queue_rcpt){.address = rest->v[i], .orcpt = (char *)"",
+                                   .state = QUEUE_RCPT_PENDING, .status = (char *)""};
+    struct queue_env ne = *env;
+    ne.rcpts = r;
+    ne.nrcpts = rest->n;
+    int result = 0;
+    int rc = queue_commit(q, &m, &ne, 1, &result);
+    free(r);
+    if (rc < 0)
+        errno = result;
+    return rc;
+}
+
+static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
+                        const struct config *cfg, const char *id)
 {
     struct queue_env *env;
     int lr = queue_load(q, id, &env);
@@ -90,19 +151,24 @@ int qmgr_deliver_one(struct queue *q, struct store *st, const struct config *cfg
         queue_set_aside(q, id, "cannot parse queue file");
         return 1;
     }
+    if (lr < 0 && errno == ENOENT) {
+        /* Removed meanwhile (by hand, or delivered by another run). */
+        log_kv(LOG_WARN, "queue.vanished", "qid", id, NULL);
+        return 1;
+    }
     if (lr < 0)
         return -1;
 
     time_t now = time(NULL);
-    bool expired = (uint64_t)(now - env->created) >
-                   (uint64_t)cfg->limits[LIM_QUEUE_LIFETIME];
+    /* Signed: a clock that went backwards makes nothing expire early. */
+    bool expired = (int64_t)now - env->created >
+                   (int64_t)cfg->limits[LIM_QUEUE_LIFETIME];
     size_t n = env->nrcpts;
-    /* Per recipient: its resolution; then the set of distinct mailboxes. */
+    /* Per recipient: its resolution; an address outside our domains is
+     * its own (remote) target, for the relay. */
     struct resolve_result *res = xcalloc(n ? n : 1, sizeof(*res));
     enum resolve_status *rst = xcalloc(n ? n : 1, sizeof(*rst));
-    char **boxes = NULL;
-    int *box_ok = NULL;
-    size_t nboxes = 0;
+    struct qmgr_set boxes = {NULL, 0};
     for (size_t i = 0; i < n; i++) {
         struct queue_rcpt *r = &env->rcpts[i];
         if (r->state != QUEUE_RCPT_PENDING)
@@ -110,23 +176,65 @@ int qmgr_deliver_one(struct queue *q, struct store *st, const struct config *cfg
         const char *at = strrchr(r->address, '@');
         if (at == NULL) {
             rst[i] = RESOLVE_UNKNOWN_USER;
-            memset(&res[i], 0, sizeof(res[i]));
             continue;
         }
         rst[i] = resolve_address(cfg, r->address, (size_t)(at - r->address),
                                  at + 1, strlen(at + 1), &res[i]);
+        if (rst[i] == RESOLVE_NOT_LOCAL) {
+            resolve_result_free(&res[i]);
+            memset(&res[i], 0, sizeof(res[i]));
+            res[i].remote = xcalloc(1, sizeof(*res[i].remote));
+            res[i].remote[0] = xstrdup(r->address);
+            res[i].nremote = 1;
+            rst[i] = RESOLVE_OK;
+        }
         if (rst[i] != RESOLVE_OK)
             continue;
-        for (size_t k = 0; k < res[i].nmailboxes; k++) {
-            if (qmgr_find(boxes, nboxes, res[i].mailboxes[k]) < nboxes)
-                continue;
-            boxes = xreallocarray(boxes, nboxes + 1, sizeof(*boxes));
-            boxes[nboxes++] = res[i].mailboxes[k];
+        for (size_t k = 0; k < res[i].nmailboxes; k++)
+            qmgr_set_add(&boxes, res[i].mailboxes[k]);
+    }
+    /* Each distinct mailbox gets one copy, however many recipients lead
+     * to it. */
+    int *box_ok = xcalloc(boxes.n ? boxes.n : 1, sizeof(*box_ok));
+    for (size_t k = 0; k < boxes.n; k++)
+        box_ok[k] = qmgr_deliver_mailbox(q, st, env, boxes.v[k]) == 0;
+
+    /* What is left of recipients that are partly done (or need the relay)
+     * goes into one new message; those recipients are then done here. */
+    struct qmgr_set rest = {NULL, 0};
+    bool *split = xcalloc(n ? n : 1, sizeof(*split));
+    for (size_t i = 0; i < n; i++) {
+        if (env->rcpts[i].state != QUEUE_RCPT_PENDING || rst[i] != RESOLVE_OK)
+            continue;
+        size_t ok = 0, total = res[i].nmailboxes;
+        for (size_t k = 0; k < total; k++)
+            ok += box_ok[qmgr_find(boxes.v, boxes.n, res[i].mailboxes[k])] != 0;
+        bool local_only_rcpt = res[i].nremote == 1 && total == 0 &&
+                               strcmp(res[i].remote[0], env->rcpts[i].address) == 0;
+        if ((ok == total && res[i].nremote == 0) || local_only_rcpt)
+            continue; /* all done, or a plain remote recipient: no split */
+        if (ok == 0 && res[i].nremote == 0)
+            continue; /* nothing done: retry it whole */
+        split[i] = true;
+        for (size_t k = 0; k < total; k++)
+            if (!box_ok[qmgr_find(boxes.v, boxes.n, res[i].mailboxes[k])])
+                qmgr_set_add(&rest, res[i].mailboxes[k]);
+        for (size_t k = 0; k < res[i].nremote; k++)
+            qmgr_set_add(&rest, res[i].remote[k]);
+    }
+    char newid[QUEUE_ID_SIZE] = "";
+    bool reinjected = false;
+    if (rest.n > 0) {
+        if (qmgr_reinject(q, env, &rest, newid) == 0) {
+            reinjected = true;
+            log_kv(LOG_INFO, "queue.reinjected", "qid", id, "new_qid", newid, NULL);
+            if (m != NULL)
+                qmgr_notify(m, newid);
+        } else {
+            log_kv(LOG_WARN, "queue.reinject_failed", "qid", id, "error",
+                   strerror(errno), NULL);
         }
     }
-    box_ok = xcalloc(nboxes ? nboxes : 1, sizeof(*box_ok));
-    for (size_t k = 0; k < nboxes; k++)
-        box_ok[k] = qmgr_deliver_mailbox(q, st, env, boxes[k]) == 0;
 
     int status = 1;
     for (size_t i = 0; i < n; i++) {
@@ -135,30 +243,36 @@ int qmgr_deliver_one(struct queue *q, struct store *st, const struct config *cfg
             continue;
         enum queue_rcpt_state ns = QUEUE_RCPT_PENDING;
         const char *text = "";
-        char why[128];
+        char why[160];
         if (rst[i] != RESOLVE_OK) {
             ns = QUEUE_RCPT_FAILED;
             snprintf(why, sizeof(why), "550 5.1.1 recipient no longer valid (%s)",
                      resolve_status_name(rst[i]));
             text = why;
-        } else {
+        } else if (split[i] && reinjected) {
+            ns = QUEUE_RCPT_DONE;
+            snprintf(why, sizeof(why), "250 2.0.0 delivered in part, rest queued as %s",
+                     newid);
+            text = why;
+        } else if (!split[i]) {
             bool all = true;
             for (size_t k = 0; k < res[i].nmailboxes; k++)
-                if (!box_ok[qmgr_find(boxes, nboxes, res[i].mailboxes[k])])
+                if (!box_ok[qmgr_find(boxes.v, boxes.n, res[i].mailboxes[k])])
                     all = false;
             if (res[i].nremote > 0) {
-                /* Forwarding needs the relay (issue 5). */
-                log_kv(LOG_WARN, "deliver.deferred", "qid", id, "rcpt", r->address,
-                       "reason", "forwarding to remote address needs relay", NULL);
+                /* A remote recipient waits for the relay (issue 5). */
+                log_kv(LOG_INFO, "deliver.deferred", "qid", id, "rcpt", r->address,
+                       "reason", "remote delivery needs the relay", NULL);
                 all = false;
             }
             if (all) {
                 ns = QUEUE_RCPT_DONE;
                 text = "250 2.0.0 delivered";
-            } else if (expired) {
-                ns = QUEUE_RCPT_FAILED;
-                text = "451 4.4.7 delivery time expired";
             }
+        }
+        if (ns == QUEUE_RCPT_PENDING && expired) {
+            ns = QUEUE_RCPT_FAILED;
+            text = "451 4.4.7 delivery time expired";
         }
         if (ns == QUEUE_RCPT_PENDING) {
             status = 0;
@@ -182,10 +296,18 @@ int qmgr_deliver_one(struct queue *q, struct store *st, const struct config *cfg
         resolve_result_free(&res[i]);
     free(res);
     free(rst);
-    free(boxes);
+    free(boxes.v);
+    free(rest.v);
+    free(split);
     free(box_ok);
     queue_env_free(env);
     return status;
+}
+
+int qmgr_deliver_one(struct queue *q, struct store *st, const struct config *cfg,
+                     const char *id)
+{
+    return qmgr_deliver(NULL, q, st, cfg, id);
 }
 
 static void qmgr_push_ready(struct qmgr *m, struct qmgr_item *it)
@@ -241,7 +363,7 @@ static void *qmgr_thread(void *arg)
         struct cfgref *cfg = cfgref_get(m->cfg);
         pthread_mutex_unlock(&m->mu);
 
-        int r = qmgr_deliver_one(m->queue, m->store, cfg->cfg, it->id);
+        int r = qmgr_deliver(m, m->queue, m->store, cfg->cfg, it->id);
 
         pthread_mutex_lock(&m->mu);
         if (r == 1) {

@@ -15,8 +15,12 @@
  *    permanently;
  *  - within one message each mailbox gets one copy, however many recipients
  *    lead to it ("demo" and "demo+tag" both reach demo once);
- *  - recipients outside our domains (forwarding aliases) stay pending until
- *    the relay exists (issue 5) and are logged as deferred.
+ *  - when only part of a recipient's expansion is done (one mailbox of a
+ *    list failed, or the list also forwards to remote addresses), what is
+ *    left is queued as a new message (same sender, body and DSN data) and
+ *    the recipient is marked done, so a retry never delivers a copy twice;
+ *  - recipients outside our domains stay pending until the relay exists
+ *    (issue 5) and are logged as deferred.
  *
  * Contract: qmgr_start() spawns the thread and schedules every message
  * already in the queue (recovery). qmgr_notify() may be called from any

@@ -17,6 +17,7 @@
 #include "estafeta/serve.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
@@ -171,6 +172,56 @@ static int serve_bind(struct serve *sv)
     return 0;
 }
 
+/*
+ * As root: hands the data directory and the directories the server writes
+ * to the run-as user. Each level is opened relative to its parent with
+ * O_NOFOLLOW and changed with fchown, so a symlink planted inside the data
+ * directory (by whoever controls the run-as user) can never make root give
+ * away a directory elsewhere.
+ */
+static int serve_give_dirs(const char *data_dir, uid_t uid, gid_t gid)
+{
+    static const char *const tree[][2] = {
+        {"queue", NULL}, {"queue", "incoming"}, {"queue", "msg"},
+        {"queue", "corrupt"}, {"mail", NULL},
+    };
+    int top = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (top < 0 || fchown(top, uid, gid) < 0) {
+        fprintf(stderr, "estafeta: cannot prepare %s: %s\n", data_dir, strerror(errno));
+        if (top >= 0)
+            close(top);
+        return -1;
+    }
+    int rc = 0;
+    for (size_t i = 0; i < sizeof(tree) / sizeof(*tree) && rc == 0; i++) {
+        int parent = top, fd = -1;
+        for (int k = 0; k < 2 && tree[i][k] != NULL; k++) {
+            const char *name = tree[i][k];
+            if (mkdirat(parent, name, 0700) < 0 && errno != EEXIST)
+                fd = -1;
+            else
+                fd = openat(parent, name,
+                            O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (parent != top)
+                close(parent);
+            if (fd < 0 || fchown(fd, uid, gid) < 0) {
+                fprintf(stderr, "estafeta: cannot prepare %s/%s%s%s: %s (a "
+                        "directory is required, not a symlink)\n", data_dir,
+                        tree[i][0], k ? "/" : "", k ? name : "", strerror(errno));
+                if (fd >= 0)
+                    close(fd);
+                rc = -1;
+                break;
+            }
+            parent = fd;
+        }
+        if (rc == 0 && parent != top)
+            close(parent);
+    }
+    close(top);
+    return rc;
+}
+
 /* Creates the data directory, and as root hands it to the run-as user and
  * drops privileges. */
 static int serve_prepare_dirs_and_drop(const struct config *cfg, const char *run_as)
@@ -194,17 +245,13 @@ static int serve_prepare_dirs_and_drop(const struct config *cfg, const char *run
                     pw == NULL ? "does not exist" : "must not be root");
             return -1;
         }
-        const char *subdirs[] = {"", "/queue", "/queue/incoming", "/queue/msg",
-                                 "/queue/corrupt", "/mail"};
-        for (size_t i = 0; i < sizeof(subdirs) / sizeof(*subdirs); i++) {
-            char path[4096];
-            snprintf(path, sizeof(path), "%s%s", cfg->data_dir, subdirs[i]);
-            if (fs_mkdir_p(path, 0700) < 0 || chown(path, pw->pw_uid, pw->pw_gid) < 0) {
-                fprintf(stderr, "estafeta: cannot prepare %s: %s\n", path,
-                        strerror(errno));
-                return -1;
-            }
+        if (pw->pw_gid == 0) {
+            fprintf(stderr, "estafeta: run-as user '%s' must not have group 0\n",
+                    run_as);
+            return -1;
         }
+        if (serve_give_dirs(cfg->data_dir, pw->pw_uid, pw->pw_gid) < 0)
+            return -1;
         if (chdir(cfg->data_dir) < 0 ||
             initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
             setuid(pw->pw_uid) < 0) {
@@ -344,8 +391,9 @@ int cmd_serve(int argc, char **argv)
 
     event_base_dispatch(sv.base);
 
-    qmgr_stop(sv.qmgr);
+    /* smtpd first: its commit callbacks notify the qmgr. */
     smtpd_free(sv.smtpd);
+    qmgr_stop(sv.qmgr);
     event_free(ev_term);
     event_free(ev_int);
     event_free(ev_hup);

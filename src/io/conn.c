@@ -37,6 +37,7 @@ struct conn {
     bool closing;              /* close after flush requested */
     bool dead;                 /* CLOSED/TIMEOUT delivered; no more events */
     bool reading;              /* ev_read is added */
+    bool eof;                  /* the peer sent FIN; no more reads */
     unsigned in_callback;      /* nesting of owner callbacks */
     bool free_pending;         /* conn_free() called from inside a callback */
 };
@@ -54,7 +55,7 @@ static bool conn_deliver(struct conn *c, enum conn_event ev)
 {
     if (c->dead)
         return true;
-    if (ev != CONN_EV_INPUT) {
+    if (ev == CONN_EV_CLOSED) {
         c->dead = true;
         event_del(c->ev_read);
         event_del(c->ev_write);
@@ -86,7 +87,9 @@ static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    (void)conn_deliver(arg, CONN_EV_TIMEOUT);
+    struct conn *c = arg;
+    /* A close that could not flush in time is over. */
+    (void)conn_deliver(c, c->closing ? CONN_EV_CLOSED : CONN_EV_TIMEOUT);
 }
 
 static void conn_on_read(evutil_socket_t fd, short what, void *arg)
@@ -109,16 +112,19 @@ static void conn_on_read(evutil_socket_t fd, short what, void *arg)
         return;
     }
     if (n == 0) {
-        (void)conn_deliver(c, CONN_EV_CLOSED);
+        c->eof = true;
+        conn_update_read(c);
+        if (!c->closing && !c->paused)
+            (void)conn_deliver(c, CONN_EV_INPUT);
         return;
     }
     buf_append(&c->in, chunk, (size_t)n);
-    conn_arm_timer(c);
     if (c->closing) {
         /* Closing: input after our last reply is ignored. */
         buf_reset(&c->in);
         return;
     }
+    conn_arm_timer(c);
     if (!c->paused && !conn_deliver(c, CONN_EV_INPUT))
         return;
     conn_update_read(c);
@@ -126,6 +132,7 @@ static void conn_on_read(evutil_socket_t fd, short what, void *arg)
 
 static void conn_try_write(struct conn *c)
 {
+    bool was_high = c->out.len >= c->high_water;
     while (c->out.len > 0) {
         ssize_t n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL);
         if (n < 0) {
@@ -141,6 +148,10 @@ static void conn_try_write(struct conn *c)
     }
     if (c->dead)
         return;
+    /* The owner stopped at high water with commands still buffered. */
+    if (was_high && c->out.len < c->high_water && !c->paused && !c->closing &&
+        (c->in.len > 0 || c->eof))
+        event_active(c->ev_resume, 0, 0);
     if (c->out.len > 0) {
         event_add(c->ev_write, NULL);
     } else {
@@ -166,7 +177,7 @@ static void conn_on_resume(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct conn *c = arg;
-    if (!c->paused && !c->closing && c->in.len > 0 &&
+    if (!c->paused && !c->closing && (c->in.len > 0 || c->eof) &&
         !conn_deliver(c, CONN_EV_INPUT))
         return;
     conn_update_read(c);
@@ -182,6 +193,8 @@ static void conn_update_read(struct conn *c)
                 (!c->paused || c->in.len < c->in.max);
     if (c->closing)
         want = true; /* keep draining so EOF/RST is noticed */
+    if (c->eof)
+        want = false;
     if (want && !c->reading) {
         event_add(c->ev_read, NULL);
         c->reading = true;
@@ -241,6 +254,7 @@ static void conn_destroy(struct conn *c)
 
 struct buf *conn_input(struct conn *c) { return &c->in; }
 int conn_fd(const struct conn *c) { return c->fd; }
+bool conn_eof(const struct conn *c) { return c->eof; }
 size_t conn_output_pending(const struct conn *c) { return c->out.len; }
 
 void conn_write(struct conn *c, const void *p, size_t n)
@@ -296,11 +310,13 @@ void conn_resume(struct conn *c)
     event_active(c->ev_resume, 0, 0);
 }
 
-void conn_close_after_flush(struct conn *c)
+void conn_close_after_flush(struct conn *c, unsigned close_timeout)
 {
     if (c->dead || c->closing)
         return;
     c->closing = true;
     buf_reset(&c->in);
+    c->timeout = close_timeout;
+    conn_arm_timer(c);
     conn_try_write(c);
 }

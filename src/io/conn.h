@@ -6,11 +6,20 @@
  *   CONN_EV_INPUT     new bytes are in conn_input(); consume what you used
  *                     with buf_consume(). Also delivered after conn_resume()
  *                     so a session can continue on bytes already buffered.
- *   CONN_EV_TIMEOUT   no input for the time set by conn_set_timeout()
- *   CONN_EV_CLOSED    the peer closed (EOF) or the socket failed
+ *   CONN_EV_TIMEOUT   no input for the time set by conn_set_timeout(); the
+ *                     connection still works (the owner answers 421 and
+ *                     closes, say)
+ *   CONN_EV_CLOSED    the socket failed, or a close the owner asked for is
+ *                     complete (or timed out)
  *
- * After CONN_EV_TIMEOUT or CONN_EV_CLOSED nothing more is delivered; the
- * owner calls conn_free() (at once or later, when its own work is done).
+ * End of input (the peer's FIN) is not CLOSED: the peer may have half-closed
+ * after its last command (QUIT, or the end of DATA) and still be waiting for
+ * the replies. conn_eof() becomes true, reading stops, and CONN_EV_INPUT is
+ * delivered so the owner finishes what is buffered and then closes.
+ *
+ * After CONN_EV_CLOSED nothing more is delivered; the owner calls
+ * conn_free() (at once or later, when its own work is done; conn_free() from
+ * inside a callback is deferred until the callback returns).
  *
  * Output: conn_write() queues bytes (never blocks); conn_flush() tries to
  * write them now; the rest is written when the socket is writable. While more
@@ -22,11 +31,14 @@
  * conn_pause() stops delivering input events (the session is waiting for
  * the disk, say); conn_resume() restarts them and re-delivers CONN_EV_INPUT
  * if bytes are buffered. conn_close_after_flush() writes what is queued,
- * then shuts the socket; the owner gets CONN_EV_CLOSED once that is done.
+ * then shuts the socket; the owner gets CONN_EV_CLOSED once that is done,
+ * or after `close_timeout` seconds if the peer does not read (input that
+ * arrives meanwhile does not extend it).
  */
 #ifndef ESTAFETA_IO_CONN_H
 #define ESTAFETA_IO_CONN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "lib/buf.h"
@@ -52,7 +64,8 @@ size_t conn_output_pending(const struct conn *c);
 void conn_set_timeout(struct conn *c, unsigned seconds);
 void conn_pause(struct conn *c);
 void conn_resume(struct conn *c);
-void conn_close_after_flush(struct conn *c);
+void conn_close_after_flush(struct conn *c, unsigned close_timeout);
 int conn_fd(const struct conn *c);
+bool conn_eof(const struct conn *c);
 
 #endif

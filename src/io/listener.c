@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stdlib.h>
@@ -16,10 +17,16 @@
 
 #define LISTEN_BACKLOG 4096
 
+/* Out of descriptors: the socket stays readable, so accepting again at once
+ * would spin. Pause the listener this long instead. */
+#define LISTEN_PAUSE_SECONDS 1
+
 struct listener {
     int fd;
     uint16_t port;
     struct event *ev;
+    struct event *ev_pause;     /* re-enables accepting after EMFILE */
+    bool stopped;
     listener_accept_fn fn;
     void *arg;
 };
@@ -81,8 +88,13 @@ static void listener_on_accept(evutil_socket_t fd, short what, void *arg)
         int cfd = accept4(fd, (struct sockaddr *)&peer, &pl,
                           SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (cfd < 0) {
-            if (errno == EMFILE || errno == ENFILE)
-                log_kv(LOG_ERR, "listener.accept", "error", strerror(errno), NULL);
+            if (errno == EMFILE || errno == ENFILE) {
+                log_kv(LOG_ERR, "listener.paused", "error", strerror(errno),
+                       "action", "not accepting for a second", NULL);
+                event_del(l->ev);
+                struct timeval tv = {.tv_sec = LISTEN_PAUSE_SECONDS, .tv_usec = 0};
+                evtimer_add(l->ev_pause, &tv);
+            }
             return;
         }
         char text[INET6_ADDRSTRLEN] = "?";
@@ -96,19 +108,32 @@ static void listener_on_accept(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+static void listener_on_pause_end(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct listener *l = arg;
+    if (!l->stopped)
+        event_add(l->ev, NULL);
+}
+
 void listener_start(struct listener *l, struct event_base *base,
                     listener_accept_fn fn, void *arg)
 {
     l->fn = fn;
     l->arg = arg;
     l->ev = event_new(base, l->fd, EV_READ | EV_PERSIST, listener_on_accept, l);
+    l->ev_pause = evtimer_new(base, listener_on_pause_end, l);
     event_add(l->ev, NULL);
 }
 
 void listener_stop(struct listener *l)
 {
+    l->stopped = true;
     if (l->ev)
         event_del(l->ev);
+    if (l->ev_pause)
+        event_del(l->ev_pause);
 }
 
 void listener_free(struct listener *l)
@@ -117,6 +142,8 @@ void listener_free(struct listener *l)
         return;
     if (l->ev)
         event_free(l->ev);
+    if (l->ev_pause)
+        event_free(l->ev_pause);
     close(l->fd);
     free(l);
 }

@@ -34,6 +34,10 @@ const struct limit_def limit_table[LIM__COUNT] = {
     [LIM_TIMEOUT_SHUTDOWN] = {"timeout-shutdown", 10, 0, 600,
         "on SIGTERM, transactions in DATA get this long to finish before "
         "they are answered 421 4.3.2"},
+    [LIM_TIMEOUT_CLOSE] = {"timeout-close", 10, 1, 600,
+        "time to deliver our last reply (221, 421) to a client that does not "
+        "read it; then the connection is dropped, so a stuck client cannot "
+        "hold a session (or a shutdown) open"},
     [LIM_RECEIVED_HEADERS] = {"received-headers", 100, 10, 1000,
         "RFC 5321 6.3: a message with more Received: fields is a loop; "
         "refused 554 5.4.6"},

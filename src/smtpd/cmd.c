@@ -296,7 +296,7 @@ void cmd_dispatch(struct session *s, const struct smtp_cmd *cmd)
         session_reset_tx(s);
         conn_printf(s->conn, "221 2.0.0 Bye\r\n");
         s->state = SS_CLOSED;
-        conn_close_after_flush(s->conn);
+        conn_close_after_flush(s->conn, (unsigned)session_limit(s, LIM_TIMEOUT_CLOSE));
         break;
     case SMTP_CMD_VRFY:
         cmd_vrfy_expn(s, cmd, false);

@@ -234,8 +234,10 @@ void data_committed(struct session *s, int result)
     s->sender[0] = '\0';
     s->nrcpts = 0;
     s->bdat_used = false;
-    if (!s->conn_gone)
+    if (!s->conn_gone) {
+        conn_set_timeout(s->conn, (unsigned)session_limit(s, LIM_TIMEOUT_COMMAND));
         conn_resume(s->conn);
+    }
 }
 
 void data_feed(struct session *s, struct buf *in)
@@ -294,6 +296,13 @@ void bdat_begin(struct session *s, const struct smtp_cmd *cmd)
          * told apart from commands: answer and close (security.md 2). */
         session_reply(s, 501, "5.5.4", "Syntax: BDAT size [LAST]");
         session_close(s, 421, "4.5.0", "Closing connection after bad BDAT");
+        return;
+    }
+    if (size > session_limit(s, LIM_MESSAGE_SIZE)) {
+        /* Larger than any message we take: refuse without reading the
+         * chunk, and close, since its bytes cannot be read as commands. */
+        session_reply(s, 552, "5.3.4", "Error: message too big");
+        session_close(s, 421, "4.3.4", "Closing connection after oversized BDAT");
         return;
     }
     s->bdat_left = size;

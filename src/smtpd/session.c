@@ -44,7 +44,9 @@ void session_reply(struct session *s, int code, const char *enh,
         conn_printf(s->conn, "%d %s %s\r\n", code, enh, text);
     else
         conn_printf(s->conn, "%d %s\r\n", code, text);
-    if (code >= 400 && code != 452)
+    /* Only the client's mistakes count (5xx); a 4xx is our own temporary
+     * trouble or a limit (452 too many recipients). */
+    if (code >= 500)
         session_count_error(s);
 }
 
@@ -64,7 +66,7 @@ void session_close(struct session *s, int code, const char *enh,
     else
         conn_printf(s->conn, "%d %s %s\r\n", code, s->cfg->hostname, text);
     s->state = SS_CLOSED;
-    conn_close_after_flush(s->conn);
+    conn_close_after_flush(s->conn, (unsigned)session_limit(s, LIM_TIMEOUT_CLOSE));
 }
 
 void session_count_error(struct session *s)
@@ -98,7 +100,21 @@ static void session_handle_line(struct session *s, const char *line, size_t len)
 void session_process(struct session *s)
 {
     struct buf *in = conn_input(s->conn);
+    size_t high_water = session_limit(s, LIM_OUTPUT_HIGH_WATER);
+    bool stalled = false;
     while (in->len > 0) {
+        /* Stop at high water even inside one read: conn re-delivers the
+         * rest once the client has read enough (a pipelining client that
+         * never reads cannot grow our memory with replies). */
+        if (conn_output_pending(s->conn) >= high_water) {
+            conn_flush(s->conn);
+            if (s->state == SS_CLOSED)
+                break;
+            if (conn_output_pending(s->conn) >= high_water) {
+                stalled = true;
+                break;
+            }
+        }
         if (s->state == SS_DATA) {
             data_feed(s, in);
             continue;
@@ -127,6 +143,16 @@ void session_process(struct session *s)
     }
     if (s->state == SS_CMD && s->shutdown) {
         session_close(s, 421, "4.3.2", "Service shutting down");
+        return;
+    }
+    /* The client half-closed: everything it sent has been answered (or is
+     * waiting for the disk, then we come back here); a message cut short
+     * is dropped. */
+    if (conn_eof(s->conn) && !stalled &&
+        (s->state == SS_CMD || s->state == SS_DATA || s->state == SS_BDAT)) {
+        data_abort(s);
+        s->state = SS_CLOSED;
+        conn_close_after_flush(s->conn, (unsigned)session_limit(s, LIM_TIMEOUT_CLOSE));
         return;
     }
     if (s->state == SS_CMD)

@@ -156,21 +156,13 @@ static void smtpd_on_conn(struct conn *c, enum conn_event ev, void *arg)
             session_process(s);
         break;
     case CONN_EV_TIMEOUT:
-        log_kv(LOG_INFO, "smtp.timeout", "sid", s->sid, "client", s->peer, NULL);
-        if (s->state != SS_CLOSED) {
-            /* The conn delivers nothing more after a timeout; write the
-             * 421 directly and drop the session. */
-            char line[300];
-            int n = snprintf(line, sizeof(line),
-                             "421 4.4.2 %s Timeout, closing connection\r\n",
-                             s->cfg->hostname);
-            if (n > 0) {
-                ssize_t w = write(conn_fd(s->conn), line, (size_t)n);
-                (void)w;
-            }
+        if (s->state == SS_COMMIT) {
+            /* Our own disk is slow, not the client: wait for the commit. */
+            conn_set_timeout(s->conn, (unsigned)session_limit(s, LIM_TIMEOUT_COMMAND));
+            break;
         }
-        s->conn_gone = true;
-        s->finished = true;
+        log_kv(LOG_INFO, "smtp.timeout", "sid", s->sid, "client", s->peer, NULL);
+        session_close(s, 421, "4.4.2", "Timeout, closing connection");
         break;
     case CONN_EV_CLOSED:
         s->conn_gone = true;

@@ -133,7 +133,7 @@ TEST(test_expansion_one_copy_per_mailbox)
     config_free(cfg);
 }
 
-TEST(test_forwarding_stays_pending)
+TEST(test_forwarding_split_into_new_message)
 {
     struct config *cfg = load_cfg();
     if (cfg == NULL)
@@ -143,15 +143,24 @@ TEST(test_forwarding_stays_pending)
     const char *rcpts[] = {"fwd@example.test", "alice@example.test"};
     char id[QUEUE_ID_SIZE];
     CHECK_EQ_INT(enqueue(q, "", rcpts, 2, "x\r\n", id), 0);
-    CHECK_EQ_INT(qmgr_deliver_one(q, st, cfg, id), 0);
+    /* alice is delivered; fwd's remote target moves to a new message, so
+     * the original is finished. */
+    CHECK_EQ_INT(qmgr_deliver_one(q, st, cfg, id), 1);
     CHECK_EQ_INT(mailbox_has(st, "alice@example.test", "Return-Path: <>\r\nx\r\n"), 1);
+    struct list_ctx lc = {0, ""};
+    queue_list(q, count_cb, &lc);
+    CHECK_EQ_INT(lc.n, 1);
+    CHECK(strcmp(lc.id, id) != 0);
     struct queue_env *env;
-    CHECK_EQ_INT(queue_load(q, id, &env), 0);
-    CHECK_EQ_INT(env->rcpts[0].state, QUEUE_RCPT_PENDING);
-    CHECK_EQ_INT(env->rcpts[1].state, QUEUE_RCPT_DONE);
+    CHECK_EQ_INT(queue_load(q, lc.id, &env), 0);
+    CHECK_EQ_INT(env->nrcpts, 1);
+    CHECK_EQ_STR(env->rcpts[0].address, "someone@remote.test");
+    CHECK_EQ_STR(env->sender, "");
     queue_env_free(env);
-    /* A second run does not deliver to alice again. */
-    CHECK_EQ_INT(qmgr_deliver_one(q, st, cfg, id), 0);
+    /* The new message waits for the relay and delivers nothing locally,
+     * however often it is retried. */
+    CHECK_EQ_INT(qmgr_deliver_one(q, st, cfg, lc.id), 0);
+    CHECK_EQ_INT(qmgr_deliver_one(q, st, cfg, lc.id), 0);
     CHECK_EQ_INT(store_mem_count(st, "alice@example.test"), 1);
     store_free(st);
     queue_close(q);
@@ -180,7 +189,7 @@ TEST(test_vanished_user_fails_permanently)
 int main(void)
 {
     RUN(test_expansion_one_copy_per_mailbox);
-    RUN(test_forwarding_stays_pending);
+    RUN(test_forwarding_split_into_new_message);
     RUN(test_vanished_user_fails_permanently);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf /tmp/estafeta-qmgr-*");
