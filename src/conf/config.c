@@ -65,15 +65,17 @@ static int cmp_fold(const char *key, size_t klen, const char *s)
     return s[klen] == '\0' ? 0 : -1;
 }
 
-/* Binary search over an array of structs whose member at offset `off` is
- * the sorted char * key. */
+/* Binary search over n structs of `size` bytes at base whose char * member
+ * at offset `off` is the key, in name order: the array's own order, or
+ * base[index[0]], base[index[1]]... when index is not NULL. */
 static const void *lookup(const void *base, size_t n, size_t size, size_t off,
-                          const char *key, size_t klen)
+                          const size_t *index, const char *key, size_t klen)
 {
     size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        const char *elem = (const char *)base + mid * size;
+        const char *elem =
+            (const char *)base + (index != NULL ? index[mid] : mid) * size;
         const char *s = *(char *const *)(const void *)(elem + off);
         int c = cmp_fold(key, klen, s);
         if (c == 0)
@@ -89,33 +91,24 @@ static const void *lookup(const void *base, size_t n, size_t size, size_t off,
 const struct cfg_domain *config_domain(const struct config *cfg,
                                        const char *name, size_t len)
 {
-    size_t lo = 0, hi = cfg->domain_index != NULL ? cfg->ndomains : 0;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        const struct cfg_domain *d = &cfg->domains[cfg->domain_index[mid]];
-        int c = cmp_fold(name, len, d->name);
-        if (c == 0)
-            return d;
-        if (c < 0)
-            hi = mid;
-        else
-            lo = mid + 1;
-    }
-    return NULL;
+    return lookup(cfg->domains,
+                  cfg->domain_index != NULL ? cfg->ndomains : 0,
+                  sizeof(*cfg->domains), offsetof(struct cfg_domain, name),
+                  cfg->domain_index, name, len);
 }
 
 const struct cfg_user *config_user(const struct config *cfg,
                                    const char *address, size_t len)
 {
     return lookup(cfg->users, cfg->nusers, sizeof(*cfg->users),
-                  offsetof(struct cfg_user, address), address, len);
+                  offsetof(struct cfg_user, address), NULL, address, len);
 }
 
 const struct cfg_alias *config_alias(const struct config *cfg,
                                      const char *name, size_t len)
 {
     return lookup(cfg->aliases, cfg->naliases, sizeof(*cfg->aliases),
-                  offsetof(struct cfg_alias, name), name, len);
+                  offsetof(struct cfg_alias, name), NULL, name, len);
 }
 
 const char *listener_role_name(enum listener_role role)
@@ -199,40 +192,49 @@ static const char *split_address(const char *in, size_t len, size_t *at_r)
     return NULL;
 }
 
-const char *config_check_mailbox(const char *in, size_t len, char *out,
-                                 size_t out_cap)
+/* What a target's dot-atom local part may hold: atext and '.' */
+static bool is_target_char(int c)
+{
+    return c == '.' || is_atext(c);
+}
+
+/* Both kinds of address: they differ only in what the local part may hold
+ * (local_ok, else why_local) and in whether it is lower-cased too. */
+static const char *check_address(const char *in, size_t len,
+                                 bool (*local_ok)(int c), const char *why_local,
+                                 bool fold_local, char *out, size_t out_cap)
 {
     size_t llen;
     const char *why = split_address(in, len, &llen);
     if (why != NULL)
         return why;
     for (size_t i = 0; i < llen; i++)
-        if (!is_mailbox_char((unsigned char)in[i]))
-            return "local part may hold only a-z 0-9 . _ + = -";
+        if (!local_ok((unsigned char)in[i]))
+            return why_local;
     if (len >= out_cap)
         return "address too long";
+    size_t fold_from = fold_local ? 0 : llen + 1;
     for (size_t i = 0; i < len; i++)
-        out[i] = (char)fold((unsigned char)in[i]);
+        out[i] = i < fold_from ? in[i] : (char)fold((unsigned char)in[i]);
     out[len] = '\0';
     return NULL;
+}
+
+const char *config_check_mailbox(const char *in, size_t len, char *out,
+                                 size_t out_cap)
+{
+    return check_address(in, len, is_mailbox_char,
+                         "local part may hold only a-z 0-9 . _ + = -", true,
+                         out, out_cap);
 }
 
 const char *config_check_target(const char *in, size_t len, char *out,
                                 size_t out_cap)
 {
-    size_t llen;
-    const char *why = split_address(in, len, &llen);
-    if (why != NULL)
-        return why;
-    for (size_t i = 0; i < llen; i++)
-        if (in[i] != '.' && !is_atext((unsigned char)in[i]))
-            return "local part holds a character that needs quoting";
-    if (len >= out_cap)
-        return "address too long";
-    for (size_t i = 0; i < len; i++)
-        out[i] = i <= llen ? in[i] : (char)fold((unsigned char)in[i]);
-    out[len] = '\0';
-    return NULL;
+    /* only the domain is folded: a target's local part is case-sensitive */
+    return check_address(in, len, is_target_char,
+                         "local part holds a character that needs quoting",
+                         false, out, out_cap);
 }
 
 const char *config_check_hash(const char *hash)
@@ -276,6 +278,16 @@ bool config_next_line(const char *text, size_t len, size_t *pos,
     *line_r = start;
     *len_r = n;
     return true;
+}
+
+int config_errf(struct buf *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    buf_reset(err);
+    buf_vappendf(err, fmt, ap);
+    va_end(ap);
+    return -1;
 }
 
 /* ---- building the struct ---- */
@@ -331,37 +343,39 @@ void config_alias_add_target(struct cfg_alias *a, const char *target)
     a->targets[a->ntargets++] = xstrdup(target);
 }
 
+/* Equal names sort definitions in the configuration file first, then by
+ * line, so the second of a pair is the one to complain about. */
+static int cmp_defined(const char *na, bool ca, size_t la, const char *nb,
+                       bool cb, size_t lb)
+{
+    int c = strcmp(na, nb);
+    if (c != 0)
+        return c;
+    if (ca != cb)
+        return ca ? -1 : 1;
+    return (la > lb) - (la < lb);
+}
+
 static int cmp_domain_index(const void *x, const void *y, void *arg)
 {
     const struct cfg_domain *doms = arg;
     const struct cfg_domain *a = &doms[*(const size_t *)x];
     const struct cfg_domain *b = &doms[*(const size_t *)y];
-    int c = strcmp(a->name, b->name);
-    return c != 0 ? c : (a->line > b->line) - (a->line < b->line);
+    return cmp_defined(a->name, false, a->line, b->name, false, b->line);
 }
 
-/* Equal names sort definitions in the configuration file first, then by
- * line, so the second of a pair is the one to complain about. */
 static int cmp_user(const void *x, const void *y)
 {
     const struct cfg_user *a = x, *b = y;
-    int c = strcmp(a->address, b->address);
-    if (c != 0)
-        return c;
-    if (a->in_config != b->in_config)
-        return a->in_config ? -1 : 1;
-    return (a->line > b->line) - (a->line < b->line);
+    return cmp_defined(a->address, a->in_config, a->line, b->address,
+                       b->in_config, b->line);
 }
 
 static int cmp_alias(const void *x, const void *y)
 {
     const struct cfg_alias *a = x, *b = y;
-    int c = strcmp(a->name, b->name);
-    if (c != 0)
-        return c;
-    if (a->in_config != b->in_config)
-        return a->in_config ? -1 : 1;
-    return (a->line > b->line) - (a->line < b->line);
+    return cmp_defined(a->name, a->in_config, a->line, b->name, b->in_config,
+                       b->line);
 }
 
 void config_sort(struct config *cfg)

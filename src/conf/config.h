@@ -204,5 +204,9 @@ struct cfg_alias *config_add_alias(struct config *cfg, const char *name,
 void config_alias_add_target(struct cfg_alias *a, const char *target);
 /* Sorts users and aliases, and indexes domains, for the lookups. */
 void config_sort(struct config *cfg);
+/* Replaces what err holds with the formatted message and returns -1, so an
+ * error path reads `return config_errf(err, ...)`. */
+int config_errf(struct buf *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 #endif

@@ -22,17 +22,6 @@
 #include "lib/fsutil.h"
 #include "lib/xalloc.h"
 
-__attribute__((format(printf, 2, 3)))
-static int lerr(struct buf *err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    buf_reset(err);
-    buf_vappendf(err, fmt, ap);
-    va_end(ap);
-    return -1;
-}
-
 /* ---- aliases-file: "name: target, target  # comment" ---- */
 
 static int aliases_parse(struct config *cfg, const char *text, size_t len,
@@ -47,7 +36,7 @@ static int aliases_parse(struct config *cfg, const char *text, size_t len,
         lineno++;
         const char *why = config_check_line(l, llen);
         if (why != NULL) {
-            rc = lerr(err, "%s:%zu: %s", filename, lineno, why);
+            rc = config_errf(err, "%s:%zu: %s", filename, lineno, why);
             break;
         }
         memcpy(line, l, llen);
@@ -57,15 +46,16 @@ static int aliases_parse(struct config *cfg, const char *text, size_t len,
             continue;
         char *colon = strchr(s, ':');
         if (colon == NULL) {
-            rc = lerr(err, "%s:%zu: expected 'name: target, target'", filename,
-                      lineno);
+            rc = config_errf(err, "%s:%zu: expected 'name: target, target'",
+                             filename, lineno);
             break;
         }
         size_t nlen = (size_t)(colon - s);
         while (nlen > 0 && (s[nlen - 1] == ' ' || s[nlen - 1] == '\t'))
             nlen--;
         if ((why = config_check_mailbox(s, nlen, name, sizeof(name))) != NULL) {
-            rc = lerr(err, "%s:%zu: invalid alias name: %s", filename, lineno, why);
+            rc = config_errf(err, "%s:%zu: invalid alias name: %s", filename,
+                             lineno, why);
             break;
         }
         struct cfg_alias *a = config_add_alias(cfg, name, false, lineno);
@@ -77,16 +67,16 @@ static int aliases_parse(struct config *cfg, const char *text, size_t len,
                 break;
             size_t n = strcspn(c, " \t,");
             if ((why = config_check_target(c, n, t, sizeof(t))) != NULL) {
-                rc = lerr(err, "%s:%zu: alias '%s': invalid target: %s",
-                          filename, lineno, name, why);
+                rc = config_errf(err, "%s:%zu: alias '%s': invalid target: %s",
+                                 filename, lineno, name, why);
                 break;
             }
             config_alias_add_target(a, t);
             c += n;
         }
         if (rc == 0 && a->ntargets == 0)
-            rc = lerr(err, "%s:%zu: alias '%s' has no targets", filename,
-                      lineno, name);
+            rc = config_errf(err, "%s:%zu: alias '%s' has no targets", filename,
+                             lineno, name);
     }
     free(line);
     if (rc != 0)
@@ -104,18 +94,19 @@ static int aliases_parse(struct config *cfg, const char *text, size_t len,
         const struct cfg_user *u;
         if (i > 0 && strcmp(a->name, a[-1].name) == 0) {
             bad_line = a->line;
-            lerr(err, "%s:%zu: duplicate alias '%s' (first at %s:%zu)",
-                 filename, a->line, a->name,
-                 a[-1].in_config ? cfg->source : filename, a[-1].line);
+            config_errf(err, "%s:%zu: duplicate alias '%s' (first at %s:%zu)",
+                        filename, a->line, a->name,
+                        a[-1].in_config ? cfg->source : filename, a[-1].line);
         } else if (config_domain(cfg, dom, strlen(dom)) == NULL) {
             bad_line = a->line;
-            lerr(err, "%s:%zu: alias '%s' is not in a local domain", filename,
-                 a->line, a->name);
+            config_errf(err, "%s:%zu: alias '%s' is not in a local domain",
+                        filename, a->line, a->name);
         } else if ((u = config_user(cfg, a->name, strlen(a->name))) != NULL) {
             bad_line = a->line;
-            lerr(err, "%s:%zu: alias '%s' has the name of a user (%s:%zu)",
-                 filename, a->line, a->name,
-                 u->in_config ? cfg->source : cfg->users_file, u->line);
+            config_errf(err,
+                        "%s:%zu: alias '%s' has the name of a user (%s:%zu)",
+                        filename, a->line, a->name,
+                        u->in_config ? cfg->source : cfg->users_file, u->line);
         }
     }
     return bad_line != 0 ? -1 : 0;
@@ -237,6 +228,19 @@ static long ref_alias(struct refs *r, size_t i, size_t depth,
     return (long)h;
 }
 
+/* The postmaster or a catch-all: its target resolves, and reaching it (itself
+ * one expansion) stays within alias-depth. 0 or -1. */
+static int ref_reach(struct refs *r, const char *target, const struct owner *o)
+{
+    long h = ref_target(r, target, 1, o);
+    if (h < 0)
+        return -1;
+    if ((size_t)h + 1 > r->limit)
+        return (int)owner_err(r, o, "reaching '%s' takes more levels than "
+                              "alias-depth (%zu)", target, r->limit);
+    return 0;
+}
+
 int config_check_refs(const struct config *cfg, struct buf *err_r)
 {
     struct refs r = {cfg, err_r, xcalloc(cfg->naliases + 1, 1),
@@ -250,16 +254,10 @@ int config_check_refs(const struct config *cfg, struct buf *err_r)
         if (ref_alias(&r, i, 1, &o, a->name) < 0)
             rc = -1;
     }
-    /* Reaching the postmaster or a catch-all is itself one expansion. */
     if (rc == 0 && cfg->postmaster != NULL) {
         struct owner o = {cfg->source, cfg->postmaster_line, "postmaster",
                           cfg->postmaster, NULL};
-        long h = ref_target(&r, cfg->postmaster, 1, &o);
-        if (h < 0)
-            rc = -1;
-        else if ((size_t)h + 1 > r.limit)
-            rc = owner_err(&r, &o, "reaching '%s' takes more levels than "
-                           "alias-depth (%zu)", cfg->postmaster, r.limit);
+        rc = ref_reach(&r, cfg->postmaster, &o);
     }
     for (size_t i = 0; rc == 0 && i < cfg->ndomains; i++) {
         const struct cfg_domain *d = &cfg->domains[i];
@@ -267,12 +265,7 @@ int config_check_refs(const struct config *cfg, struct buf *err_r)
             continue;
         struct owner o = {cfg->source, d->line, "catch-all of domain", d->name,
                           NULL};
-        long h = ref_target(&r, d->catch_all, 1, &o);
-        if (h < 0)
-            rc = -1;
-        else if ((size_t)h + 1 > r.limit)
-            rc = owner_err(&r, &o, "reaching '%s' takes more levels than "
-                           "alias-depth (%zu)", d->catch_all, r.limit);
+        rc = ref_reach(&r, d->catch_all, &o);
     }
     free(r.state);
     free(r.height);
@@ -303,6 +296,8 @@ static char *path_join(const char *base, const char *rel)
     return p;
 }
 
+/* The whole file into text (*found_r true); when it does not exist and
+ * need not, 0 with *found_r false; else -1 with the message in err. */
 static int read_optional(const char *path, bool must_exist, struct buf *text,
                          bool *found_r, struct buf *err)
 {
@@ -313,8 +308,8 @@ static int read_optional(const char *path, bool must_exist, struct buf *text,
     }
     if (errno == ENOENT && !must_exist)
         return 0;
-    return lerr(err, "%s: cannot read: %s", path,
-                errno == EFBIG ? "larger than 16 MiB" : strerror(errno));
+    return config_errf(err, "%s: cannot read: %s", path,
+                       errno == EFBIG ? "larger than 16 MiB" : strerror(errno));
 }
 
 struct config *config_load(const char *path,
@@ -323,16 +318,14 @@ struct config *config_load(const char *path,
 {
     struct buf text;
     struct config *cfg;
+    bool found;
     if (path == NULL) {
         cfg = config_parse(config_embedded_default,
                            strlen(config_embedded_default),
                            "(embedded default)", err_r);
     } else {
-        if (fs_read_file(path, CONFIG_FILE_MAX, &text) < 0) {
-            lerr(err_r, "%s: cannot read: %s", path,
-                 errno == EFBIG ? "larger than 16 MiB" : strerror(errno));
+        if (read_optional(path, true, &text, &found, err_r) < 0)
             return NULL;
-        }
         cfg = config_parse(text.data != NULL ? text.data : "", text.len, path,
                            err_r);
         buf_free(&text);
@@ -345,16 +338,16 @@ struct config *config_load(const char *path,
         cfg->data_dir = xstrdup(ov->data_dir);
     }
     if (cfg->data_dir == NULL) {
-        lerr(err_r, "%s: no data-dir: set 'data-dir' or give --data-dir",
-             cfg->source);
+        config_errf(err_r, "%s: no data-dir: set 'data-dir' or give --data-dir",
+                    cfg->source);
         goto fail;
     }
     if (cfg->data_dir[0] != '/') {
         char *cwd = getcwd(NULL, 0);
         if (cwd == NULL) {
-            lerr(err_r, "%s: data-dir '%s' is relative and the current "
-                 "directory is unknown: %s", cfg->source, cfg->data_dir,
-                 strerror(errno));
+            config_errf(err_r, "%s: data-dir '%s' is relative and the current "
+                        "directory is unknown: %s", cfg->source, cfg->data_dir,
+                        strerror(errno));
             goto fail;
         }
         char *abs = path_join(cwd, cfg->data_dir);
@@ -377,7 +370,6 @@ struct config *config_load(const char *path,
         cfg->aliases_file = p;
     }
 
-    bool found;
     /* A missing users file is an empty one: `estafeta user add` creates it. */
     if (cfg->users_file != NULL) {
         if (read_optional(cfg->users_file, false, &text, &found, err_r) < 0)

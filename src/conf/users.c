@@ -17,7 +17,6 @@
 #include <argon2.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,17 +37,6 @@
 #define ARGON2_P 1
 #define ARGON2_SALT 16
 #define ARGON2_HASHLEN 32
-
-__attribute__((format(printf, 2, 3)))
-static int uerr(struct buf *err, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    buf_reset(err);
-    buf_vappendf(err, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 /* ---- parsing ---- */
 
@@ -74,28 +62,31 @@ int users_parse(struct config *cfg, const char *text, size_t len,
         lineno++;
         const char *why = config_check_line(l, llen);
         if (why != NULL)
-            return uerr(err_r, "%s:%zu: %s", filename, lineno, why);
+            return config_errf(err_r, "%s:%zu: %s", filename, lineno, why);
         l = trim(l, &llen);
         if (llen == 0 || l[0] == '#')
             continue;
         const char *colon = memchr(l, ':', llen);
         if (colon == NULL)
-            return uerr(err_r, "%s:%zu: expected address:hash", filename, lineno);
+            return config_errf(err_r, "%s:%zu: expected address:hash",
+                               filename, lineno);
         size_t alen = (size_t)(colon - l);
         if ((why = config_check_mailbox(l, alen, addr, sizeof(addr))) != NULL)
-            return uerr(err_r, "%s:%zu: invalid user address: %s", filename,
-                        lineno, why);
+            return config_errf(err_r, "%s:%zu: invalid user address: %s",
+                               filename, lineno, why);
         const char *h = colon + 1;
         const char *hend = memchr(h, ':', llen - alen - 1);
         size_t hlen = hend != NULL ? (size_t)(hend - h) : llen - alen - 1;
         memcpy(hash, h, hlen);
         hash[hlen] = '\0';
         if (hlen > 0 && (why = config_check_hash(hash)) != NULL)
-            return uerr(err_r, "%s:%zu: user '%s': %s", filename, lineno, addr, why);
+            return config_errf(err_r, "%s:%zu: user '%s': %s", filename,
+                               lineno, addr, why);
         const char *dom = strrchr(addr, '@') + 1;
         if (config_domain(cfg, dom, strlen(dom)) == NULL)
-            return uerr(err_r, "%s:%zu: user '%s' is not in a local domain",
-                        filename, lineno, addr);
+            return config_errf(err_r,
+                               "%s:%zu: user '%s' is not in a local domain",
+                               filename, lineno, addr);
         config_add_user(cfg, addr, hlen > 0 ? hash : NULL, false, lineno);
     }
 
@@ -110,16 +101,18 @@ int users_parse(struct config *cfg, const char *text, size_t len,
         const struct cfg_alias *a;
         if (i > 0 && strcmp(u->address, u[-1].address) == 0) {
             bad_line = u->line;
-            uerr(err_r, "%s:%zu: duplicate user '%s' (first at %s:%zu)",
-                 filename, u->line, u->address,
-                 u[-1].in_config ? cfg->source : filename, u[-1].line);
+            config_errf(err_r, "%s:%zu: duplicate user '%s' (first at %s:%zu)",
+                        filename, u->line, u->address,
+                        u[-1].in_config ? cfg->source : filename, u[-1].line);
         } else if ((a = config_alias(cfg, u->address, strlen(u->address))) != NULL) {
             bad_line = u->line;
-            uerr(err_r, "%s:%zu: user '%s' has the name of an alias (%s:%zu)",
-                 filename, u->line, u->address,
-                 a->in_config ? cfg->source
-                 : cfg->aliases_file != NULL ? cfg->aliases_file : "aliases-file",
-                 a->line);
+            config_errf(err_r,
+                        "%s:%zu: user '%s' has the name of an alias (%s:%zu)",
+                        filename, u->line, u->address,
+                        a->in_config ? cfg->source
+                        : cfg->aliases_file != NULL ? cfg->aliases_file
+                        : "aliases-file",
+                        a->line);
         }
     }
     return bad_line != 0 ? -1 : 0;
@@ -149,7 +142,8 @@ static int write_replacing(const char *path, const char *tmp,
     unlink(tmp);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0)
-        return uerr(err_r, "%s: cannot create: %s", tmp, strerror(errno));
+        return config_errf(err_r, "%s: cannot create: %s", tmp,
+                           strerror(errno));
     /* Keep the owner, so a file the daemon's user owns stays readable to it
      * when root runs `estafeta user`; failing that (not root) is fine. */
     if (old != NULL && fchown(fd, old->st_uid, old->st_gid) < 0 && errno != EPERM)
@@ -172,15 +166,15 @@ static int write_replacing(const char *path, const char *tmp,
     int saved = errno;
     free(dir);
     if (r < 0)
-        return uerr(err_r, "%s: fsync of the directory failed: %s", path,
-                    strerror(saved));
+        return config_errf(err_r, "%s: fsync of the directory failed: %s", path,
+                           strerror(saved));
     return 0;
 fail:;
     int e = errno;
     if (fd >= 0)
         close(fd);
     unlink(tmp);
-    return uerr(err_r, "%s: cannot write: %s", path, strerror(e));
+    return config_errf(err_r, "%s: cannot write: %s", path, strerror(e));
 }
 
 int users_file_update(const char *path, const char *address, const char *hash,
@@ -190,13 +184,14 @@ int users_file_update(const char *path, const char *address, const char *hash,
     const char *why = config_check_mailbox(address, strlen(address), addr,
                                            sizeof(addr));
     if (why != NULL)
-        return uerr(err_r, "invalid user address '%s': %s", address, why);
+        return config_errf(err_r, "invalid user address '%s': %s", address,
+                           why);
     if (hash != NULL && *hash != '\0' && (why = config_check_hash(hash)) != NULL)
-        return uerr(err_r, "%s", why);
+        return config_errf(err_r, "%s", why);
 
     size_t plen = strlen(path), n;
     if (!size_add(plen, 32, &n))
-        return uerr(err_r, "path too long");
+        return config_errf(err_r, "path too long");
     char *lock = xmalloc(n), *tmp = xmalloc(n);
     snprintf(lock, n, "%s.lock", path);
     snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
@@ -209,12 +204,12 @@ int users_file_update(const char *path, const char *address, const char *hash,
     buf_init(&out, CONFIG_FILE_MAX + CONFIG_LINE_MAX);
     int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (lfd < 0) {
-        uerr(err_r, "%s: cannot open: %s", lock, strerror(errno));
+        config_errf(err_r, "%s: cannot open: %s", lock, strerror(errno));
         goto done;
     }
     while (flock(lfd, LOCK_EX) < 0) {
         if (errno != EINTR) {
-            uerr(err_r, "%s: cannot lock: %s", lock, strerror(errno));
+            config_errf(err_r, "%s: cannot lock: %s", lock, strerror(errno));
             goto done;
         }
     }
@@ -222,12 +217,12 @@ int users_file_update(const char *path, const char *address, const char *hash,
     struct stat st;
     bool exists = stat(path, &st) == 0;
     if (exists && !S_ISREG(st.st_mode)) {
-        uerr(err_r, "%s: not a regular file", path);
+        config_errf(err_r, "%s: not a regular file", path);
         goto done;
     }
     if (exists && fs_read_file(path, CONFIG_FILE_MAX, &old) < 0) {
-        uerr(err_r, "%s: cannot read: %s", path,
-             errno == EFBIG ? "larger than 16 MiB" : strerror(errno));
+        config_errf(err_r, "%s: cannot read: %s", path,
+                    errno == EFBIG ? "larger than 16 MiB" : strerror(errno));
         goto done;
     }
 
@@ -252,7 +247,7 @@ int users_file_update(const char *path, const char *address, const char *hash,
         found = true;
     }
     if (!found && hash == NULL) {
-        uerr(err_r, "%s: no user '%s' in this file", path, addr);
+        config_errf(err_r, "%s: no user '%s' in this file", path, addr);
         goto done;
     }
     if (!found) {
@@ -261,7 +256,7 @@ int users_file_update(const char *path, const char *address, const char *hash,
         oflow |= buf_appendf(&out, "%s:%s\n", addr, hash) < 0;
     }
     if (oflow) {
-        uerr(err_r, "%s: file would grow past 16 MiB", path);
+        config_errf(err_r, "%s: file would grow past 16 MiB", path);
         goto done;
     }
     rc = write_replacing(path, tmp, &out, exists ? &st : NULL, err_r);

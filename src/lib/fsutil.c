@@ -1,13 +1,17 @@
 /* fsutil: see fsutil.h for the contract. */
 #include "lib/fsutil.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "lib/xalloc.h"
 
 int fs_write_all(int fd, const void *p, size_t n)
 {
@@ -35,9 +39,7 @@ int fs_fsync_dir(const char *path)
     if (fd < 0)
         return -1;
     int r = fsync(fd);
-    int saved = errno;
-    close(fd);
-    errno = saved;
+    fs_close_keep_errno(fd);
     return r;
 }
 
@@ -145,4 +147,61 @@ int fs_write_file_atomic(const char *path, const void *p, size_t n, mode_t mode)
     }
     fs_dirname(path, dir, sizeof(dir));
     return fs_fsync_dir(dir);
+}
+
+int fs_open_subdir(int dirfd, const char *name)
+{
+    return openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+void fs_close_keep_errno(int fd)
+{
+    int saved = errno;
+    close(fd);
+    errno = saved;
+}
+
+int fs_dir_names(int dirfd, char ***names_r, size_t *n_r)
+{
+    /* A descriptor of our own: closedir() closes it, and reading does not
+     * move the caller's offset. */
+    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    DIR *d = fdopendir(fd);
+    if (d == NULL) {
+        fs_close_keep_errno(fd);
+        return -1;
+    }
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *de;
+    errno = 0;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            names = xreallocarray(names, cap, sizeof(*names));
+        }
+        names[n++] = xstrdup(de->d_name);
+        errno = 0;
+    }
+    int err = errno;
+    closedir(d);
+    if (err != 0) {
+        fs_names_free(names, n);
+        errno = err;
+        return -1;
+    }
+    *names_r = names;
+    *n_r = n;
+    return 0;
+}
+
+void fs_names_free(char **names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
 }

@@ -11,6 +11,17 @@
  *    (-1 with EFBIG when larger).
  *  - fs_write_file_atomic(path, p, n, mode): temp file in the same directory,
  *    write, fsync, rename over path, fsync the directory.
+ *  - fs_open_subdir(dirfd, name): the directory name inside dirfd, never
+ *    through a symbolic link (O_NOFOLLOW): the one step of walking a tree
+ *    one level at a time. A descriptor, or -1/errno (ELOOP or ENOTDIR for a
+ *    link, ENOTDIR for a file).
+ *  - fs_close_keep_errno(fd): close(fd) on an error path without losing the
+ *    errno that explains the error.
+ *  - fs_dir_names(dirfd, names_r, n_r): every name in the directory dirfd
+ *    but "." and "..", read completely (so the caller may then change the
+ *    directory) into a malloc'd array of malloc'd strings, freed with
+ *    fs_names_free(names, n). 0, or -1/errno if the directory cannot be
+ *    opened or read to the end (nothing is returned then). dirfd stays open.
  */
 #ifndef ESTAFETA_LIB_FSUTIL_H
 #define ESTAFETA_LIB_FSUTIL_H
@@ -25,5 +36,9 @@ int fs_fsync_dir(const char *path);
 int fs_mkdir_p(const char *path, mode_t mode);
 int fs_read_file(const char *path, size_t max, struct buf *buf_r);
 int fs_write_file_atomic(const char *path, const void *p, size_t n, mode_t mode);
+int fs_open_subdir(int dirfd, const char *name);
+void fs_close_keep_errno(int fd);
+int fs_dir_names(int dirfd, char ***names_r, size_t *n_r);
+void fs_names_free(char **names, size_t n);
 
 #endif

@@ -94,6 +94,25 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
 }
 
 /*
+ * The one rule for a non-ASCII octet s[0] (>= 0x80) of s[0..n) in a domain
+ * or local part: AE_UTF8 where UTF-8 is not allowed, AE_SYNTAX for an
+ * invalid sequence (utf8_seq), else AE_OK with the sequence's length in
+ * *len_r and *utf8_r set.
+ */
+static enum addr_err utf8_char(const unsigned char *s, size_t n, bool allowed,
+                               bool *utf8_r, size_t *len_r)
+{
+    if (!allowed)
+        return AE_UTF8;
+    size_t len = utf8_seq(s, n);
+    if (len == 0)
+        return AE_SYNTAX;
+    *utf8_r = true;
+    *len_r = len;
+    return AE_OK;
+}
+
+/*
  * Checks a domain name: labels of letters, digits and hyphens (plus U-labels
  * or '_' by flags), no hyphen at either end of a label, 1..63 octets each,
  * at most SMTP_DOMAIN_MAX in all, no empty label (so no trailing dot).
@@ -124,12 +143,11 @@ static enum addr_err domain_check(const char *s, size_t len, unsigned flags,
             (c == '_' && (flags & DOM_UNDERSCORE))) {
             i++;
         } else if (c >= 0x80) {
-            if (!(flags & DOM_UTF8))
-                return AE_UTF8;
-            size_t n = utf8_seq(u + i, len - i);
-            if (n == 0)
-                return AE_SYNTAX;
-            *utf8_r = true;
+            size_t n;
+            enum addr_err e = utf8_char(u + i, len - i, (flags & DOM_UTF8) != 0,
+                                        utf8_r, &n);
+            if (e != AE_OK)
+                return e;
             i += n;
         } else {
             return AE_SYNTAX;
@@ -223,12 +241,11 @@ static enum addr_err local_parse(const char *m, size_t mlen, bool utf8_ok,
             } else if (c >= 32 && c <= 126) {
                 i++;
             } else if (c >= 0x80) {
-                if (!utf8_ok)
-                    return AE_UTF8;
-                size_t n = utf8_seq(u + i, mlen - i);
-                if (n == 0)
-                    return AE_SYNTAX;
-                a->utf8 = true;
+                size_t n;
+                enum addr_err e = utf8_char(u + i, mlen - i, utf8_ok, &a->utf8,
+                                            &n);
+                if (e != AE_OK)
+                    return e;
                 for (size_t k = 0; k < n; k++, o++)
                     if (o < SMTP_LOCAL_MAX)
                         a->local[o] = (char)u[i + k];
@@ -261,12 +278,11 @@ static enum addr_err local_parse(const char *m, size_t mlen, bool utf8_ok,
                 prev_dot = false;
                 i++;
             } else if (c >= 0x80) {
-                if (!utf8_ok)
-                    return AE_UTF8;
-                size_t n = utf8_seq(u + i, mlen - i);
-                if (n == 0)
-                    return AE_SYNTAX;
-                a->utf8 = true;
+                size_t n;
+                enum addr_err e = utf8_char(u + i, mlen - i, utf8_ok, &a->utf8,
+                                            &n);
+                if (e != AE_OK)
+                    return e;
                 prev_dot = false;
                 i += n;
             } else {

@@ -339,83 +339,136 @@ parse_path_arg(const char *arg, size_t len, bool is_mail, unsigned flags,
     return NULL;
 }
 
+/* The meaning of one parameter for one command: NULL, or the reply. */
+typedef const struct smtp_status *(*param_apply_fn)(
+    const struct param *pm, const struct smtp_parse_opts *opts, void *r);
+
+/*
+ * MAIL and RCPT alike: the path (parse_path_arg; SMTP_PATH_ALLOW_UTF8 is
+ * added to flags when SMTPUTF8 is offered), then each parameter in turn,
+ * checked by param_next against first_kw..last_kw and handed to apply.
+ * The first reply wins; NULL when the whole argument is good.
+ */
+static const struct smtp_status *
+parse_cmd_arg(const char *arg, size_t len, const struct smtp_parse_opts *opts,
+              bool is_mail, unsigned flags, struct smtp_addr *a,
+              enum kw first_kw, enum kw last_kw, param_apply_fn apply, void *r)
+{
+    const char *rest;
+    size_t rest_len;
+    unsigned seen = 0;
+
+    flags |= opts->smtputf8 ? SMTP_PATH_ALLOW_UTF8 : 0;
+    const struct smtp_status *st =
+        parse_path_arg(arg, len, is_mail, flags, a, &rest, &rest_len);
+    if (st != NULL)
+        return st;
+
+    const char *end = rest + rest_len;
+    for (;;) {
+        struct param pm;
+        bool done;
+        st = param_next(&rest, end, opts, first_kw, last_kw, &seen, &pm, &done);
+        if (st != NULL || done)
+            return st;
+        st = apply(&pm, opts, r);
+        if (st != NULL)
+            return st;
+    }
+}
+
+static const struct smtp_status *mail_param(const struct param *pm,
+                                            const struct smtp_parse_opts *opts,
+                                            void *arg)
+{
+    struct smtp_mail_args *r = arg;
+    const struct smtp_status *st;
+    switch (pm->kw) {
+    case KW_SIZE:
+        st = size_value(pm, opts, &r->size);
+        if (st != NULL)
+            return st;
+        r->size_given = true;
+        break;
+    case KW_BODY:
+        if (pm->val == NULL)
+            return &st_bad_body;
+        if (word_eq(pm->val, pm->val_len, "7BIT"))
+            r->body = SMTP_BODY_7BIT;
+        else if (word_eq(pm->val, pm->val_len, "8BITMIME"))
+            r->body = SMTP_BODY_8BITMIME;
+        else if (word_eq(pm->val, pm->val_len, "BINARYMIME")) {
+            if (!opts->binarymime)
+                return &st_unsupported;
+            r->body = SMTP_BODY_BINARYMIME;
+        } else
+            return &st_bad_body;
+        break;
+    case KW_SMTPUTF8:
+        if (pm->val != NULL)
+            return &st_bad_smtputf8;
+        r->smtputf8 = true;
+        break;
+    case KW_RET:
+        if (pm->val != NULL && word_eq(pm->val, pm->val_len, "FULL"))
+            r->ret = SMTP_RET_FULL;
+        else if (pm->val != NULL && word_eq(pm->val, pm->val_len, "HDRS"))
+            r->ret = SMTP_RET_HDRS;
+        else
+            return &st_bad_ret;
+        break;
+    case KW_ENVID:
+        if (pm->val == NULL ||
+            !xtext_store(pm->val, pm->val_len, r->envid, SMTP_ENVID_MAX))
+            return &st_bad_envid;
+        break;
+    case KW_AUTH:
+        /* "<>" is itself valid xtext, so one check covers both forms. */
+        if (pm->val == NULL ||
+            !xtext_store(pm->val, pm->val_len, r->auth, SMTP_AUTH_PARAM_MAX))
+            return &st_bad_auth;
+        break;
+    case KW_NOTIFY: case KW_ORCPT: case KW__COUNT:
+        return &st_unsupported;        /* not reachable: not in range */
+    }
+    return NULL;
+}
+
 const struct smtp_status *smtp_parse_mail(const char *arg, size_t len,
                                           const struct smtp_parse_opts *opts,
                                           struct smtp_mail_args *r)
 {
-    const char *rest, *end;
-    size_t rest_len;
-    unsigned seen = 0;
-    const struct smtp_status *st;
-
     memset(r, 0, sizeof *r);
-    unsigned flags = SMTP_PATH_ALLOW_NULL |
-                     (opts->smtputf8 ? SMTP_PATH_ALLOW_UTF8 : 0);
-    st = parse_path_arg(arg, len, true, flags, &r->from, &rest, &rest_len);
+    const struct smtp_status *st =
+        parse_cmd_arg(arg, len, opts, true, SMTP_PATH_ALLOW_NULL, &r->from,
+                      KW_SIZE, KW_AUTH, mail_param, r);
     if (st != NULL)
         return st;
-
-    end = rest + rest_len;
-    for (;;) {
-        struct param pm;
-        bool done;
-        st = param_next(&rest, end, opts, KW_SIZE, KW_AUTH, &seen, &pm, &done);
-        if (st != NULL)
-            return st;
-        if (done)
-            break;
-        switch (pm.kw) {
-        case KW_SIZE:
-            st = size_value(&pm, opts, &r->size);
-            if (st != NULL)
-                return st;
-            r->size_given = true;
-            break;
-        case KW_BODY:
-            if (pm.val == NULL)
-                return &st_bad_body;
-            if (word_eq(pm.val, pm.val_len, "7BIT"))
-                r->body = SMTP_BODY_7BIT;
-            else if (word_eq(pm.val, pm.val_len, "8BITMIME"))
-                r->body = SMTP_BODY_8BITMIME;
-            else if (word_eq(pm.val, pm.val_len, "BINARYMIME")) {
-                if (!opts->binarymime)
-                    return &st_unsupported;
-                r->body = SMTP_BODY_BINARYMIME;
-            } else
-                return &st_bad_body;
-            break;
-        case KW_SMTPUTF8:
-            if (pm.val != NULL)
-                return &st_bad_smtputf8;
-            r->smtputf8 = true;
-            break;
-        case KW_RET:
-            if (pm.val != NULL && word_eq(pm.val, pm.val_len, "FULL"))
-                r->ret = SMTP_RET_FULL;
-            else if (pm.val != NULL && word_eq(pm.val, pm.val_len, "HDRS"))
-                r->ret = SMTP_RET_HDRS;
-            else
-                return &st_bad_ret;
-            break;
-        case KW_ENVID:
-            if (pm.val == NULL ||
-                !xtext_store(pm.val, pm.val_len, r->envid, SMTP_ENVID_MAX))
-                return &st_bad_envid;
-            break;
-        case KW_AUTH:
-            /* "<>" is itself valid xtext, so one check covers both forms. */
-            if (pm.val == NULL ||
-                !xtext_store(pm.val, pm.val_len, r->auth, SMTP_AUTH_PARAM_MAX))
-                return &st_bad_auth;
-            break;
-        case KW_NOTIFY: case KW_ORCPT: case KW__COUNT:
-            return &st_unsupported;        /* not reachable: not in range */
-        }
-    }
     /* RFC 6531 3.4: a non-ASCII address needs SMTPUTF8 on this MAIL. */
     if (r->from.utf8 && !r->smtputf8)
         return &st_utf8;
+    return NULL;
+}
+
+static const struct smtp_status *rcpt_param(const struct param *pm,
+                                            const struct smtp_parse_opts *opts,
+                                            void *arg)
+{
+    struct smtp_rcpt_args *r = arg;
+    (void)opts;
+    switch (pm->kw) {
+    case KW_NOTIFY:
+        if (!notify_value(pm->val, pm->val_len, &r->notify))
+            return &st_bad_notify;
+        break;
+    case KW_ORCPT:
+        if (!orcpt_value(pm->val, pm->val_len, r->orcpt))
+            return &st_bad_orcpt;
+        break;
+    case KW_SIZE: case KW_BODY: case KW_SMTPUTF8: case KW_RET:
+    case KW_ENVID: case KW_AUTH: case KW__COUNT:
+        return &st_unsupported;        /* not reachable: not in range */
+    }
     return NULL;
 }
 
@@ -423,40 +476,7 @@ const struct smtp_status *smtp_parse_rcpt(const char *arg, size_t len,
                                           const struct smtp_parse_opts *opts,
                                           struct smtp_rcpt_args *r)
 {
-    const char *rest, *end;
-    size_t rest_len;
-    unsigned seen = 0;
-    const struct smtp_status *st;
-
     memset(r, 0, sizeof *r);
-    unsigned flags = SMTP_PATH_ALLOW_POSTMASTER |
-                     (opts->smtputf8 ? SMTP_PATH_ALLOW_UTF8 : 0);
-    st = parse_path_arg(arg, len, false, flags, &r->to, &rest, &rest_len);
-    if (st != NULL)
-        return st;
-
-    end = rest + rest_len;
-    for (;;) {
-        struct param pm;
-        bool done;
-        st = param_next(&rest, end, opts, KW_NOTIFY, KW_ORCPT, &seen, &pm, &done);
-        if (st != NULL)
-            return st;
-        if (done)
-            break;
-        switch (pm.kw) {
-        case KW_NOTIFY:
-            if (!notify_value(pm.val, pm.val_len, &r->notify))
-                return &st_bad_notify;
-            break;
-        case KW_ORCPT:
-            if (!orcpt_value(pm.val, pm.val_len, r->orcpt))
-                return &st_bad_orcpt;
-            break;
-        case KW_SIZE: case KW_BODY: case KW_SMTPUTF8: case KW_RET:
-        case KW_ENVID: case KW_AUTH: case KW__COUNT:
-            return &st_unsupported;        /* not reachable: not in range */
-        }
-    }
-    return NULL;
+    return parse_cmd_arg(arg, len, opts, false, SMTP_PATH_ALLOW_POSTMASTER,
+                         &r->to, KW_NOTIFY, KW_ORCPT, rcpt_param, r);
 }

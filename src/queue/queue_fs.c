@@ -8,7 +8,6 @@
  * (openat/renameat/unlinkat), and the only names are validated queue ids,
  * so no path is ever built from bytes a peer sent.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -170,64 +169,10 @@ struct fsbody {
 
 static struct fsq *FSQ(struct queue *q) { return (struct fsq *)q; }
 
-static void close_keep_errno(int fd)
-{
-    int saved = errno;
-    close(fd);
-    errno = saved;
-}
-
 static int st_name(const char *id, char out[QUEUE_ID_SIZE + 3])
 {
     snprintf(out, QUEUE_ID_SIZE + 3, "%s.st", id);
     return 0;
-}
-
-/* Names of a directory (not "." or ".."), read completely before anything
- * in it is changed. Returns -1 with errno if the directory cannot be read. */
-static int dir_names(int dirfd, char ***names_r, size_t *n_r)
-{
-    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    DIR *d = fdopendir(fd);
-    if (d == NULL) {
-        close_keep_errno(fd);
-        return -1;
-    }
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *de;
-    errno = 0;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 64;
-            names = xreallocarray(names, cap, sizeof(*names));
-        }
-        names[n++] = xstrdup(de->d_name);
-        errno = 0;
-    }
-    int err = errno;
-    closedir(d);
-    if (err != 0) {
-        for (size_t i = 0; i < n; i++)
-            free(names[i]);
-        free(names);
-        errno = err;
-        return -1;
-    }
-    *names_r = names;
-    *n_r = n;
-    return 0;
-}
-
-static void names_free(char **names, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
 }
 
 /* ---- receiving ---- */
@@ -560,7 +505,7 @@ static int fs_read_st(struct fsq *fq, const char *id, struct queue_env *env,
     if (rc == 0 && (stop || b.len > 0))
         *torn_r = true;
     buf_free(&b);
-    close_keep_errno(fd);
+    fs_close_keep_errno(fd);
     if (rc == 0 && env != NULL) {
         env->attempts = 0;
         for (size_t i = 0; i < env->nrcpts; i++)
@@ -589,7 +534,7 @@ static int fs_load(struct queue *q, const char *id, struct queue_env **env_r)
         return errno == ELOOP ? (errno = EBADMSG, -2) : -1;
     struct queue_env *env;
     int r = fs_read_valid(fd, id, &env, &why);
-    close_keep_errno(fd);
+    fs_close_keep_errno(fd);
     if (r != 0)
         return r;
     if (fs_read_st(fq, id, env, &valid, &torn) < 0) {
@@ -618,7 +563,7 @@ static int fs_body_open(struct queue *q, const char *id, struct queue_body **b_r
     if (r != 0) {
         if (r == -2)
             errno = EBADMSG;
-        close_keep_errno(fd);
+        fs_close_keep_errno(fd);
         return -1;
     }
     struct fsbody *b = xcalloc(1, sizeof(*b));
@@ -767,12 +712,12 @@ static int fs_list(struct queue *q, void (*cb)(const char *id, void *arg),
 {
     char **names;
     size_t n;
-    if (dir_names(FSQ(q)->msgfd, &names, &n) < 0)
+    if (fs_dir_names(FSQ(q)->msgfd, &names, &n) < 0)
         return -1;
     for (size_t i = 0; i < n; i++)
         if (qfile_id_valid(names[i]))
             cb(names[i], arg);
-    names_free(names, n);
+    fs_names_free(names, n);
     return 0;
 }
 
@@ -780,7 +725,7 @@ static void recover_incoming(struct fsq *fq)
 {
     char **names;
     size_t n;
-    if (dir_names(fq->infd, &names, &n) < 0) {
+    if (fs_dir_names(fq->infd, &names, &n) < 0) {
         log_kv(LOG_ERR, "queue.recover.error", "dir", "incoming", "error",
                strerror(errno), NULL);
         return;
@@ -793,7 +738,7 @@ static void recover_incoming(struct fsq *fq)
     }
     if (n > 0)
         fsync(fq->infd);
-    names_free(names, n);
+    fs_names_free(names, n);
 }
 
 static bool recover_msg(struct fsq *fq, const char *id)
@@ -814,7 +759,7 @@ static bool recover_msg(struct fsq *fq, const char *id)
         r = -2;
     } else {
         r = fs_read_valid(fd, id, &env, &why);
-        close_keep_errno(fd);
+        fs_close_keep_errno(fd);
     }
     if (r == 0) {
         queue_env_free(env);
@@ -880,7 +825,7 @@ static int fs_recover(struct queue *q)
     bool changed = false;
 
     recover_incoming(fq);
-    if (dir_names(fq->msgfd, &names, &n) < 0)
+    if (fs_dir_names(fq->msgfd, &names, &n) < 0)
         return -1;
     /* Messages first, so a set-aside message takes its .st along before the
      * state files are looked at. */
@@ -897,7 +842,7 @@ static int fs_recover(struct queue *q)
             log_kv(LOG_WARN, "queue.recover.unknown", "name", names[i], NULL);
         }
     }
-    names_free(names, n);
+    fs_names_free(names, n);
     if (changed && fsync(fq->msgfd) < 0)
         return -1;
     return 0;
@@ -938,7 +883,7 @@ static int open_sub(int dirfd, const char *sub)
     } else if (errno != EEXIST) {
         return -1;
     }
-    return openat(dirfd, sub, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    return fs_open_subdir(dirfd, sub);
 }
 
 struct queue *queue_fs_open(const char *dir, struct buf *err_r)

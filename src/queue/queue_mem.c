@@ -61,13 +61,19 @@ static bool injected(struct memq *mq, unsigned op)
     return true;
 }
 
+/* Releases the lock without losing the errno of the error being returned. */
+static void unlock_keep_errno(struct memq *mq)
+{
+    int saved = errno;
+    pthread_mutex_unlock(&mq->mu);
+    errno = saved;
+}
+
 static bool check_injected(struct memq *mq, unsigned op)
 {
     pthread_mutex_lock(&mq->mu);
     bool r = injected(mq, op);
-    int saved = errno;
-    pthread_mutex_unlock(&mq->mu);
-    errno = saved;
+    unlock_keep_errno(mq);
     return r;
 }
 
@@ -92,6 +98,24 @@ static ssize_t find_live(struct memq *mq, const char *id)
         if (strcmp(mq->live[i]->id, id) == 0)
             return (ssize_t)i;
     return -1;
+}
+
+/*
+ * Takes the lock and finds id in the live list: its index with the lock
+ * held, or -1 with the lock released and errno set, to the injected error
+ * when op is made to fail (op 0 never is), else to ENOENT.
+ */
+static ssize_t lock_live(struct memq *mq, const char *id, unsigned op)
+{
+    pthread_mutex_lock(&mq->mu);
+    ssize_t k = find_live(mq, id);
+    if (injected(mq, op))
+        k = -1;
+    else if (k < 0)
+        errno = ENOENT;
+    if (k < 0)
+        unlock_keep_errno(mq);
+    return k;
 }
 
 static bool id_known(struct memq *mq, const char *id)
@@ -244,14 +268,10 @@ static int mem_load(struct queue *q, const char *id, struct queue_env **env_r)
         errno = EINVAL;
         return -1;
     }
-    pthread_mutex_lock(&mq->mu);
-    ssize_t k = find_live(mq, id);
-    if (injected(mq, QUEUE_MEM_FAIL_LOAD)) {
-        rc = -1;
-    } else if (k < 0) {
-        errno = ENOENT;
-        rc = -1;
-    } else if (mq->live[k]->corrupt) {
+    ssize_t k = lock_live(mq, id, QUEUE_MEM_FAIL_LOAD);
+    if (k < 0)
+        return -1;
+    if (mq->live[k]->corrupt) {
         errno = EBADMSG;
         rc = -2;
     } else {
@@ -274,9 +294,7 @@ static int mem_load(struct queue *q, const char *id, struct queue_env **env_r)
             *env_r = env;
         }
     }
-    int saved = errno;
-    pthread_mutex_unlock(&mq->mu);
-    errno = saved;
+    unlock_keep_errno(mq);
     return rc;
 }
 
@@ -284,13 +302,9 @@ static int mem_body_open(struct queue *q, const char *id, struct queue_body **b_
 {
     struct memq *mq = MQ(q);
     *b_r = NULL;
-    pthread_mutex_lock(&mq->mu);
-    ssize_t k = find_live(mq, id);
-    if (k < 0) {
-        pthread_mutex_unlock(&mq->mu);
-        errno = ENOENT;
+    ssize_t k = lock_live(mq, id, 0);
+    if (k < 0)
         return -1;
-    }
     struct membody *b = xcalloc(1, sizeof(*b));
     b->base.q = q;
     b->len = mq->live[k]->body_len;
@@ -335,14 +349,10 @@ static int mem_rcpt_update(struct queue *q, const char *id, size_t index,
     }
     if (status == NULL)
         status = "";
-    pthread_mutex_lock(&mq->mu);
-    ssize_t k = find_live(mq, id);
-    if (injected(mq, QUEUE_MEM_FAIL_UPDATE)) {
-        rc = -1;
-    } else if (k < 0) {
-        errno = ENOENT;
-        rc = -1;
-    } else if (index >= mq->live[k]->nrcpts) {
+    ssize_t k = lock_live(mq, id, QUEUE_MEM_FAIL_UPDATE);
+    if (k < 0)
+        return -1;
+    if (index >= mq->live[k]->nrcpts) {
         errno = EINVAL;
         rc = -1;
     } else {
@@ -354,9 +364,7 @@ static int mem_rcpt_update(struct queue *q, const char *id, size_t index,
                                                 QFILE_STATUS_MAX : sl);
         e->count[index]++;
     }
-    int saved = errno;
-    pthread_mutex_unlock(&mq->mu);
-    errno = saved;
+    unlock_keep_errno(mq);
     return rc;
 }
 
@@ -371,35 +379,21 @@ static struct mem_entry *take_live(struct memq *mq, size_t k)
 static int mem_remove(struct queue *q, const char *id)
 {
     struct memq *mq = MQ(q);
-    int rc = 0;
-    struct mem_entry *gone = NULL;
-    pthread_mutex_lock(&mq->mu);
-    ssize_t k = find_live(mq, id);
-    if (injected(mq, QUEUE_MEM_FAIL_REMOVE)) {
-        rc = -1;
-    } else if (k < 0) {
-        errno = ENOENT;
-        rc = -1;
-    } else {
-        gone = take_live(mq, (size_t)k);
-    }
-    int saved = errno;
+    ssize_t k = lock_live(mq, id, QUEUE_MEM_FAIL_REMOVE);
+    if (k < 0)
+        return -1;
+    struct mem_entry *gone = take_live(mq, (size_t)k);
     pthread_mutex_unlock(&mq->mu);
     entry_free(gone);
-    errno = saved;
-    return rc;
+    return 0;
 }
 
 static int mem_set_aside(struct queue *q, const char *id, const char *reason)
 {
     struct memq *mq = MQ(q);
-    pthread_mutex_lock(&mq->mu);
-    ssize_t k = find_live(mq, id);
-    if (k < 0) {
-        pthread_mutex_unlock(&mq->mu);
-        errno = ENOENT;
+    ssize_t k = lock_live(mq, id, 0);
+    if (k < 0)
         return -1;
-    }
     push(&mq->aside, &mq->naside, &mq->capaside, take_live(mq, (size_t)k));
     pthread_mutex_unlock(&mq->mu);
     log_kv(LOG_WARN, "queue.set_aside", "id", id, "reason", reason, NULL);
@@ -462,14 +456,10 @@ int queue_mem_corrupt(struct queue *q, const char *id)
         return -1;
     }
     struct memq *mq = MQ(q);
-    pthread_mutex_lock(&mq->mu);
-    ssize_t k = find_live(mq, id);
-    if (k >= 0)
-        mq->live[k]->corrupt = true;
-    pthread_mutex_unlock(&mq->mu);
-    if (k < 0) {
-        errno = ENOENT;
+    ssize_t k = lock_live(mq, id, 0);
+    if (k < 0)
         return -1;
-    }
+    mq->live[k]->corrupt = true;
+    pthread_mutex_unlock(&mq->mu);
     return 0;
 }

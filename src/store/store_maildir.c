@@ -9,7 +9,6 @@
  * one level at a time with O_NOFOLLOW, so neither a hostile name nor a
  * symbolic link inside the store can make a delivery write elsewhere.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -189,13 +188,6 @@ static void md_random(void *p, size_t n)
     }
 }
 
-static void close_keep_errno(int fd)
-{
-    int saved = errno;
-    close(fd);
-    errno = saved;
-}
-
 /* Opens root/domain/local[/.folder] one level at a time, never following a
  * symbolic link below root; the Maildir's directory fd, or -1. */
 static int md_walk(struct mdstore *s, const struct mdpath *p)
@@ -203,17 +195,11 @@ static int md_walk(struct mdstore *s, const struct mdpath *p)
     const char *comp[3] = {p->domain, p->local, p->folder};
     int fd = open(s->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     for (int i = 0; i < 3 && fd >= 0 && comp[i][0] != '\0'; i++) {
-        int next = openat(fd, comp[i],
-                          O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        close_keep_errno(fd);
+        int next = fs_open_subdir(fd, comp[i]);
+        fs_close_keep_errno(fd);
         fd = next;
     }
     return fd;
-}
-
-static int subdir(int fd, const char *name)
-{
-    return openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 }
 
 static int mkpath(char *out, size_t cap, const char *fmt, ...)
@@ -262,7 +248,7 @@ static int md_create(struct mdstore *s, const struct mdpath *p)
     if (fd < 0)
         return -1;
     if (fsync(fd) < 0) {
-        close_keep_errno(fd);
+        fs_close_keep_errno(fd);
         return -1;
     }
     close(fd);
@@ -279,15 +265,15 @@ static int md_open(struct mdstore *s, const struct mdpath *p, int *tmp_r,
         int fd = md_walk(s, p);
         int tfd = -1;
         if (fd >= 0) {
-            tfd = subdir(fd, "tmp");
-            *new_r = tfd >= 0 ? subdir(fd, "new") : -1;
-            close_keep_errno(fd);
+            tfd = fs_open_subdir(fd, "tmp");
+            *new_r = tfd >= 0 ? fs_open_subdir(fd, "new") : -1;
+            fs_close_keep_errno(fd);
             if (tfd >= 0 && *new_r >= 0) {
                 *tmp_r = tfd;
                 return 0;
             }
             if (tfd >= 0)
-                close_keep_errno(tfd);
+                fs_close_keep_errno(tfd);
         }
         /* Only a missing piece is created; a symlink (ELOOP, ENOTDIR) or
          * a permission problem is an error. */
@@ -427,33 +413,18 @@ static int md_clean_tmp(struct store *st, const char *mailbox,
     if (md_names(mailbox, folder, &p) < 0)
         return -1;
     int fd = md_walk(MD(st), &p);
-    int tfd = fd >= 0 ? subdir(fd, "tmp") : -1;
+    int tfd = fd >= 0 ? fs_open_subdir(fd, "tmp") : -1;
     if (fd >= 0)
-        close_keep_errno(fd);
+        fs_close_keep_errno(fd);
     if (tfd < 0)
         return errno == ENOENT ? 0 : -1;
-    int lfd = openat(tfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR *d = lfd >= 0 ? fdopendir(lfd) : NULL;
-    if (d == NULL) {
-        if (lfd >= 0)
-            close_keep_errno(lfd);
-        close_keep_errno(tfd);
+    /* Names first, then unlinks: readdir is not disturbed by our changes. */
+    char **names;
+    size_t n;
+    if (fs_dir_names(tfd, &names, &n) < 0) {
+        fs_close_keep_errno(tfd);
         return -1;
     }
-    /* Names first, then unlinks: readdir is not disturbed by our changes. */
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        if (n == cap) {
-            cap = cap ? cap * 2 : 16;
-            names = xreallocarray(names, cap, sizeof(*names));
-        }
-        names[n++] = xstrdup(de->d_name);
-    }
-    closedir(d);
     time_t now = time(NULL);
     int removed = 0;
     for (size_t i = 0; i < n; i++) {
@@ -462,9 +433,8 @@ static int md_clean_tmp(struct store *st, const char *mailbox,
             S_ISREG(sb.st_mode) && now - sb.st_mtime > (time_t)max_age &&
             unlinkat(tfd, names[i], 0) == 0 && removed < INT_MAX)
             removed++;
-        free(names[i]);
     }
-    free(names);
+    fs_names_free(names, n);
     close(tfd);
     return removed;
 }
