@@ -11,6 +11,7 @@
  * number, so the message does not depend on sort order.
  */
 #include "conf/config.h"
+#include "proto/sasl.h"
 
 #include <arpa/inet.h>
 #include <stdarg.h>
@@ -29,6 +30,7 @@ const char config_embedded_default[] =
     "data-dir estafeta-data\n"
     "listen 127.0.0.1:2525 mx\n"
     "listen 127.0.0.1:2587 submission\n"
+    "listen 127.0.0.1:2465 submissions\n"
     "domain example.test\n"
     "user demo@example.test\n"
     "users-file users\n"
@@ -319,6 +321,8 @@ struct cfg_user *config_add_user(struct config *cfg, const char *address,
     u->local = xstrndup(address, llen);
     u->domain = xstrdup(at != NULL ? at + 1 : "");
     u->password_hash = hash != NULL && *hash != '\0' ? xstrdup(hash) : NULL;
+    u->scram = NULL;
+    u->cram_secret = NULL;
     u->line = line;
     u->in_config = in_config;
     return u;
@@ -422,8 +426,23 @@ void config_free(struct config *cfg)
             explicit_bzero(u->password_hash, strlen(u->password_hash));
             free(u->password_hash);
         }
+        if (u->scram != NULL) {
+            explicit_bzero(u->scram, strlen(u->scram));
+            free(u->scram);
+        }
+        if (u->cram_secret != NULL) {
+            explicit_bzero(u->cram_secret, strlen(u->cram_secret));
+            free(u->cram_secret);
+        }
     }
     free(cfg->users);
+    for (size_t i = 0; i < cfg->ntls_certs; i++) {
+        free(cfg->tls_certs[i].cert);
+        free(cfg->tls_certs[i].key);
+    }
+    free(cfg->tls_certs);
+    free(cfg->plaintext_nets);
+    free(cfg->local_socket);
     for (size_t i = 0; i < cfg->naliases; i++) {
         for (size_t j = 0; j < cfg->aliases[i].ntargets; j++)
             free(cfg->aliases[i].targets[j]);
@@ -507,7 +526,8 @@ void config_match(const struct config *cfg, const char *local, size_t local_len,
 enum directive_id {
     D_HOSTNAME, D_DATA_DIR, D_RUN_AS, D_LOG_LEVEL, D_LISTEN, D_DOMAIN, D_USER,
     D_USERS_FILE, D_ALIAS, D_ALIASES_FILE, D_POSTMASTER, D_DELIMITER, D_VRFY,
-    D_EXPN, D_LIMIT, D__COUNT
+    D_EXPN, D_LIMIT, D_TLS_CERT, D_AUTH_MECHS, D_PLAINTEXT_NETS,
+    D_SENDER_MATCH, D_LOCAL_SOCKET, D__COUNT
 };
 
 struct parser {
@@ -781,9 +801,28 @@ static int d_user(struct parser *p, char **a, size_t n)
     const char *why = config_check_mailbox(a[0], strlen(a[0]), addr, sizeof(addr));
     if (why != NULL)
         return perr(p, "invalid user address '%s': %s", Q(a[0]), why);
-    if (n > 1 && (why = config_check_hash(a[1])) != NULL)
+    /* Optional words: a password hash, then key=value secrets. */
+    const char *hash = NULL, *scram = NULL, *cram = NULL;
+    for (size_t i = 1; i < n; i++) {
+        if (strncmp(a[i], "scram-sha-256=", 14) == 0 && scram == NULL) {
+            scram = a[i] + 14;
+        } else if (strncmp(a[i], "cram-md5=", 9) == 0 && cram == NULL) {
+            cram = a[i] + 9;
+        } else if (i == 1) {
+            hash = a[i];
+        } else {
+            return perr(p, "user '%s': unexpected word '%s' (expected HASH, "
+                           "scram-sha-256=... or cram-md5=...)", addr, Q(a[i]));
+        }
+    }
+    if (hash != NULL && (why = config_check_hash(hash)) != NULL)
         return perr(p, "user '%s': %s", addr, why);
-    config_add_user(p->cfg, addr, n > 1 ? a[1] : NULL, true, p->line);
+    if ((scram != NULL && (why = config_check_scram(scram)) != NULL) ||
+        (cram != NULL && (why = config_check_line(cram, strlen(cram))) != NULL))
+        return perr(p, "user '%s': %s", addr, why);
+    struct cfg_user *u = config_add_user(p->cfg, addr, hash, true, p->line);
+    u->scram = scram ? xstrdup(scram) : NULL;
+    u->cram_secret = cram ? xstrdup(cram) : NULL;
     return 0;
 }
 
@@ -946,6 +985,135 @@ static int d_limit(struct parser *p, char **a, size_t n)
     return 0;
 }
 
+static int d_tls_cert(struct parser *p, char **a, size_t n)
+{
+    (void)n;
+    struct config *cfg = p->cfg;
+    if (strlen(a[0]) > 1024 || strlen(a[1]) > 1024)
+        return perr(p, "tls-certificate path too long");
+    cfg->tls_certs = xreallocarray(cfg->tls_certs, cfg->ntls_certs + 1,
+                                   sizeof(*cfg->tls_certs));
+    cfg->tls_certs[cfg->ntls_certs++] = (struct cfg_tls_cert){
+        .cert = xstrdup(a[0]), .key = xstrdup(a[1])};
+    return 0;
+}
+
+static int d_auth_mechs(struct parser *p, char **a, size_t n)
+{
+    unsigned mechs = 0;
+    for (size_t i = 0; i < n; i++) {
+        int m = sasl_mech_lookup(a[i], strlen(a[i]));
+        if (m < 0)
+            return perr(p, "unknown SASL mechanism '%s' (expected PLAIN, LOGIN, "
+                           "SCRAM-SHA-256 or CRAM-MD5)", Q(a[i]));
+        if (m == SASL_MECH_DIGEST_MD5)
+            return perr(p, "DIGEST-MD5 is not supported (RFC 6331 made it "
+                           "Historic)");
+        mechs |= 1u << m;
+    }
+    p->cfg->auth_mechs = mechs;
+    return 0;
+}
+
+static int d_plaintext_nets(struct parser *p, char **a, size_t n)
+{
+    struct config *cfg = p->cfg;
+    for (size_t i = 0; i < n; i++) {
+        char host[INET6_ADDRSTRLEN + 1];
+        const char *slash = strchr(a[i], '/');
+        size_t hlen = slash ? (size_t)(slash - a[i]) : strlen(a[i]);
+        if (hlen == 0 || hlen >= sizeof(host))
+            return perr(p, "invalid network '%s' (expected ADDRESS/PREFIX)", Q(a[i]));
+        memcpy(host, a[i], hlen);
+        host[hlen] = '\0';
+        struct cfg_net net;
+        memset(&net, 0, sizeof(net));
+        unsigned max;
+        if (inet_pton(AF_INET, host, net.addr) == 1) {
+            net.family = AF_INET;
+            max = 32;
+        } else if (inet_pton(AF_INET6, host, net.addr) == 1) {
+            net.family = AF_INET6;
+            max = 128;
+        } else {
+            return perr(p, "invalid network '%s' (expected ADDRESS/PREFIX)", Q(a[i]));
+        }
+        net.prefix = max;
+        if (slash != NULL) {
+            char *end;
+            unsigned long v = strtoul(slash + 1, &end, 10);
+            if (slash[1] == '\0' || *end != '\0' || v > max)
+                return perr(p, "invalid prefix length in '%s'", Q(a[i]));
+            net.prefix = (unsigned)v;
+        }
+        cfg->plaintext_nets = xreallocarray(cfg->plaintext_nets,
+                                            cfg->nplaintext_nets + 1,
+                                            sizeof(*cfg->plaintext_nets));
+        cfg->plaintext_nets[cfg->nplaintext_nets++] = net;
+    }
+    return 0;
+}
+
+static int d_sender_match(struct parser *p, char **a, size_t n)
+{
+    (void)n;
+    return on_off(p, "sender-login-match", a[0], &p->cfg->sender_login_match);
+}
+
+static int d_local_socket(struct parser *p, char **a, size_t n)
+{
+    (void)n;
+    free(p->cfg->local_socket);
+    p->cfg->local_socket = NULL;
+    if (strcmp(a[0], "none") == 0) {
+        p->cfg->local_socket = xstrdup("");
+        return 0;
+    }
+    return d_path(p, &p->cfg->local_socket, "local-socket", a[0]);
+}
+
+/* "ITER,SALT,STOREDKEY,SERVERKEY": iterations in decimal (4096 at least,
+ * RFC 7677 4), then three non-empty standard base64 fields. */
+const char *config_check_scram(const char *v)
+{
+    char *end;
+    unsigned long iter = strtoul(v, &end, 10);
+    if (end == v || *end != ',' || iter < 4096 || iter > 10000000)
+        return "scram-sha-256= must start with an iteration count of 4096 or more";
+    for (int field = 0; field < 3; field++) {
+        const char *f = end + 1;
+        size_t len = strcspn(f, ",");
+        if (len == 0 || len > 200 || strspn(f, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                               "abcdefghijklmnopqrstuvwxyz"
+                                               "0123456789+/=") < len)
+            return "scram-sha-256= needs ITER,SALT,STOREDKEY,SERVERKEY in base64";
+        end = (char *)f + len;
+        if ((field < 2 && *end != ',') || (field == 2 && *end != '\0'))
+            return "scram-sha-256= needs ITER,SALT,STOREDKEY,SERVERKEY in base64";
+    }
+    return NULL;
+}
+
+bool config_net_match(const struct cfg_net *nets, size_t n, int family,
+                      const unsigned char *addr)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (nets[i].family != family)
+            continue;
+        unsigned bits = nets[i].prefix, k = 0;
+        bool match = true;
+        for (; bits >= 8 && match; bits -= 8, k++)
+            match = nets[i].addr[k] == addr[k];
+        if (match && bits > 0) {
+            unsigned char mask = (unsigned char)(0xff << (8 - bits));
+            match = (nets[i].addr[k] & mask) == (addr[k] & mask);
+        }
+        if (match)
+            return true;
+    }
+    return false;
+}
+
 struct directive {
     const char *name;
     size_t min_args, max_args;
@@ -960,7 +1128,7 @@ static const struct directive directives[D__COUNT] = {
     [D_LOG_LEVEL] = {"log-level", 1, 1, true, d_log_level},
     [D_LISTEN] = {"listen", 2, 2, false, d_listen},
     [D_DOMAIN] = {"domain", 1, 2, false, d_domain},
-    [D_USER] = {"user", 1, 2, false, d_user},
+    [D_USER] = {"user", 1, 4, false, d_user},
     [D_USERS_FILE] = {"users-file", 1, 1, true, d_users_file},
     [D_ALIAS] = {"alias", 2, MAX_WORDS, false, d_alias},
     [D_ALIASES_FILE] = {"aliases-file", 1, 1, true, d_aliases_file},
@@ -969,6 +1137,11 @@ static const struct directive directives[D__COUNT] = {
     [D_VRFY] = {"vrfy", 1, 1, true, d_vrfy},
     [D_EXPN] = {"expn", 1, 1, true, d_expn},
     [D_LIMIT] = {"limit", 2, 2, false, d_limit},
+    [D_TLS_CERT] = {"tls-certificate", 2, 2, false, d_tls_cert},
+    [D_AUTH_MECHS] = {"auth-mechanisms", 1, MAX_WORDS, true, d_auth_mechs},
+    [D_PLAINTEXT_NETS] = {"auth-plaintext-networks", 1, MAX_WORDS, true, d_plaintext_nets},
+    [D_SENDER_MATCH] = {"sender-login-match", 1, 1, true, d_sender_match},
+    [D_LOCAL_SOCKET] = {"local-socket", 1, 1, true, d_local_socket},
 };
 
 static int parse_line(struct parser *p, char *line, char **words)
@@ -1070,6 +1243,9 @@ struct config *config_parse(const char *text, size_t len, const char *filename,
     cfg->source = xstrdup(filename);
     cfg->log_level = LOG_INFO;
     memcpy(cfg->recipient_delimiter, "+", 2);
+    cfg->sender_login_match = true;
+    cfg->auth_mechs = (1u << SASL_MECH_PLAIN) | (1u << SASL_MECH_LOGIN) |
+                      (1u << SASL_MECH_SCRAM_SHA_256);
     for (int i = 0; i < LIM__COUNT; i++)
         cfg->limits[i] = limit_table[i].def;
 

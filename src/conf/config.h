@@ -61,6 +61,9 @@ struct cfg_user {
                            not assumed: own string) */
     char *domain;       /* lower case domain */
     char *password_hash;/* "$argon2id$..." or "$6$..." or NULL (no login) */
+    char *scram;        /* "scram-sha-256=ITER,SALT,STOREDKEY,SERVERKEY" value
+                           (base64 parts), or NULL: no SCRAM for this user */
+    char *cram_secret;  /* reversible secret for CRAM-MD5, or NULL */
     size_t line;        /* where it was defined, for messages */
     bool in_config;     /* defined by `user` in the configuration file itself
                            (else it came from users-file) */
@@ -72,6 +75,17 @@ struct cfg_alias {
     size_t ntargets;
     size_t line;        /* where it was defined, for messages */
     bool in_config;     /* defined by `alias` (else it came from aliases-file) */
+};
+
+struct cfg_tls_cert {
+    char *cert;         /* PEM certificate chain file */
+    char *key;          /* PEM private key file */
+};
+
+struct cfg_net {
+    int family;         /* AF_INET or AF_INET6 */
+    unsigned char addr[16];
+    unsigned prefix;    /* CIDR prefix length */
 };
 
 struct config {
@@ -87,6 +101,15 @@ struct config {
     char recipient_delimiter[8]; /* set of chars, "" = no subaddressing */
     bool vrfy;              /* answer VRFY for anonymous clients */
     bool expn;              /* answer EXPN for anonymous clients */
+    bool sender_login_match;/* authenticated users send only as themselves
+                               (or aliases that reach them); default on */
+    unsigned auth_mechs;    /* bit (1u << enum sasl_mech) per mechanism offered */
+    char *local_socket;     /* UNIX socket for `estafeta sendmail`, absolute
+                               after config_load; NULL = none */
+
+    struct cfg_tls_cert *tls_certs; size_t ntls_certs; /* first = default */
+    struct cfg_net *plaintext_nets; size_t nplaintext_nets; /* PLAIN/LOGIN
+                               allowed without TLS from these networks */
 
     struct cfg_listener *listeners; size_t nlisteners;
     struct cfg_domain *domains;     size_t ndomains; /* in file order: the
@@ -130,6 +153,9 @@ const struct cfg_user *config_user(const struct config *cfg,
 const struct cfg_alias *config_alias(const struct config *cfg,
                                      const char *name, size_t len);
 const char *listener_role_name(enum listener_role role);
+/* True if the address (AF_INET/AF_INET6 bytes) is in one of the networks. */
+bool config_net_match(const struct cfg_net *nets, size_t n, int family,
+                      const unsigned char *addr);
 
 /*
  * What local@domain means here, one step only: steps 1-8 of the order in
@@ -188,6 +214,8 @@ bool config_domain_valid(const char *s, size_t len);
 /* A stored password hash: "$argon2id$..." or "$6$...", printable, no ':'.
  * NULL, or why not. */
 const char *config_check_hash(const char *hash);
+/* Syntax of a "scram-sha-256=" value (users file or `user`); NULL if fine. */
+const char *config_check_scram(const char *v);
 /* One line of a configuration, users or aliases file: NULL, or why it is
  * refused (longer than CONFIG_LINE_MAX, NUL, control character but TAB). */
 const char *config_check_line(const char *s, size_t len);

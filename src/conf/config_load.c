@@ -359,6 +359,26 @@ struct config *config_load(const char *path,
         free(cfg->data_dir);
         cfg->data_dir = clean;
     }
+    /* The local submission socket lives in public/, the one directory
+     * of data-dir that other local users may reach (doc/config.md). */
+    if (cfg->local_socket == NULL) {
+        cfg->local_socket = path_join(cfg->data_dir, "public/submit.sock");
+    } else if (cfg->local_socket[0] == '\0') {
+        free(cfg->local_socket);
+        cfg->local_socket = NULL;
+    } else {
+        char *p = path_join(cfg->data_dir, cfg->local_socket);
+        free(cfg->local_socket);
+        cfg->local_socket = p;
+    }
+    for (size_t i = 0; i < cfg->ntls_certs; i++) {
+        char *c = path_join(cfg->data_dir, cfg->tls_certs[i].cert);
+        char *k = path_join(cfg->data_dir, cfg->tls_certs[i].key);
+        free(cfg->tls_certs[i].cert);
+        free(cfg->tls_certs[i].key);
+        cfg->tls_certs[i].cert = c;
+        cfg->tls_certs[i].key = k;
+    }
     if (cfg->users_file != NULL) {
         char *p = path_join(cfg->data_dir, cfg->users_file);
         free(cfg->users_file);

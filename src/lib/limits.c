@@ -69,6 +69,16 @@ const struct limit_def limit_table[LIM__COUNT] = {
         "local delivery retries sooner)"},
     [LIM_RETRY_MAX] = {"retry-max", 3600, 1, 24 * 3600,
         "longest pause between retries"},
+    [LIM_TIMEOUT_TLS] = {"timeout-tls", 30, 5, 600,
+        "a TLS handshake must finish in this time; a stalled or garbage "
+        "handshake costs one timer and is then dropped (security.md 3)"},
+    [LIM_AUTH_FAILURES] = {"auth-failures", 5, 1, 1000,
+        "failed logins from one client address before it is refused for "
+        "auth-lockout seconds (security.md 7: slows password guessing)"},
+    [LIM_AUTH_LOCKOUT] = {"auth-lockout", 300, 1, 86400,
+        "how long an address that reached auth-failures is refused"},
+    [LIM_AUTH_DELAY] = {"auth-delay", 2, 0, 60,
+        "delay before answering a failed login (security.md 7)"},
 };
 
 int limit_lookup(const char *name)

@@ -697,11 +697,16 @@ TEST(embedded_default)
         CHECK_EQ_STR(cfg->data_dir, want);
         snprintf(want, sizeof(want), "%s/estafeta-data/users", tmpdir);
         CHECK_EQ_STR(cfg->users_file, want);
-        CHECK_EQ_INT(cfg->nlisteners, 2);
+        CHECK_EQ_INT(cfg->nlisteners, 3);
         CHECK_EQ_INT(cfg->listeners[0].port, 2525);
         CHECK_EQ_INT(cfg->listeners[0].role, ROLE_MX);
         CHECK_EQ_INT(cfg->listeners[1].port, 2587);
         CHECK_EQ_INT(cfg->listeners[1].role, ROLE_SUBMISSION);
+        CHECK_EQ_INT(cfg->listeners[2].port, 2465);
+        CHECK_EQ_INT(cfg->listeners[2].role, ROLE_SUBMISSIONS);
+        snprintf(want, sizeof(want), "%s/estafeta-data/public/submit.sock", tmpdir);
+        CHECK_EQ_STR(cfg->local_socket, want);
+        CHECK(cfg->sender_login_match);
         CHECK(config_user(cfg, "demo@example.test", 17) != NULL);
         CHECK(config_alias(cfg, "team@example.test", 17) != NULL);
         CHECK_EQ_STR(cfg->recipient_delimiter, "+");
