@@ -32,7 +32,13 @@ const char config_embedded_default[] =
     "listen 127.0.0.1:2587 submission\n"
     "listen 127.0.0.1:2465 submissions\n"
     "domain example.test\n"
-    "user demo@example.test\n"
+    "# the demo user's password is \"demo\"\n"
+    "user demo@example.test"
+    " $argon2id$v=19$m=65536,t=3,p=1$Qjj576cj63/3ciEk6MI9PA$"
+    "Dt6OUiJI/GuaBTxaZTI15x7vxPE5YTpzwOas2eAVUFU"
+    " scram-sha-256=10000,GSbPOIMbBaNImM0lw2o9ug==,"
+    "+2MT762+Nqxd07eAxJKmlxztAFU5D0TQBKYJyVE4m2A=,"
+    "gm27kBsgu5aNtEYKva9EOXRPaYdWAmUsSICh2zkACQk=\n"
     "users-file users\n"
     "postmaster demo@example.test\n"
     "alias team@example.test demo@example.test\n"
@@ -119,6 +125,7 @@ const char *listener_role_name(enum listener_role role)
     case ROLE_MX: return "mx";
     case ROLE_SUBMISSION: return "submission";
     case ROLE_SUBMISSIONS: return "submissions";
+    case ROLE_LOCAL: return "local";
     }
     return "?";
 }
@@ -920,6 +927,8 @@ static enum limit_kind limit_kind(int id)
         return LK_SIZE;
     case LIM_TIMEOUT_COMMAND: case LIM_TIMEOUT_DATA: case LIM_TIMEOUT_SHUTDOWN:
     case LIM_QUEUE_LIFETIME: case LIM_RETRY_MIN: case LIM_RETRY_MAX:
+    case LIM_TIMEOUT_CLOSE: case LIM_TIMEOUT_TLS: case LIM_AUTH_LOCKOUT:
+    case LIM_AUTH_DELAY:
         return LK_TIME;
     default:
         return LK_COUNT;

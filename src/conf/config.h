@@ -41,6 +41,8 @@ enum listener_role {
     ROLE_MX,            /* port 25: mail for our domains, no relay */
     ROLE_SUBMISSION,    /* port 587: STARTTLS + AUTH (issue 3) */
     ROLE_SUBMISSIONS,   /* port 465: implicit TLS + AUTH (issue 3) */
+    ROLE_LOCAL,         /* the local-socket (estafeta sendmail); never from
+                           a `listen` line: the peer's uid is its identity */
 };
 
 struct cfg_listener {

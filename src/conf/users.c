@@ -11,6 +11,12 @@
  * rewritten atomically and under a lock, keeping its owner and mode, so a
  * crash or two administrators at once cannot leave it half-written or lose
  * one of the two updates.
+ *
+ * SCRAM keys are checked in full when the file is read (iteration range,
+ * base64, salt and key lengths), so users_sasl_creds() cannot fail for a
+ * user of this file and a bad line is reported with its number instead of
+ * surfacing as a failed login. A cram-md5= secret is the password in clear:
+ * buffers that held one are wiped before they are freed.
  */
 #include "conf/users.h"
 
@@ -39,6 +45,100 @@
 #define ARGON2_HASHLEN 32
 
 /* ---- parsing ---- */
+
+/* The fields after the hash, as spans of the line. */
+struct user_fields {
+    const char *scram;  /* value after "scram-sha-256=", or NULL */
+    size_t scram_len;
+    const char *cram;   /* value after "cram-md5=", or NULL */
+    size_t cram_len;
+};
+
+/* Decodes "ITER,SALT,STOREDKEY,SERVERKEY" (syntax already checked by
+ * config_check_scram) into creds. NULL, or why not. */
+static const char *scram_decode(const char *v, struct sasl_creds *c)
+{
+    memset(c, 0, sizeof(*c));
+    char *end;
+    unsigned long iter = strtoul(v, &end, 10);
+    if (end == v || *end != ',' || iter < 4096 || iter > 10000000)
+        return "scram-sha-256= must start with an iteration count of 4096 or more";
+    const char *f[3];
+    size_t len[3];
+    for (int i = 0; i < 3; i++) {
+        f[i] = end + 1;
+        len[i] = strcspn(f[i], ",");
+        end = (char *)f[i] + len[i];
+    }
+    unsigned char key[64];
+    long n = sasl_b64_decode(f[0], len[0], c->scram_salt, sizeof(c->scram_salt));
+    if (n < 1)
+        return "scram-sha-256= salt must be 1 to 64 octets in base64";
+    c->scram_salt_len = (size_t)n;
+    if (sasl_b64_decode(f[1], len[1], key, sizeof(key)) != 32)
+        goto bad_key;
+    memcpy(c->scram_stored_key, key, 32);
+    if (sasl_b64_decode(f[2], len[2], key, sizeof(key)) != 32)
+        goto bad_key;
+    memcpy(c->scram_server_key, key, 32);
+    explicit_bzero(key, sizeof(key));
+    c->scram_iterations = (uint32_t)iter;
+    c->has_scram = true;
+    return NULL;
+bad_key:
+    explicit_bzero(key, sizeof(key));
+    explicit_bzero(c, sizeof(*c));
+    return "scram-sha-256= keys must be 32 octets each in base64";
+}
+
+/* Full check of a scram-sha-256= value of len bytes. NULL, or why not. */
+static const char *check_scram(const char *v, size_t len)
+{
+    if (len > CONFIG_LINE_MAX)
+        return "scram-sha-256= value too long";
+    char copy[CONFIG_LINE_MAX + 1];
+    memcpy(copy, v, len);
+    copy[len] = '\0';
+    struct sasl_creds c;
+    const char *why = config_check_scram(copy);
+    if (why == NULL)
+        why = scram_decode(copy, &c);
+    explicit_bzero(&c, sizeof(c));
+    return why;
+}
+
+/* Splits and checks f[0..len), the ':'-separated fields after the hash.
+ * Other fields are skipped, so a file written by a later version still
+ * loads. NULL, or why not; the message never quotes a value, which may be
+ * a secret. */
+static const char *check_fields(const char *f, size_t len,
+                                struct user_fields *r)
+{
+    memset(r, 0, sizeof(*r));
+    const char *end = f + len;
+    while (f < end) {
+        const char *colon = memchr(f, ':', (size_t)(end - f));
+        size_t flen = (size_t)((colon != NULL ? colon : end) - f);
+        if (flen >= 14 && memcmp(f, "scram-sha-256=", 14) == 0) {
+            if (r->scram != NULL)
+                return "field 'scram-sha-256=' given twice";
+            const char *why = check_scram(f + 14, flen - 14);
+            if (why != NULL)
+                return why;
+            r->scram = f + 14;
+            r->scram_len = flen - 14;
+        } else if (flen >= 9 && memcmp(f, "cram-md5=", 9) == 0) {
+            if (r->cram != NULL)
+                return "field 'cram-md5=' given twice";
+            if (flen == 9 || flen - 9 > SASL_NAME_MAX)
+                return "cram-md5= needs a secret of 1 to 255 octets";
+            r->cram = f + 9;
+            r->cram_len = flen - 9;
+        }
+        f += flen + (colon != NULL);
+    }
+    return NULL;
+}
 
 /* Trim spaces and tabs at both ends of s[0..*len). */
 static const char *trim(const char *s, size_t *len)
@@ -82,12 +182,22 @@ int users_parse(struct config *cfg, const char *text, size_t len,
         if (hlen > 0 && (why = config_check_hash(hash)) != NULL)
             return config_errf(err_r, "%s:%zu: user '%s': %s", filename,
                                lineno, addr, why);
+        struct user_fields f;
+        if (hend != NULL &&
+            (why = check_fields(hend + 1, (size_t)(l + llen - hend - 1), &f)) != NULL)
+            return config_errf(err_r, "%s:%zu: user '%s': %s", filename,
+                               lineno, addr, why);
+        if (hend == NULL)
+            memset(&f, 0, sizeof(f));
         const char *dom = strrchr(addr, '@') + 1;
         if (config_domain(cfg, dom, strlen(dom)) == NULL)
             return config_errf(err_r,
                                "%s:%zu: user '%s' is not in a local domain",
                                filename, lineno, addr);
-        config_add_user(cfg, addr, hlen > 0 ? hash : NULL, false, lineno);
+        struct cfg_user *u = config_add_user(cfg, addr, hlen > 0 ? hash : NULL,
+                                             false, lineno);
+        u->scram = f.scram != NULL ? xstrndup(f.scram, f.scram_len) : NULL;
+        u->cram_secret = f.cram != NULL ? xstrndup(f.cram, f.cram_len) : NULL;
     }
 
     /* Duplicates and clashes with aliases, lowest line first. Sorting puts
@@ -177,8 +287,38 @@ fail:;
     return config_errf(err_r, "%s: cannot write: %s", path, strerror(e));
 }
 
-int users_file_update(const char *path, const char *address, const char *hash,
-                      struct buf *err_r)
+/* Is "hash[:field...]" what users_parse accepts after "address:"? */
+static const char *check_entry(const char *addr, const char *fields)
+{
+    size_t len = strlen(fields);
+    const char *why = config_check_line(fields, len);
+    if (why != NULL)
+        return why;
+    if (strlen(addr) + 1 + len > CONFIG_LINE_MAX)
+        return "entry longer than a line of the users file may be";
+    size_t hlen = strcspn(fields, ":");
+    if (hlen > 0) {
+        char hash[CONFIG_LINE_MAX + 1];
+        memcpy(hash, fields, hlen);
+        hash[hlen] = '\0';
+        if ((why = config_check_hash(hash)) != NULL)
+            return why;
+    }
+    struct user_fields f;
+    return fields[hlen] == ':'
+           ? check_fields(fields + hlen + 1, len - hlen - 1, &f) : NULL;
+}
+
+/* Frees a buffer that may have held a secret. */
+static void buf_wipe_free(struct buf *b)
+{
+    if (b->data != NULL)
+        explicit_bzero(b->data, b->alloc);
+    buf_free(b);
+}
+
+int users_file_update(const char *path, const char *address,
+                      const char *fields, struct buf *err_r)
 {
     char addr[CONFIG_ADDRESS_MAX];
     const char *why = config_check_mailbox(address, strlen(address), addr,
@@ -186,7 +326,8 @@ int users_file_update(const char *path, const char *address, const char *hash,
     if (why != NULL)
         return config_errf(err_r, "invalid user address '%s': %s", address,
                            why);
-    if (hash != NULL && *hash != '\0' && (why = config_check_hash(hash)) != NULL)
+    if (fields != NULL &&
+        (why = check_entry(addr, fields)) != NULL)
         return config_errf(err_r, "%s", why);
 
     size_t plen = strlen(path), n;
@@ -227,8 +368,8 @@ int users_file_update(const char *path, const char *address, const char *hash,
     }
 
     /* Copy every line byte for byte except the ones for address; the first
-     * of those becomes the new entry (extra fields are dropped: they are
-     * derived from the old password). */
+     * of those becomes the new entry (the old fields go with it: they derive
+     * from the old password). */
     bool found = false, oflow = false;
     size_t pos = 0;
     const char *text = old.data != NULL ? old.data : "";
@@ -242,18 +383,18 @@ int users_file_update(const char *path, const char *address, const char *hash,
             oflow |= buf_append(&out, l, full) < 0;
             continue;
         }
-        if (!found && hash != NULL)
-            oflow |= buf_appendf(&out, "%s:%s\n", addr, hash) < 0;
+        if (!found && fields != NULL)
+            oflow |= buf_appendf(&out, "%s:%s\n", addr, fields) < 0;
         found = true;
     }
-    if (!found && hash == NULL) {
+    if (!found && fields == NULL) {
         config_errf(err_r, "%s: no user '%s' in this file", path, addr);
         goto done;
     }
     if (!found) {
         if (out.len > 0 && out.data[out.len - 1] != '\n')
             oflow |= buf_putc(&out, '\n') < 0;
-        oflow |= buf_appendf(&out, "%s:%s\n", addr, hash) < 0;
+        oflow |= buf_appendf(&out, "%s:%s\n", addr, fields) < 0;
     }
     if (oflow) {
         config_errf(err_r, "%s: file would grow past 16 MiB", path);
@@ -263,11 +404,61 @@ int users_file_update(const char *path, const char *address, const char *hash,
 done:
     if (lfd >= 0)
         close(lfd);     /* releases the lock */
-    buf_free(&old);
-    buf_free(&out);
+    buf_wipe_free(&old);
+    buf_wipe_free(&out);
     free(lock);
     free(tmp);
     return rc;
+}
+
+/* ---- SASL credentials ---- */
+
+int users_sasl_creds(const struct cfg_user *u, struct sasl_creds *creds_r)
+{
+    memset(creds_r, 0, sizeof(*creds_r));
+    int rc = 0;
+    if (u->scram != NULL) {
+        struct sasl_creds c;
+        if (check_scram(u->scram, strlen(u->scram)) == NULL &&
+            scram_decode(u->scram, &c) == NULL)
+            *creds_r = c;
+        else
+            rc = -1;
+        explicit_bzero(&c, sizeof(c));
+    }
+    if (u->cram_secret != NULL) {
+        size_t len = strlen(u->cram_secret);
+        if (len > 0 && len < sizeof(creds_r->cram_secret))
+            memcpy(creds_r->cram_secret, u->cram_secret, len + 1);
+        else
+            rc = -1;
+    }
+    return rc;
+}
+
+int users_format_scram(const struct sasl_creds *c, char *out, size_t out_cap)
+{
+    if (!c->has_scram || c->scram_salt_len == 0 ||
+        c->scram_salt_len > sizeof(c->scram_salt))
+        return -1;
+    struct buf b;
+    buf_init(&b, 512);
+    int r = buf_appendf(&b, "scram-sha-256=%lu,", (unsigned long)c->scram_iterations);
+    size_t before = b.len;
+    sasl_b64_encode(c->scram_salt, c->scram_salt_len, &b);
+    r |= b.len == before ? -1 : buf_putc(&b, ',');
+    before = b.len;
+    sasl_b64_encode(c->scram_stored_key, sizeof(c->scram_stored_key), &b);
+    r |= b.len == before ? -1 : buf_putc(&b, ',');
+    before = b.len;
+    sasl_b64_encode(c->scram_server_key, sizeof(c->scram_server_key), &b);
+    r |= b.len == before ? -1 : 0;
+    if (r == 0 && b.len < out_cap)
+        memcpy(out, b.data, b.len + 1);
+    else
+        r = -1;
+    buf_wipe_free(&b);
+    return r;
 }
 
 /* ---- hashing ---- */

@@ -6,6 +6,11 @@
  * off, twice, or as one line from standard input when that is not a
  * terminal (for scripts: `printf '%s\n' "$pw" | estafeta user add ...`).
  * Plaintext is wiped from memory as soon as it is hashed.
+ *
+ * One password gives every stored form at once: the argon2id hash (PLAIN,
+ * LOGIN), SCRAM-SHA-256 keys, and with --cram-md5 the password itself,
+ * since CRAM-MD5 cannot work from anything else. Passwords are at most 255
+ * octets, the SASL limit (sasl.h), so every mechanism can use them.
  */
 #include "estafeta/cmd.h"
 
@@ -20,18 +25,26 @@
 #include "conf/users.h"
 #include "lib/fsutil.h"
 #include "lib/xalloc.h"
+#include "proto/sasl.h"
 
-#define PASSWORD_MAX 1024
+#define PASSWORD_MAX 1024       /* what is read; SASL_NAME_MAX is accepted */
+#define FIELDS_MAX 1024         /* hash, cram-md5= and scram-sha-256= fields */
 
 static const char user_usage[] =
-    "usage: estafeta user add ADDRESS      add a user (asks for a password)\n"
-    "       estafeta user passwd ADDRESS   change a user's password\n"
-    "       estafeta user del ADDRESS      remove a user\n"
-    "       estafeta user list             list users; '(config)' marks users\n"
-    "                                      defined in the configuration file\n"
+    "usage: estafeta user add ADDRESS [--cram-md5]   add a user (asks for a\n"
+    "                                                password)\n"
+    "       estafeta user passwd ADDRESS [--cram-md5]\n"
+    "                                                change a user's password\n"
+    "       estafeta user del ADDRESS                remove a user\n"
+    "       estafeta user list                       list users; '(config)'\n"
+    "                                                marks users defined in\n"
+    "                                                the configuration file\n"
     "  Users are kept in the configured users-file. The password is read\n"
     "  from the terminal without echo, or as one line from standard input\n"
-    "  when it is not a terminal; never from the command line.\n"
+    "  when it is not a terminal; never from the command line. It is stored\n"
+    "  as an argon2id hash and as SCRAM-SHA-256 keys.\n"
+    "  --cram-md5          also store the password itself, reversibly, for\n"
+    "                      CRAM-MD5 (which cannot work otherwise)\n"
     "  -c, --config FILE   configuration file (default: $ESTAFETA_CONFIG,\n"
     "                      else the embedded default)\n"
     "  --data-dir DIR      override data-dir (default: $ESTAFETA_DATA)\n"
@@ -83,8 +96,61 @@ static int ask(const char *prompt, char *out, size_t cap)
     return r;
 }
 
-/* The new password, hashed into hash. 0, or -1 with a message printed. */
-static int get_password_hash(const char *address, char *hash, size_t hash_cap)
+/* Every stored form of pw as users-file fields: "HASH[:cram-md5=PW]:
+ * scram-sha-256=..." (the cram secret is not last, so a trailing space of
+ * it is not trimmed away when the file is read). 0, or -1 with a message. */
+static int make_fields(const char *pw, bool cram, char *out, size_t cap)
+{
+    size_t len = strlen(pw);
+    if (len > SASL_NAME_MAX) {
+        fprintf(stderr, "estafeta user: password longer than %d bytes (the "
+                "SASL limit)\n", SASL_NAME_MAX);
+        return -1;
+    }
+    if (cram && (strchr(pw, ':') != NULL || config_check_line(pw, len) != NULL)) {
+        fprintf(stderr, "estafeta user: a password stored for CRAM-MD5 cannot "
+                "hold ':' or control characters\n");
+        return -1;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if ((unsigned char)pw[i] >= 0x80) {
+            fprintf(stderr, "estafeta user: warning: SCRAM-SHA-256 clients may "
+                    "normalise a non-ASCII password (SASLprep) and fail\n");
+            break;
+        }
+    }
+    char hash[256], scram[256];
+    struct sasl_creds creds;
+    int rc = -1;
+    if (password_hash(pw, hash, sizeof(hash)) < 0) {
+        fprintf(stderr, "estafeta user: hashing the password failed\n");
+        goto done;
+    }
+    if (sasl_scram_derive(pw, SASL_SCRAM_ITERATIONS, &creds) < 0 ||
+        users_format_scram(&creds, scram, sizeof(scram)) < 0) {
+        fprintf(stderr, "estafeta user: deriving SCRAM keys failed\n");
+        goto done;
+    }
+    int n = cram ? snprintf(out, cap, "%s:cram-md5=%s:%s", hash, pw, scram)
+                 : snprintf(out, cap, "%s:%s", hash, scram);
+    if (n < 0 || (size_t)n >= cap) {
+        fprintf(stderr, "estafeta user: entry too long\n");
+        goto done;
+    }
+    rc = 0;
+done:
+    explicit_bzero(&creds, sizeof(creds));
+    explicit_bzero(scram, sizeof(scram));
+    explicit_bzero(hash, sizeof(hash));
+    if (rc < 0)
+        explicit_bzero(out, cap);
+    return rc;
+}
+
+/* The new password, turned into users-file fields. 0, or -1 with a message
+ * printed. */
+static int get_password_fields(const char *address, bool cram, char *fields,
+                               size_t fields_cap)
 {
     char *pw = xmalloc(PASSWORD_MAX + 1), *again = xmalloc(PASSWORD_MAX + 1);
     int rc = -1, r;
@@ -114,10 +180,8 @@ static int get_password_hash(const char *address, char *hash, size_t hash_cap)
         fprintf(stderr, "estafeta user: empty password refused\n");
         goto done;
     }
-    if (password_hash(pw, hash, hash_cap) < 0) {
-        fprintf(stderr, "estafeta user: hashing the password failed\n");
+    if (make_fields(pw, cram, fields, fields_cap) < 0)
         goto done;
-    }
     rc = 0;
 done:
     explicit_bzero(pw, PASSWORD_MAX + 1);
@@ -196,9 +260,31 @@ static void hand_to_server(const struct config *cfg)
                 cfg->users_file, cfg->run_as, pw ? strerror(errno) : "no such user");
 }
 
+/* Takes --cram-md5 (before any "--") out of argv, which the shared option
+ * parser would refuse. */
+static bool take_cram_flag(int *argc, char **argv)
+{
+    bool found = false;
+    int j = 1;
+    bool only_args = false;
+    for (int i = 1; i < *argc; i++) {
+        if (!only_args && strcmp(argv[i], "--cram-md5") == 0) {
+            found = true;
+            continue;
+        }
+        if (strcmp(argv[i], "--") == 0)
+            only_args = true;
+        argv[j++] = argv[i];
+    }
+    *argc = j;
+    argv[j] = NULL;
+    return found;
+}
+
 int cmd_user(int argc, char **argv)
 {
     struct cmd_opts o;
+    bool cram = take_cram_flag(&argc, argv);
     int r = cmd_parse_opts(argc, argv, user_usage, &o);
     if (r != 0)
         return r == 1 ? 0 : 2;
@@ -207,9 +293,13 @@ int cmd_user(int argc, char **argv)
     bool known = action != NULL && (is_list || strcmp(action, "add") == 0 ||
                                     strcmp(action, "passwd") == 0 ||
                                     strcmp(action, "del") == 0);
-    if (!known || o.nargs != (is_list ? 1u : 2u)) {
+    bool sets_password = known && (strcmp(action, "add") == 0 ||
+                                   strcmp(action, "passwd") == 0);
+    if (!known || o.nargs != (is_list ? 1u : 2u) || (cram && !sets_password)) {
         if (action != NULL && !known)
             fprintf(stderr, "estafeta user: unknown action '%s'\n", action);
+        else if (cram && known && !sets_password)
+            fprintf(stderr, "estafeta user: --cram-md5 goes with add or passwd\n");
         fputs(user_usage, stderr);
         free(o.args);
         return 2;
@@ -243,7 +333,7 @@ int cmd_user(int argc, char **argv)
     }
     const char *dom = strrchr(addr, '@') + 1;
     const struct cfg_user *u = config_user(cfg, addr, strlen(addr));
-    char hash[256];
+    char fields[FIELDS_MAX];
 
     if (strcmp(action, "add") == 0) {
         if (config_domain(cfg, dom, strlen(dom)) == NULL) {
@@ -260,7 +350,7 @@ int cmd_user(int argc, char **argv)
             goto out;
         }
         if (ensure_dir(cfg->users_file) < 0 ||
-            get_password_hash(addr, hash, sizeof(hash)) < 0)
+            get_password_fields(addr, cram, fields, sizeof(fields)) < 0)
             goto out;
     } else {
         if (u == NULL) {
@@ -273,7 +363,7 @@ int cmd_user(int argc, char **argv)
             goto out;
         }
         if (strcmp(action, "passwd") == 0) {
-            if (get_password_hash(addr, hash, sizeof(hash)) < 0)
+            if (get_password_fields(addr, cram, fields, sizeof(fields)) < 0)
                 goto out;
         } else if (check_del(cfg, u) < 0) {
             goto out;
@@ -281,13 +371,22 @@ int cmd_user(int argc, char **argv)
     }
     bool del = strcmp(action, "del") == 0;
     bool existed = access(cfg->users_file, F_OK) == 0;
-    if (users_file_update(cfg->users_file, addr, del ? NULL : hash, &err) < 0) {
+    r = users_file_update(cfg->users_file, addr, del ? NULL : fields, &err);
+    explicit_bzero(fields, sizeof(fields));
+    if (r < 0) {
         fprintf(stderr, "estafeta user: %s\n", buf_cstr(&err));
         goto out;
     }
     if (!existed)
         hand_to_server(cfg);
-    explicit_bzero(hash, sizeof(hash));
+    if (cram) {
+        fprintf(stderr, "estafeta user: warning: CRAM-MD5 needs the password "
+                "stored reversibly: it is now in %s in clear; anyone who can "
+                "read that file can log in as %s\n", cfg->users_file, addr);
+        if ((cfg->auth_mechs & (1u << SASL_MECH_CRAM_MD5)) == 0)
+            fprintf(stderr, "estafeta user: note: CRAM-MD5 is not offered "
+                    "until auth-mechanisms lists it\n");
+    }
     printf("%s: %s\n", addr, strcmp(action, "add") == 0 ? "added"
                              : del ? "removed" : "password changed");
     rc = 0;

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -34,6 +35,7 @@
 #include "conf/config.h"
 #include "deliver/qmgr.h"
 #include "io/listener.h"
+#include "io/tls.h"
 #include "lib/fsutil.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
@@ -49,6 +51,8 @@ struct serve {
     struct listener **listeners;
     enum listener_role *roles;
     size_t nlisteners;
+    struct listener *local;       /* local-socket for estafeta sendmail */
+    struct tls_server *tls;
     struct smtpd *smtpd;
     struct qmgr *qmgr;
     struct queue *queue;
@@ -80,6 +84,53 @@ static void serve_on_accept(int fd, const struct sockaddr_storage *peer,
     (void)peer;
     struct serve_accept_arg *a = arg;
     smtpd_accept(a->sv->smtpd, fd, peer_text, a->role);
+}
+
+/* The local socket: the kernel tells who the peer is (SO_PEERCRED). */
+static void serve_on_local(int fd, const struct sockaddr_storage *peer,
+                           const char *peer_text, void *arg)
+{
+    (void)peer;
+    (void)peer_text;
+    struct serve *sv = arg;
+    struct ucred cred;
+    socklen_t cl = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
+        close(fd);
+        return;
+    }
+    char name[64];
+    struct passwd pw, *res = NULL;
+    char pwbuf[4096];
+    if (getpwuid_r(cred.uid, &pw, pwbuf, sizeof(pwbuf), &res) == 0 && res != NULL)
+        snprintf(name, sizeof(name), "%s", pw.pw_name);
+    else
+        snprintf(name, sizeof(name), "uid%u", (unsigned)cred.uid);
+    smtpd_accept_local(sv->smtpd, fd, (unsigned)cred.uid, name);
+}
+
+/* The certificates: configured ones, else a self-signed one in tls/
+ * (created as the run-as user). NULL with a message when none loads. */
+static struct tls_server *serve_load_tls(const struct config *cfg, bool self_signed_ok)
+{
+    struct buf err;
+    buf_init(&err, 4096);
+    struct tls_server *ts = NULL;
+    if (cfg->ntls_certs > 0) {
+        ts = tls_server_new(cfg->tls_certs, cfg->ntls_certs, &err);
+    } else if (self_signed_ok) {
+        struct cfg_tls_cert c = {NULL, NULL};
+        if (tls_selfsigned_ensure("tls", cfg->hostname, &c.cert, &c.key, &err) == 0)
+            ts = tls_server_new(&c, 1, &err);
+        free(c.cert);
+        free(c.key);
+    } else {
+        buf_appends(&err, "no tls-certificate configured");
+    }
+    if (ts == NULL)
+        log_kv(LOG_ERR, "tls.load_failed", "error", buf_cstr(&err), NULL);
+    buf_free(&err);
+    return ts;
 }
 
 static void serve_on_committed(const char *id, void *arg)
@@ -137,6 +188,15 @@ static void serve_on_hup(evutil_socket_t sig, short what, void *arg)
         log_kv(LOG_WARN, "config.data_dir_changed",
                "action", "data-dir changes take effect after a restart", NULL);
     log_set_level(cfg->log_level);
+    struct tls_server *ts = serve_load_tls(cfg, true);
+    if (ts != NULL) {
+        smtpd_set_tls(sv->smtpd, ts);
+        tls_server_unref(sv->tls);
+        sv->tls = ts;
+    } else {
+        log_kv(LOG_WARN, "tls.reload_failed", "action",
+               "keeping the running certificates", NULL);
+    }
     struct cfgref *ref = cfgref_new(cfg);
     smtpd_set_config(sv->smtpd, ref);
     qmgr_set_config(sv->qmgr, ref);
@@ -183,7 +243,7 @@ static int serve_give_dirs(const char *data_dir, uid_t uid, gid_t gid)
 {
     static const char *const tree[][2] = {
         {"queue", NULL}, {"queue", "incoming"}, {"queue", "msg"},
-        {"queue", "corrupt"}, {"mail", NULL},
+        {"queue", "corrupt"}, {"mail", NULL}, {"tls", NULL},
     };
     int top = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (top < 0 || fchown(top, uid, gid) < 0) {
@@ -343,8 +403,30 @@ int cmd_serve(int argc, char **argv)
     int status = 1;
     if (serve_bind(&sv) < 0)
         goto out;
+    /* Keys configured by the admin are read before privileges go
+     * (security.md 8); a self-signed one is made later, as run-as. */
+    if (cfg->ntls_certs > 0 && (sv.tls = serve_load_tls(cfg, false)) == NULL) {
+        fprintf(stderr, "estafeta: cannot load the TLS certificates (see log)\n");
+        goto out;
+    }
     if (serve_prepare_dirs_and_drop(cfg, run_as_opt ? run_as_opt : cfg->run_as) < 0)
         goto out;
+    if (sv.tls == NULL && (sv.tls = serve_load_tls(cfg, true)) == NULL) {
+        fprintf(stderr, "estafeta: cannot create a TLS certificate (see log)\n");
+        goto out;
+    }
+    /* data-dir is reachable (not listable) by everyone so that local users
+     * reach public/, where the sendmail socket is; queue/ and mail/ stay
+     * private (0700). */
+    if (cfg->local_socket != NULL) {
+        if (chmod(".", 0711) < 0 || fs_mkdir_p("public", 0755) < 0 ||
+            chmod("public", 0755) < 0 ||
+            (sv.local = listener_bind_unix(cfg->local_socket)) == NULL) {
+            fprintf(stderr, "estafeta: cannot create the local socket %s: %s\n",
+                    cfg->local_socket, strerror(errno));
+            goto out;
+        }
+    }
 
     struct buf qerr;
     buf_init(&qerr, 4096);
@@ -372,6 +454,9 @@ int cmd_serve(int argc, char **argv)
         goto out;
     }
     sv.smtpd = smtpd_new(sv.base, sv.queue, sv.cfg, serve_on_committed, &sv);
+    smtpd_set_tls(sv.smtpd, sv.tls);
+    if (sv.local != NULL)
+        listener_start(sv.local, sv.base, serve_on_local, &sv);
     sv.qmgr = qmgr_start(sv.queue, sv.store, sv.cfg);
     struct serve_accept_arg *args = xcalloc(sv.nlisteners ? sv.nlisteners : 1,
                                             sizeof(*args));
@@ -404,6 +489,12 @@ out:
     for (size_t i = 0; i < sv.nlisteners; i++)
         listener_free(sv.listeners[i]);
     free(sv.listeners);
+    if (sv.local != NULL) {
+        listener_free(sv.local);
+        if (sv.cfg != NULL && sv.cfg->cfg->local_socket != NULL)
+            unlink(sv.cfg->cfg->local_socket);
+    }
+    tls_server_unref(sv.tls);
     free(sv.roles);
     if (sv.base)
         event_base_free(sv.base);

@@ -12,6 +12,7 @@
 
 #include <event2/event.h>
 
+#include "io/tls.h"
 #include "lib/xalloc.h"
 
 /* Output is capped far above high_water: replies are small and input stops
@@ -38,6 +39,9 @@ struct conn {
     bool dead;                 /* CLOSED/TIMEOUT delivered; no more events */
     bool reading;              /* ev_read is added */
     bool eof;                  /* the peer sent FIN; no more reads */
+    struct tls_conn *tls;      /* NULL for plaintext */
+    bool tls_active;           /* handshake done */
+    struct tls_server *tls_next; /* STARTTLS: handshake once output is out */
     unsigned in_callback;      /* nesting of owner callbacks */
     bool free_pending;         /* conn_free() called from inside a callback */
 };
@@ -92,10 +96,80 @@ static void conn_on_timer(evutil_socket_t fd, short what, void *arg)
     (void)conn_deliver(c, c->closing ? CONN_EV_CLOSED : CONN_EV_TIMEOUT);
 }
 
+/* One step of the TLS handshake; returns false if the conn is gone. */
+static bool conn_tls_step(struct conn *c)
+{
+    switch (tls_conn_handshake(c->tls)) {
+    case TLS_IO_OK:
+        c->tls_active = true;
+        event_del(c->ev_write);
+        if (!conn_deliver(c, CONN_EV_TLS_READY))
+            return false;
+        conn_update_read(c);
+        if (c->out.len > 0)
+            event_add(c->ev_write, NULL);
+        return true;
+    case TLS_IO_WANT_READ:
+        event_del(c->ev_write);
+        conn_update_read(c);
+        return true;
+    case TLS_IO_WANT_WRITE:
+        event_add(c->ev_write, NULL);
+        return true;
+    case TLS_IO_EOF:
+    case TLS_IO_ERROR:
+        break;
+    }
+    return conn_deliver(c, CONN_EV_CLOSED);
+}
+
+static bool conn_tls_begin(struct conn *c)
+{
+    struct tls_server *ts = c->tls_next;
+    c->tls_next = NULL;
+    /* Whatever arrived before the handshake is discarded (security.md 3). */
+    buf_reset(&c->in);
+    c->tls = tls_conn_new(ts, c->fd);
+    tls_server_unref(ts);
+    if (c->tls == NULL)
+        return conn_deliver(c, CONN_EV_CLOSED);
+    return conn_tls_step(c);
+}
+
+/* Reads into the input buffer through TLS; returns bytes read, 0 for
+ * "nothing now", -1 for EOF, -2 for an error. */
+static ssize_t conn_tls_read(struct conn *c, char *chunk, size_t room)
+{
+    size_t got = 0;
+    switch (tls_conn_read(c->tls, chunk, room, &got)) {
+    case TLS_IO_OK:
+        return (ssize_t)got;
+    case TLS_IO_WANT_READ:
+        return 0;
+    case TLS_IO_WANT_WRITE:
+        event_add(c->ev_write, NULL);
+        return 0;
+    case TLS_IO_EOF:
+        return -1;
+    case TLS_IO_ERROR:
+        break;
+    }
+    return -2;
+}
+
 static void conn_on_read(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
     struct conn *c = arg;
+    if (c->tls != NULL && !c->tls_active) {
+        (void)conn_tls_step(c);
+        return;
+    }
+    if (c->tls_next != NULL) {
+        /* STARTTLS accepted, reply not yet out: read nothing meanwhile. */
+        conn_update_read(c);
+        return;
+    }
     char chunk[CONN_READ_CHUNK];
     size_t room = c->in.max - c->in.len;
     if (room == 0) {
@@ -104,12 +178,25 @@ static void conn_on_read(evutil_socket_t fd, short what, void *arg)
     }
     if (room > sizeof(chunk))
         room = sizeof(chunk);
-    ssize_t n = read(fd, chunk, room);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+    ssize_t n;
+    if (c->tls != NULL) {
+        n = conn_tls_read(c, chunk, room);
+        if (n == 0)
             return;
-        (void)conn_deliver(c, CONN_EV_CLOSED);
-        return;
+        if (n == -2) {
+            (void)conn_deliver(c, CONN_EV_CLOSED);
+            return;
+        }
+        if (n == -1)
+            n = 0;
+    } else {
+        n = read(fd, chunk, room);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                return;
+            (void)conn_deliver(c, CONN_EV_CLOSED);
+            return;
+        }
     }
     if (n == 0) {
         c->eof = true;
@@ -127,14 +214,35 @@ static void conn_on_read(evutil_socket_t fd, short what, void *arg)
     conn_arm_timer(c);
     if (!c->paused && !conn_deliver(c, CONN_EV_INPUT))
         return;
+    /* Records already decrypted inside OpenSSL raise no socket event. */
+    if (c->tls != NULL && tls_conn_pending(c->tls) > 0 && c->in.len < c->in.max)
+        event_active(c->ev_read, EV_READ, 0);
     conn_update_read(c);
 }
 
 static void conn_try_write(struct conn *c)
 {
+    if (c->tls != NULL && !c->tls_active) {
+        (void)conn_tls_step(c);
+        return;
+    }
     bool was_high = c->out.len >= c->high_water;
     while (c->out.len > 0) {
-        ssize_t n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL);
+        ssize_t n;
+        if (c->tls != NULL) {
+            size_t put = 0;
+            enum tls_io r = tls_conn_write(c->tls, c->out.data, c->out.len, &put);
+            if (r == TLS_IO_WANT_WRITE || r == TLS_IO_WANT_READ)
+                break;
+            if (r != TLS_IO_OK) {
+                buf_reset(&c->out);
+                (void)conn_deliver(c, CONN_EV_CLOSED);
+                return;
+            }
+            n = (ssize_t)put;
+        } else {
+            n = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL);
+        }
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -145,6 +253,10 @@ static void conn_try_write(struct conn *c)
             return;
         }
         buf_consume(&c->out, (size_t)n);
+    }
+    if (c->out.len == 0 && c->tls_next != NULL) {
+        (void)conn_tls_begin(c);
+        return;
     }
     if (c->dead)
         return;
@@ -193,8 +305,10 @@ static void conn_update_read(struct conn *c)
                 (!c->paused || c->in.len < c->in.max);
     if (c->closing)
         want = true; /* keep draining so EOF/RST is noticed */
-    if (c->eof)
+    if (c->eof || c->tls_next != NULL)
         want = false;
+    if (c->tls != NULL && !c->tls_active)
+        want = true; /* the handshake reads whatever the owner's state */
     if (want && !c->reading) {
         event_add(c->ev_read, NULL);
         c->reading = true;
@@ -242,6 +356,8 @@ void conn_free(struct conn *c)
 
 static void conn_destroy(struct conn *c)
 {
+    tls_conn_free(c->tls);
+    tls_server_unref(c->tls_next);
     event_free(c->ev_read);
     event_free(c->ev_write);
     event_free(c->ev_timer);
@@ -319,4 +435,34 @@ void conn_close_after_flush(struct conn *c, unsigned close_timeout)
     c->timeout = close_timeout;
     conn_arm_timer(c);
     conn_try_write(c);
+}
+
+void conn_start_tls(struct conn *c, struct tls_server *ts)
+{
+    if (c->dead || c->closing || c->tls != NULL || c->tls_next != NULL)
+        return;
+    c->tls_next = tls_server_ref(ts);
+    buf_reset(&c->in);
+    conn_update_read(c);
+    conn_try_write(c); /* begins the handshake once the reply is out */
+}
+
+bool conn_tls_active(const struct conn *c) { return c->tls_active; }
+
+const char *conn_tls_version(const struct conn *c)
+{
+    return c->tls_active ? tls_conn_version(c->tls) : NULL;
+}
+
+const char *conn_tls_cipher(const struct conn *c)
+{
+    return c->tls_active ? tls_conn_cipher(c->tls) : NULL;
+}
+
+void conn_abort(struct conn *c)
+{
+    if (!c->dead) {
+        buf_reset(&c->out);
+        (void)conn_deliver(c, CONN_EV_CLOSED);
+    }
 }

@@ -28,6 +28,13 @@
  * buffer is capped at in_max; when full, reading stops until the owner
  * consumes.
  *
+ * TLS: conn_start_tls(c, ts) first writes what is queued (the "220 Ready
+ * to start TLS" reply) in plaintext, then discards every input byte
+ * buffered so far (security.md 3: nothing sent before the handshake may be
+ * read as a command afterwards) and runs the handshake; CONN_EV_TLS_READY
+ * follows, or CONN_EV_CLOSED if the handshake fails (the owner's timeout
+ * covers a stalled one). From then on input and output go through TLS.
+ *
  * conn_pause() stops delivering input events (the session is waiting for
  * the disk, say); conn_resume() restarts them and re-delivers CONN_EV_INPUT
  * if bytes are buffered. conn_close_after_flush() writes what is queued,
@@ -46,7 +53,8 @@
 struct event_base;
 struct conn;
 
-enum conn_event { CONN_EV_INPUT, CONN_EV_TIMEOUT, CONN_EV_CLOSED };
+enum conn_event { CONN_EV_INPUT, CONN_EV_TIMEOUT, CONN_EV_CLOSED,
+                  CONN_EV_TLS_READY };
 
 typedef void (*conn_cb)(struct conn *c, enum conn_event ev, void *arg);
 
@@ -65,7 +73,17 @@ void conn_set_timeout(struct conn *c, unsigned seconds);
 void conn_pause(struct conn *c);
 void conn_resume(struct conn *c);
 void conn_close_after_flush(struct conn *c, unsigned close_timeout);
+/* Drops the connection now, unsent output included (a failed or stalled
+ * TLS handshake, where nothing can be sent); CONN_EV_CLOSED follows. */
+void conn_abort(struct conn *c);
 int conn_fd(const struct conn *c);
 bool conn_eof(const struct conn *c);
+
+struct tls_server;
+void conn_start_tls(struct conn *c, struct tls_server *ts);
+bool conn_tls_active(const struct conn *c);
+/* "TLSv1.3" and cipher name, or NULL without TLS. */
+const char *conn_tls_version(const struct conn *c);
+const char *conn_tls_cipher(const struct conn *c);
 
 #endif

@@ -6,6 +6,8 @@
 #include <stdbool.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -77,6 +79,39 @@ struct listener *listener_bind(const char *host, uint16_t port)
     return l;
 }
 
+struct listener *listener_bind_unix(const char *path)
+{
+    struct sockaddr_un sun;
+    memset(&sun, 0, sizeof(sun));
+    sun.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        errno = ENAMETOOLONG;
+        return NULL;
+    }
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            errno = EEXIST;
+            return NULL;
+        }
+        unlink(path);
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return NULL;
+    if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 ||
+        chmod(path, 0666) < 0 || listen(fd, LISTEN_BACKLOG) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return NULL;
+    }
+    struct listener *l = xcalloc(1, sizeof(*l));
+    l->fd = fd;
+    return l;
+}
+
 static void listener_on_accept(evutil_socket_t fd, short what, void *arg)
 {
     (void)what;
@@ -98,7 +133,9 @@ static void listener_on_accept(evutil_socket_t fd, short what, void *arg)
             return;
         }
         char text[INET6_ADDRSTRLEN] = "?";
-        if (peer.ss_family == AF_INET)
+        if (peer.ss_family == AF_UNIX)
+            snprintf(text, sizeof(text), "local");
+        else if (peer.ss_family == AF_INET)
             inet_ntop(AF_INET, &((struct sockaddr_in *)&peer)->sin_addr, text,
                       sizeof(text));
         else if (peer.ss_family == AF_INET6)

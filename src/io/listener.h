@@ -19,6 +19,10 @@ typedef void (*listener_accept_fn)(int fd, const struct sockaddr_storage *peer,
 /* Returns NULL and sets errno on failure (EADDRINUSE, EACCES, EINVAL for a
  * host that is not a numeric address). */
 struct listener *listener_bind(const char *host, uint16_t port);
+/* A UNIX stream socket at path, mode 0666 (who may connect is decided by
+ * the directory it is in). A stale socket file is replaced; anything else
+ * at path is an error (EEXIST). */
+struct listener *listener_bind_unix(const char *path);
 void listener_start(struct listener *l, struct event_base *base,
                     listener_accept_fn fn, void *arg);
 void listener_stop(struct listener *l);    /* stop accepting, keep socket */

@@ -37,6 +37,9 @@
 #define SASL_LINE_MAX 12288   /* base64 octets per client line (RFC 4954 4: 12288 for AUTH) */
 #define SASL_NAME_MAX 255
 #define SASL_SCRAM_SALT_MAX 64
+#define SASL_SCRAM_ITERATIONS 10000 /* what `estafeta user` writes, and what
+                                       the fake exchange of an unknown user
+                                       shows (RFC 7677 4: at least 4096) */
 
 enum sasl_mech {
     SASL_MECH_PLAIN,
@@ -82,18 +85,32 @@ enum sasl_step {
 
 struct sasl_server;
 
-/* hostname is used in CRAM-MD5 challenges. nonce_src may be NULL (then
- * getrandom() is used); tests pass fixed bytes for reproducible vectors. */
+/* hostname (at most 255 octets are used) appears in CRAM-MD5 challenges
+ * and keys the fake SCRAM salt of unknown users. Returns NULL for
+ * DIGEST-MD5 or an unknown mechanism (the caller answers "unsupported").
+ * Nonces and challenges come from getrandom(). */
 struct sasl_server *sasl_server_new(enum sasl_mech mech, const char *hostname,
                                     sasl_lookup_fn lookup, void *arg);
+/* TEST ONLY, for reproducible vectors (RFC 7677 3, RFC 2195): the SCRAM
+ * server nonce, or for CRAM-MD5 the part of the challenge before '@'
+ * ("<NONCE@hostname>"). 1..64 printable ASCII characters without ','; any
+ * other value is ignored. Call before the first step. Never in the server. */
+void sasl_server_set_nonce(struct sasl_server *s, const char *nonce);
 /* Feeds one client line (base64, without CRLF), or the initial response
- * (in == NULL: none was given). out receives the base64 challenge or final
- * data (reset first). */
+ * (in == NULL: none was given; only valid for the first step). out receives
+ * the base64 challenge or final data (reset first; SASL_CONTINUE with an
+ * empty out is an empty challenge, "334 "). Every result but SASL_CONTINUE
+ * and SASL_CHECK_PASSWORD ends the exchange: later steps return SASL_FAIL.
+ * out needs room for about 1 KiB. */
 enum sasl_step sasl_server_step(struct sasl_server *s, const char *in, size_t len,
                                 struct buf *out);
-/* After SASL_CHECK_PASSWORD: the user (authcid) and password to verify. */
+/* After SASL_CHECK_PASSWORD: the password to verify for sasl_server_user()
+ * (the authcid). NULL in any other state, so a confused caller verifies
+ * nothing. */
 const char *sasl_server_password(const struct sasl_server *s);
-/* Result of the caller's verification; returns SASL_OK or SASL_FAIL. */
+/* Result of the caller's verification; returns SASL_OK or SASL_FAIL (also
+ * when called in any other state than after SASL_CHECK_PASSWORD). Wipes the
+ * password. */
 enum sasl_step sasl_server_checked(struct sasl_server *s, bool ok);
 /* The authenticated (or, before that, the claimed) user name. */
 const char *sasl_server_user(const struct sasl_server *s);
@@ -101,11 +118,17 @@ const char *sasl_server_user(const struct sasl_server *s);
 void sasl_server_free(struct sasl_server *s);
 
 /* Derives SCRAM-SHA-256 keys from a password (RFC 5802 3) for the users
- * file: random 16-byte salt, `iterations` rounds. 0 or -1. */
+ * file: random 16-byte salt, `iterations` rounds (4096..10000000, the range
+ * the users file accepts). The password is used as given: SASLprep
+ * (RFC 4013) of printable ASCII is the identity; a non-ASCII password may
+ * not match what a client that normalises it derives. 0 or -1. */
 int sasl_scram_derive(const char *password, uint32_t iterations,
                       struct sasl_creds *creds_r);
 
-/* Strict base64 (RFC 4648 4). decode returns the length or -1. */
+/* Strict base64 (RFC 4648 4): length a multiple of 4, padding required,
+ * no whitespace, unused bits zero. decode returns the length or -1 (also
+ * when out_cap is too small). encode appends to out, or leaves it unchanged
+ * if the result would not fit under its cap. */
 long sasl_b64_decode(const char *in, size_t len, unsigned char *out, size_t out_cap);
 void sasl_b64_encode(const unsigned char *in, size_t len, struct buf *out);
 

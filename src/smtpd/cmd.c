@@ -7,11 +7,84 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "deliver/resolve.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "smtpd/session.h"
+
+static bool cmd_starttls_offered(const struct session *s)
+{
+    return (s->role == ROLE_MX || s->role == ROLE_SUBMISSION) &&
+           smtpd_tls(s->srv) != NULL && !conn_tls_active(s->conn);
+}
+
+/* Authenticated users and local programs may send to any domain. */
+bool cmd_may_submit(const struct session *s)
+{
+    return s->authenticated;
+}
+
+static void cmd_starttls(struct session *s, const struct smtp_cmd *cmd)
+{
+    if (conn_tls_active(s->conn)) {
+        session_reply(s, 503, "5.5.1", "Error: TLS already active");
+        return;
+    }
+    if (!cmd_starttls_offered(s)) {
+        session_reply(s, 502, "5.5.1", "Error: command not implemented");
+        return;
+    }
+    if (cmd->arg != NULL) {
+        session_reply(s, 501, "5.5.4", "Syntax: STARTTLS");
+        return;
+    }
+    conn_printf(s->conn, "220 2.0.0 Ready to start TLS\r\n");
+    /* Everything after this line in the input buffer is plaintext the
+     * client sent before the handshake: conn_start_tls discards it. */
+    s->state = SS_TLS;
+    conn_set_timeout(s->conn, (unsigned)session_limit(s, LIM_TIMEOUT_TLS));
+    conn_start_tls(s->conn, smtpd_tls(s->srv));
+}
+
+void cmd_tls_ready(struct session *s)
+{
+    if (s->state != SS_TLS)
+        return;
+    /* RFC 3207 4.2: forget everything learnt before TLS. */
+    session_reset_tx(s);
+    s->helo_seen = false;
+    s->esmtp = false;
+    s->helo[0] = '\0';
+    s->state = SS_CMD;
+    smtp_line_init(&s->lr, session_limit(s, LIM_SMTP_COMMAND_LINE));
+    log_kv(LOG_INFO, "smtp.tls", "sid", s->sid, "version",
+           conn_tls_version(s->conn), "cipher", conn_tls_cipher(s->conn), NULL);
+    if (!s->greeted)
+        smtpd_greet(s);
+    else
+        conn_set_timeout(s->conn, (unsigned)session_limit(s, LIM_TIMEOUT_COMMAND));
+}
+
+/* May the logged-in user use this envelope sender (RFC 6409 6.1)? Its own
+ * address, a subaddress of it, or an alias whose expansion reaches it. */
+static bool cmd_sender_owned(const struct session *s, const struct smtp_addr *from)
+{
+    if (s->local || !s->cfg->sender_login_match)
+        return true;
+    if (from->null)
+        return false;
+    struct resolve_result rr;
+    enum resolve_status st = resolve_address(s->cfg, from->local, strlen(from->local),
+                                             from->domain, strlen(from->domain), &rr);
+    bool owned = false;
+    for (size_t i = 0; st == RESOLVE_OK && i < rr.nmailboxes; i++)
+        if (strcasecmp(rr.mailboxes[i], s->auth_user) == 0)
+            owned = true;
+    resolve_result_free(&rr);
+    return owned;
+}
 
 static void cmd_helo(struct session *s, const struct smtp_cmd *cmd, bool esmtp)
 {
@@ -33,6 +106,8 @@ static void cmd_helo(struct session *s, const struct smtp_cmd *cmd, bool esmtp)
         conn_printf(s->conn, "250 %s\r\n", host);
         return;
     }
+    char mechs[128];
+    auth_mechanisms_offered(s, mechs, sizeof(mechs));
     conn_printf(s->conn,
                 "250-%s Hello %s\r\n"
                 "250-PIPELINING\r\n"
@@ -40,9 +115,13 @@ static void cmd_helo(struct session *s, const struct smtp_cmd *cmd, bool esmtp)
                 "250-8BITMIME\r\n"
                 "250-ENHANCEDSTATUSCODES\r\n"
                 "250-SMTPUTF8\r\n"
-                "250-CHUNKING\r\n"
-                "250 DSN\r\n",
+                "250-CHUNKING\r\n",
                 host, s->helo, session_limit(s, LIM_MESSAGE_SIZE));
+    if (cmd_starttls_offered(s))
+        conn_printf(s->conn, "250-STARTTLS\r\n");
+    if (mechs[0] != '\0')
+        conn_printf(s->conn, "250-AUTH %s\r\n", mechs);
+    conn_printf(s->conn, "250 DSN\r\n");
 }
 
 static void cmd_mail(struct session *s, const struct smtp_cmd *cmd)
@@ -57,6 +136,11 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *cmd)
     }
     if (cmd->arg == NULL) {
         session_reply(s, 501, "5.5.4", "Syntax: MAIL FROM:<address>");
+        return;
+    }
+    if ((s->role == ROLE_SUBMISSION || s->role == ROLE_SUBMISSIONS) &&
+        !s->authenticated) {
+        session_reply(s, 530, "5.7.0", "Authentication required");
         return;
     }
     struct smtp_parse_opts opts = {
@@ -76,6 +160,14 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *cmd)
     if (smtp_addr_format(&s->mail.from, s->sender, sizeof(s->sender)) < 0) {
         memset(&s->mail, 0, sizeof(s->mail));
         session_reply(s, 553, "5.1.7", "Error: sender address too long");
+        return;
+    }
+    if (s->authenticated && !cmd_sender_owned(s, &s->mail.from)) {
+        session_reply(s, 553, "5.7.1",
+                      "<%s>: Sender address rejected: not owned by user %s",
+                      s->sender, s->auth_user);
+        memset(&s->mail, 0, sizeof(s->mail));
+        s->sender[0] = '\0';
         return;
     }
     s->in_tx = true;
@@ -164,6 +256,9 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
                              r.to.domain, strlen(r.to.domain), &rr);
         resolve_result_free(&rr);
     }
+    /* Submission: other domains are relayed (queued for the relay). */
+    if (st == RESOLVE_NOT_LOCAL && !r.to.source_route && cmd_may_submit(s))
+        st = RESOLVE_OK;
     log_kv(LOG_INFO, "smtp.rcpt", "sid", s->sid, "from", s->sender, "to", addr,
            "result", resolve_status_name(st), NULL);
     if (!cmd_rcpt_verdict(s, st, addr))
@@ -308,9 +403,11 @@ void cmd_dispatch(struct session *s, const struct smtp_cmd *cmd)
         cmd_help(s);
         break;
     case SMTP_CMD_AUTH:
-        session_reply(s, 503, "5.5.1", "Error: authentication not enabled");
+        auth_begin(s, cmd);
         break;
     case SMTP_CMD_STARTTLS:
+        cmd_starttls(s, cmd);
+        break;
     case SMTP_CMD_TURN:
     case SMTP_CMD_SEND:
     case SMTP_CMD_SOML:

@@ -43,6 +43,14 @@ static void data_sanitize(const char *in, char *out, size_t cap)
     out[j] = '\0';
 }
 
+static void data_store(struct session *s, const char *p, size_t n)
+{
+    if (s->too_big || s->write_errno != 0 || n == 0)
+        return;
+    if (queue_msg_write(s->msg, p, n) < 0)
+        s->write_errno = errno ? errno : EIO;
+}
+
 static void data_write(struct session *s, const char *p, size_t n)
 {
     hdr_scan_feed(&s->hs, p, n);
@@ -52,8 +60,30 @@ static void data_write(struct session *s, const char *p, size_t n)
         s->too_big = true;
     if (s->too_big || s->write_errno != 0 || n == 0)
         return;
-    if (queue_msg_write(s->msg, p, n) < 0)
-        s->write_errno = errno ? errno : EIO;
+    if (!s->fixing) {
+        data_store(s, p, n);
+        return;
+    }
+    /* Submission fix-ups, in bounded pieces. */
+    char out[8192 + MSGFIX_OUT_SLACK + 2 * MSGFIX_ADDITION_MAX];
+    while (n > 0) {
+        size_t k = n < 8192 ? n : 8192, olen = 0;
+        msgfix_feed(&s->fix, p, k, out, &olen);
+        data_store(s, out, olen);
+        p += k;
+        n -= k;
+    }
+}
+
+/* End of content: what the fix-up filter still holds. */
+static void data_write_end(struct session *s)
+{
+    if (!s->fixing)
+        return;
+    char out[MSGFIX_OUT_SLACK + 2 * MSGFIX_ADDITION_MAX + 8];
+    size_t olen = 0;
+    msgfix_finish(&s->fix, out, &olen);
+    data_store(s, out, olen);
 }
 
 /* Opens the queue message and writes our Received: header (RFC 5321 4.4). */
@@ -77,13 +107,27 @@ static bool data_open(struct session *s)
     struct tm tm;
     localtime_r(&now, &tm);
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
-    const char *proto = s->mail.smtputf8 ? (s->esmtp ? "UTF8ESMTP" : "UTF8SMTP")
-                                         : (s->esmtp ? "ESMTP" : "SMTP");
+    /* RFC 3848 / RFC 6531 protocol names: S = TLS, A = authenticated. */
+    bool tls = conn_tls_active(s->conn);
+    bool auth = s->authenticated && !s->local;
+    char proto[16];
+    snprintf(proto, sizeof(proto), "%s%s%s",
+             s->mail.smtputf8 ? "UTF8SMTP" : s->esmtp ? "ESMTP" : "SMTP",
+             tls ? "S" : "", auth ? "A" : "");
     bool v6 = strchr(s->peer, ':') != NULL;
     struct buf h;
     buf_init(&h, 4096);
-    buf_appendf(&h, "Received: from %s ([%s%s])\r\n\tby %s (estafeta) with %s id %s",
-                helo, v6 ? "IPv6:" : "", s->peer, s->cfg->hostname, proto, s->qid);
+    if (s->local)
+        buf_appendf(&h, "Received: from localhost (local %s)\r\n\tby %s (estafeta) "
+                        "with %s id %s", s->peer, s->cfg->hostname, proto, s->qid);
+    else
+        buf_appendf(&h, "Received: from %s ([%s%s])\r\n\tby %s (estafeta) with %s id %s",
+                    helo, v6 ? "IPv6:" : "", s->peer, s->cfg->hostname, proto, s->qid);
+    if (tls)
+        buf_appendf(&h, "\r\n\t(%s cipher %s)", conn_tls_version(s->conn),
+                    conn_tls_cipher(s->conn));
+    if (auth)
+        buf_appends(&h, " (authenticated)");
     if (s->nrcpts == 1)
         buf_appendf(&h, "\r\n\tfor <%s>", s->rcpts[0].address);
     buf_appendf(&h, "; %s\r\n", date);
@@ -92,6 +136,20 @@ static bool data_open(struct session *s)
     if (queue_msg_write(s->msg, h.data, h.len) < 0)
         s->write_errno = errno ? errno : EIO;
     buf_free(&h);
+
+    /* RFC 6409 8: submissions get Date and Message-ID if missing, and
+     * lose Bcc. Mail arriving from other MTAs is left as it is. */
+    s->fixing = cmd_may_submit(s);
+    if (s->fixing) {
+        char dline[128], mline[QUEUE_ID_SIZE + 300];
+        snprintf(dline, sizeof(dline), "Date: %s\r\n", date);
+        snprintf(mline, sizeof(mline), "Message-ID: <%s@%s>\r\n", s->qid,
+                 s->cfg->hostname);
+        msgfix_init(&s->fix, MSGFIX_REMOVE_BCC | MSGFIX_ADD_DATE |
+                             MSGFIX_ADD_MESSAGE_ID,
+                    session_limit(s, LIM_HEADER_SECTION));
+        msgfix_set_additions(&s->fix, dline, mline);
+    }
     return true;
 }
 
@@ -166,6 +224,7 @@ static const struct smtp_status *data_verdict(struct session *s, bool bare_eol,
 
 static void data_finish(struct session *s, bool bare_eol, bool long_line)
 {
+    data_write_end(s);
     const struct smtp_status *st = data_verdict(s, bare_eol, long_line);
     if (st != NULL) {
         log_kv(LOG_INFO, "smtp.reject", "sid", s->sid, "qid", s->qid, "reason",

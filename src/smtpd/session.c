@@ -123,7 +123,7 @@ void session_process(struct session *s)
             bdat_feed(s, in);
             continue;
         }
-        if (s->state != SS_CMD)
+        if (s->state != SS_CMD && s->state != SS_AUTH)
             break;
         const char *line;
         size_t line_len, consumed;
@@ -133,7 +133,9 @@ void session_process(struct session *s)
             buf_consume(in, consumed);
             break;
         }
-        if (r == SMTP_LINE_OK)
+        if (r == SMTP_LINE_OK && s->state == SS_AUTH)
+            auth_line(s, line, line_len);
+        else if (r == SMTP_LINE_OK)
             session_handle_line(s, line, line_len);
         else if (r == SMTP_LINE_TOO_LONG)
             session_reply(s, 500, "5.5.2", "Error: line too long");

@@ -18,6 +18,8 @@
 #include "proto/rfc5322.h"
 #include "proto/smtp_cmd.h"
 #include "proto/smtp_data.h"
+#include "proto/msgfix.h"
+#include "proto/sasl.h"
 #include "proto/smtp_status.h"
 #include "queue/queue.h"
 #include "smtpd/smtpd.h"
@@ -30,6 +32,9 @@ enum session_state {
     SS_BDAT,     /* reading a BDAT chunk */
     SS_COMMIT,   /* message handed to the commit worker; input paused */
     SS_CLOSED,   /* QUIT or 421 sent; waiting for the flush */
+    SS_TLS,      /* TLS handshake running (STARTTLS or implicit TLS) */
+    SS_AUTH,     /* AUTH exchange: reading the client's base64 lines */
+    SS_AUTH_WAIT,/* AUTH: password check or failure delay; input paused */
 };
 
 struct session_rcpt {
@@ -62,6 +67,17 @@ struct session {
     bool finished;           /* connection closed: free when not busy */
     struct event *shutdown_timer;
 
+    /* TLS and AUTH */
+    bool authenticated;
+    bool local;              /* ROLE_LOCAL: trusted by uid */
+    char auth_user[SESSION_ADDR_MAX];  /* login, or "uid:NAME" when local */
+    struct sasl_server *sasl;
+    bool sasl_final;         /* SCRAM: waiting for the empty line after v= */
+    struct batch_job auth_job;
+    bool auth_pending;       /* a password check is on the worker thread */
+    bool greeted;
+    struct event *auth_timer;
+
     /* transaction */
     bool in_tx;
     struct smtp_mail_args mail;
@@ -70,6 +86,8 @@ struct session {
     size_t nrcpts, rcpts_alloc;
 
     /* message content */
+    struct msgfix fix;
+    bool fixing;             /* submission fix-ups (Bcc, Date, Message-ID) */
     struct queue_msg *msg;
     struct smtp_data_reader dr;
     struct hdr_scan hs;
@@ -107,6 +125,16 @@ size_t session_limit(const struct session *s, int lim);
 
 /* cmd.c */
 void cmd_dispatch(struct session *s, const struct smtp_cmd *cmd);
+void cmd_tls_ready(struct session *s);
+bool cmd_may_submit(const struct session *s);
+
+/* auth.c */
+void auth_begin(struct session *s, const struct smtp_cmd *cmd);
+void auth_line(struct session *s, const char *line, size_t len);
+void auth_session_free(struct session *s);
+void auth_check_password(struct batch_job *job);   /* worker thread */
+void auth_checked(struct session *s, int ok);       /* loop thread */
+const char *auth_mechanisms_offered(const struct session *s, char *buf, size_t cap);
 
 /* data.c */
 void data_begin(struct session *s);
@@ -121,6 +149,16 @@ void smtpd_submit_commit(struct smtpd *srv, struct session *s);
 void smtpd_session_finished(struct smtpd *srv, struct session *s);
 int smtpd_is_shutting_down(const struct smtpd *srv);
 struct queue *smtpd_queue(struct smtpd *srv);
+struct tls_server *smtpd_tls(struct smtpd *srv);
+struct event_base *smtpd_base(struct smtpd *srv);
+void smtpd_session_enter(struct session *s);
+void smtpd_greet(struct session *s);
+void smtpd_session_leave(struct session *s);
+void smtpd_submit_auth(struct smtpd *srv, struct session *s);
+/* Failed-login accounting per client address (auth.c asks, smtpd.c keeps). */
+bool smtpd_auth_locked(struct smtpd *srv, const struct session *s);
+void smtpd_auth_failed(struct smtpd *srv, const struct session *s);
+void smtpd_auth_succeeded(struct smtpd *srv, const struct session *s);
 void smtpd_notify_committed(struct smtpd *srv, const char *id);
 
 #endif

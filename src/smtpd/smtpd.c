@@ -16,12 +16,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
 #include "io/batch.h"
 #include "io/conn.h"
+#include "io/tls.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "queue/queue.h"
@@ -37,8 +39,24 @@ struct client_slot {
     char addr[64];
 };
 
+/* Failed logins per client address; kept after the client disconnects
+ * (an attacker reconnects), expired after auth-lockout, bounded in number. */
+#define AUTH_FAIL_MAX_ENTRIES 65536
+
+struct auth_fail {
+    struct auth_fail *next;
+    char addr[64];
+    unsigned count;
+    time_t first;
+    time_t locked_until;
+};
+
 struct smtpd {
     struct event_base *base;
+    struct tls_server *tls;
+    struct batch *auth_worker;
+    struct auth_fail *fails[CLIENT_BUCKETS];
+    size_t nfails;
     struct queue *queue;
     struct cfgref *cfg;
     smtpd_committed_fn committed;
@@ -93,6 +111,77 @@ static void client_put(struct smtpd *srv, struct client_slot *slot)
 }
 
 struct queue *smtpd_queue(struct smtpd *srv) { return srv->queue; }
+struct tls_server *smtpd_tls(struct smtpd *srv) { return srv->tls; }
+struct event_base *smtpd_base(struct smtpd *srv) { return srv->base; }
+
+void smtpd_set_tls(struct smtpd *srv, struct tls_server *ts)
+{
+    struct tls_server *old = srv->tls;
+    srv->tls = ts ? tls_server_ref(ts) : NULL;
+    tls_server_unref(old);
+}
+
+/* ---- failed logins ---- */
+
+static struct auth_fail **auth_fail_find(struct smtpd *srv, const char *addr,
+                                         time_t now, size_t window)
+{
+    struct auth_fail **pp = &srv->fails[client_hash(addr)];
+    while (*pp != NULL) {
+        struct auth_fail *f = *pp;
+        bool stale = f->locked_until <= now && (size_t)(now - f->first) > window;
+        if (stale) {
+            *pp = f->next;
+            free(f);
+            srv->nfails--;
+            continue;
+        }
+        if (strcmp(f->addr, addr) == 0)
+            return pp;
+        pp = &f->next;
+    }
+    return pp;
+}
+
+bool smtpd_auth_locked(struct smtpd *srv, const struct session *s)
+{
+    time_t now = time(NULL);
+    struct auth_fail **pp = auth_fail_find(srv, s->peer, now,
+                                           session_limit(s, LIM_AUTH_LOCKOUT));
+    return *pp != NULL && (*pp)->locked_until > now;
+}
+
+void smtpd_auth_failed(struct smtpd *srv, const struct session *s)
+{
+    time_t now = time(NULL);
+    size_t window = session_limit(s, LIM_AUTH_LOCKOUT);
+    struct auth_fail **pp = auth_fail_find(srv, s->peer, now, window);
+    struct auth_fail *f = *pp;
+    if (f == NULL) {
+        if (srv->nfails >= AUTH_FAIL_MAX_ENTRIES)
+            return; /* table full of live entries: count no more */
+        f = xcalloc(1, sizeof(*f));
+        snprintf(f->addr, sizeof(f->addr), "%s", s->peer);
+        f->first = now;
+        *pp = f;
+        srv->nfails++;
+    }
+    f->count++;
+    if (f->count >= session_limit(s, LIM_AUTH_FAILURES))
+        f->locked_until = now + (time_t)window;
+}
+
+void smtpd_auth_succeeded(struct smtpd *srv, const struct session *s)
+{
+    struct auth_fail **pp = auth_fail_find(srv, s->peer, time(NULL),
+                                           session_limit(s, LIM_AUTH_LOCKOUT));
+    if (*pp != NULL) {
+        struct auth_fail *f = *pp;
+        *pp = f->next;
+        free(f);
+        srv->nfails--;
+    }
+}
 int smtpd_is_shutting_down(const struct smtpd *srv) { return srv->shutting_down; }
 size_t smtpd_session_count(const struct smtpd *srv) { return srv->nsessions; }
 
@@ -116,6 +205,7 @@ static void session_free(struct session *s)
     struct smtpd *srv = s->srv;
     log_kv(LOG_INFO, "smtp.disconnect", "sid", s->sid, "client", s->peer, NULL);
     data_abort(s);
+    auth_session_free(s);
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -136,14 +226,19 @@ static void session_free(struct session *s)
         event_active(srv->ev_all_closed, 0, 0);
 }
 
-/* Every entry into session code goes through enter/leave. */
+/* Every entry into session code goes through enter/leave. A session
+ * waiting for a worker thread (commit, password check) is freed only when
+ * the worker's answer has come back. */
 static void session_enter(struct session *s) { s->busy++; }
 
 static void session_leave(struct session *s)
 {
-    if (--s->busy == 0 && s->finished && s->state != SS_COMMIT)
+    if (--s->busy == 0 && s->finished && s->state != SS_COMMIT && !s->auth_pending)
         session_free(s);
 }
+
+void smtpd_session_enter(struct session *s) { session_enter(s); }
+void smtpd_session_leave(struct session *s) { session_leave(s); }
 
 static void smtpd_on_conn(struct conn *c, enum conn_event ev, void *arg)
 {
@@ -155,8 +250,18 @@ static void smtpd_on_conn(struct conn *c, enum conn_event ev, void *arg)
         if (s->state != SS_CLOSED && s->state != SS_COMMIT)
             session_process(s);
         break;
+    case CONN_EV_TLS_READY:
+        cmd_tls_ready(s);
+        break;
     case CONN_EV_TIMEOUT:
-        if (s->state == SS_COMMIT) {
+        if (s->state == SS_TLS) {
+            /* Nothing can be said in the middle of a handshake. */
+            log_kv(LOG_INFO, "smtp.tls_timeout", "sid", s->sid, "client", s->peer, NULL);
+            s->state = SS_CLOSED;
+            conn_abort(s->conn);
+            break;
+        }
+        if (s->state == SS_COMMIT || s->state == SS_AUTH_WAIT) {
             /* Our own disk is slow, not the client: wait for the commit. */
             conn_set_timeout(s->conn, (unsigned)session_limit(s, LIM_TIMEOUT_COMMAND));
             break;
@@ -172,10 +277,15 @@ static void smtpd_on_conn(struct conn *c, enum conn_event ev, void *arg)
     session_leave(s);
 }
 
-void smtpd_accept(struct smtpd *srv, int fd, const char *peer,
-                  enum listener_role role)
+static void smtpd_accept_impl(struct smtpd *srv, int fd, const char *peer,
+                              enum listener_role role, const char *local_name)
 {
     struct session *s = xcalloc(1, sizeof(*s));
+    if (local_name != NULL) {
+        s->local = true;
+        s->authenticated = true;
+        snprintf(s->auth_user, sizeof(s->auth_user), "%s", local_name);
+    }
     s->srv = srv;
     s->cfgref = cfgref_get(srv->cfg);
     s->cfg = s->cfgref->cfg;
@@ -203,12 +313,41 @@ void smtpd_accept(struct smtpd *srv, int fd, const char *peer,
                s->client->count > session_limit(s, LIM_CONNECTIONS_PER_CLIENT)) {
         log_kv(LOG_WARN, "smtp.overload", "sid", s->sid, "client", s->peer, NULL);
         session_close(s, 421, "4.7.0", "Too many connections, try again later");
+    } else if (role == ROLE_SUBMISSIONS) {
+        if (srv->tls == NULL) {
+            s->state = SS_CLOSED;
+            conn_abort(s->conn);
+        } else {
+            /* RFC 8314: TLS first, the greeting comes over it. */
+            s->state = SS_TLS;
+            conn_set_timeout(s->conn, (unsigned)session_limit(s, LIM_TIMEOUT_TLS));
+            conn_start_tls(s->conn, srv->tls);
+        }
     } else {
-        conn_printf(s->conn, "220 %s ESMTP estafeta\r\n", s->cfg->hostname);
-        conn_set_timeout(s->conn, (unsigned)session_limit(s, LIM_TIMEOUT_COMMAND));
-        conn_flush(s->conn);
+        smtpd_greet(s);
     }
     session_leave(s);
+}
+
+void smtpd_greet(struct session *s)
+{
+    s->greeted = true;
+    conn_printf(s->conn, "220 %s ESMTP estafeta\r\n", s->cfg->hostname);
+    conn_set_timeout(s->conn, (unsigned)session_limit(s, LIM_TIMEOUT_COMMAND));
+    conn_flush(s->conn);
+}
+
+void smtpd_accept(struct smtpd *srv, int fd, const char *peer,
+                  enum listener_role role)
+{
+    smtpd_accept_impl(srv, fd, peer, role, NULL);
+}
+
+void smtpd_accept_local(struct smtpd *srv, int fd, unsigned uid, const char *name)
+{
+    char peer[64];
+    snprintf(peer, sizeof(peer), "uid=%u", uid);
+    smtpd_accept_impl(srv, fd, peer, ROLE_LOCAL, name);
 }
 
 /* Worker thread: one queue_commit call for the whole batch. */
@@ -241,6 +380,37 @@ static void smtpd_commit_done(struct batch_job *job)
     session_leave(s);
 }
 
+static void smtpd_auth_run(struct batch_job **jobs, size_t n, void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < n; i++)
+        auth_check_password(jobs[i]);
+}
+
+static void smtpd_auth_done(struct batch_job *job)
+{
+    struct session *s = job->arg;
+    session_enter(s);
+    s->auth_pending = false;
+    if (!s->conn_gone) {
+        auth_checked(s, job->result);
+        if (s->shutdown && s->state == SS_CMD)
+            session_close(s, 421, "4.3.2", "Service shutting down");
+        else
+            conn_flush(s->conn);
+    }
+    session_leave(s);
+}
+
+void smtpd_submit_auth(struct smtpd *srv, struct session *s)
+{
+    s->auth_job.done = smtpd_auth_done;
+    s->auth_job.arg = s;
+    s->auth_job.result = 0;
+    s->auth_pending = true;
+    batch_submit(srv->auth_worker, &s->auth_job);
+}
+
 void smtpd_submit_commit(struct smtpd *srv, struct session *s)
 {
     s->job.done = smtpd_commit_done;
@@ -263,6 +433,7 @@ struct smtpd *smtpd_new(struct event_base *base, struct queue *queue,
         (ssize_t)sizeof(srv->sid_prefix))
         srv->sid_prefix = (uint32_t)getpid();
     srv->committer = batch_new(base, smtpd_commit_run, srv);
+    srv->auth_worker = batch_new(base, smtpd_auth_run, srv);
     srv->ev_all_closed = event_new(base, -1, 0, smtpd_on_all_closed, srv);
     return srv;
 }
@@ -280,8 +451,13 @@ static void smtpd_on_shutdown_timer(evutil_socket_t fd, short what, void *arg)
     (void)what;
     struct session *s = arg;
     session_enter(s);
-    if (s->state == SS_DATA || s->state == SS_BDAT || s->state == SS_CMD)
+    if (s->state == SS_DATA || s->state == SS_BDAT || s->state == SS_CMD ||
+        s->state == SS_AUTH) {
         session_close(s, 421, "4.3.2", "Service shutting down");
+    } else if (s->state == SS_TLS) {
+        s->state = SS_CLOSED;
+        conn_abort(s->conn);
+    }
     session_leave(s);
 }
 
@@ -299,8 +475,8 @@ void smtpd_shutdown(struct smtpd *srv, void (*all_closed)(void *arg), void *arg)
         unsigned grace = 0;
         if (s->state == SS_DATA || s->state == SS_BDAT)
             grace = (unsigned)session_limit(s, LIM_TIMEOUT_SHUTDOWN);
-        else if (s->state != SS_CMD)
-            continue; /* commit in flight or already closing */
+        else if (s->state != SS_CMD && s->state != SS_AUTH && s->state != SS_TLS)
+            continue; /* a worker's answer is due, or already closing */
         /* Through the loop, so no session is closed while we walk the list. */
         s->shutdown_timer = evtimer_new(srv->base, smtpd_on_shutdown_timer, s);
         struct timeval tv = {.tv_sec = grace, .tv_usec = 0};
@@ -312,8 +488,9 @@ void smtpd_free(struct smtpd *srv)
 {
     if (srv == NULL)
         return;
-    /* Finish commits first: their callbacks still use sessions. */
+    /* Finish workers first: their callbacks still use sessions. */
     batch_free(srv->committer);
+    batch_free(srv->auth_worker);
     while (srv->sessions) {
         struct session *s = srv->sessions;
         s->busy = 0;
@@ -327,6 +504,14 @@ void smtpd_free(struct smtpd *srv)
             free(c);
         }
     }
+    for (size_t i = 0; i < CLIENT_BUCKETS; i++) {
+        while (srv->fails[i]) {
+            struct auth_fail *f = srv->fails[i];
+            srv->fails[i] = f->next;
+            free(f);
+        }
+    }
+    tls_server_unref(srv->tls);
     event_free(srv->ev_all_closed);
     cfgref_put(srv->cfg);
     free(srv);

@@ -39,6 +39,12 @@ struct smtpd *smtpd_new(struct event_base *base, struct queue *queue,
 void smtpd_set_config(struct smtpd *srv, struct cfgref *cfg);
 void smtpd_accept(struct smtpd *srv, int fd, const char *peer,
                   enum listener_role role);
+/* A client of the local submission socket, identified by its uid. */
+void smtpd_accept_local(struct smtpd *srv, int fd, unsigned uid, const char *name);
+/* The TLS certificates for STARTTLS and implicit TLS (a reference is
+ * taken); NULL: no TLS offered. Running sessions keep the one they use. */
+struct tls_server;
+void smtpd_set_tls(struct smtpd *srv, struct tls_server *ts);
 void smtpd_shutdown(struct smtpd *srv, void (*all_closed)(void *arg), void *arg);
 size_t smtpd_session_count(const struct smtpd *srv);
 void smtpd_free(struct smtpd *srv);

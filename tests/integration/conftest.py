@@ -72,3 +72,31 @@ def pytest_runtest_makereport(item, call):
             continue
         seen.add(id(s))
         rep.sections.append(("estafeta log %s" % s.root.name, s.log_tail(120)))
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """Test CA and two server certificates (helpers.make_pki), made once."""
+    from helpers import make_pki
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def sub_server(tmp_path_factory, pki):
+    """One server per module with mx, submission and submissions listeners,
+    both test certificates, users carol and dave (helpers.PASSWORDS) and an
+    alias crew@ holding both; auth-delay 0 so failures are fast, and
+    auth-failures high so the failed logins of many tests never lock
+    127.0.0.1 out (the lockout has its own server)."""
+    from helpers import Server, make_submission_server
+    _require_binary()
+    root = tmp_path_factory.mktemp("subsrv")
+    extra = ("alias crew@example.test carol@example.test, dave@example.test\n"
+             "alias solo@example.test bob@example.test\n"
+             "limit auth-delay 0\nlimit auth-failures 1000\n")
+    s = make_submission_server(lambda start, extra: Server(root, extra=extra), pki,
+                               extra=extra)
+    yield s
+    problems = _finish(s)
+    if problems:
+        pytest.fail("; ".join(problems) + "\n" + s.log_tail(200))

@@ -578,3 +578,309 @@ def wait_for_log(server, pattern, timeout=10.0, start=0):
             return text
         time.sleep(0.05)
     raise AssertionError("no log line matching %r\n%s" % (pattern, server.log_tail()))
+
+
+# ---------------------------------------------------------------- TLS, AUTH, submission (issue 3)
+#
+# Used by test_tls.py, test_auth.py, test_submission.py and test_testssl.py.
+# Certificates are made with the openssl command; every connection is to
+# loopback.
+
+import base64 as _b64
+import hashlib as _hashlib
+import hmac as _hmac
+import ssl as _ssl
+
+OTHER_NAME = "other.example.org"          # the second certificate's name (SNI)
+WILD_NAME = "host.wild.example.org"       # matches the second one's *.wild.example.org
+
+PASSWORDS = {
+    "carol@example.test": "carol-Secret-1",
+    "dave@example.test": "dave-Pa55:word with space",
+}
+
+
+def _openssl(*args, cwd):
+    p = subprocess.run(["openssl"] + list(args), cwd=str(cwd), capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, "openssl %s failed:\n%s%s" % (" ".join(args), p.stdout, p.stderr)
+    return p.stdout
+
+
+def make_pki(d):
+    """A test CA and two server certificates signed by it, in directory d:
+    mail.pem/mail.key (RSA 2048, CN and SAN mail.example.test, localhost,
+    IP 127.0.0.1) and other.pem/other.key (EC P-256, SAN other.example.org
+    and *.wild.example.org). Returns a dict of paths. Keys are 0600 and,
+    as root, owned by the run-as user (as a deployment's would be)."""
+    d = Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+    make_traversable(d)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key",
+             "-out", "ca.pem", "-days", "30", "-subj", "/CN=Estafeta Test CA",
+             "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+    specs = [
+        ("mail", ["-newkey", "rsa:2048"], "/CN=" + HOSTNAME,
+         "DNS:%s,DNS:localhost,IP:127.0.0.1" % HOSTNAME),
+        ("other", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+         "/CN=" + OTHER_NAME, "DNS:%s,DNS:*.wild.example.org" % OTHER_NAME),
+    ]
+    out = {"dir": d, "ca": d / "ca.pem"}
+    for name, keyopts, subj, san in specs:
+        (d / (name + ".ext")).write_text(
+            "subjectAltName=%s\nbasicConstraints=CA:FALSE\n"
+            "keyUsage=critical,digitalSignature,keyEncipherment\n"
+            "extendedKeyUsage=serverAuth\n" % san)
+        _openssl("req", "-new", *keyopts, "-nodes", "-keyout", name + ".key",
+                 "-out", name + ".csr", "-subj", subj, cwd=d)
+        _openssl("x509", "-req", "-in", name + ".csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-out", name + ".pem", "-days", "30",
+                 "-extfile", name + ".ext", cwd=d)
+        key = d / (name + ".key")
+        os.chmod(key, 0o600)
+        give_to_server(key)
+        out[name + "_cert"] = d / (name + ".pem")
+        out[name + "_key"] = key
+    return out
+
+
+def cert_der(path):
+    """DER bytes of the first certificate in a PEM file."""
+    return _ssl.PEM_cert_to_DER_cert(Path(path).read_text())
+
+
+def client_context(ca=None, minimum=None, maximum=None):
+    """A client TLS context that verifies against ca (or verifies nothing
+    when ca is None)."""
+    if ca is not None:
+        ctx = _ssl.create_default_context(cafile=str(ca))
+    else:
+        ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = _ssl.CERT_NONE
+    if minimum is not None:
+        ctx.minimum_version = minimum
+    if maximum is not None:
+        ctx.maximum_version = maximum
+    return ctx
+
+
+def submission_extra(pki=None, extra=""):
+    """(config text, submission port, submissions port): two more listeners,
+    the users file, and (when pki is given) both test certificates, the
+    mail.example.test one first (the default)."""
+    sub, subs = free_port(), free_port()
+    while subs == sub:
+        subs = free_port()
+    text = ("listen 127.0.0.1:%d submission\nlisten 127.0.0.1:%d submissions\n"
+            "users-file users\n" % (sub, subs))
+    if pki is not None:
+        text += "tls-certificate %s %s\n" % (pki["mail_cert"], pki["mail_key"])
+        text += "tls-certificate %s %s\n" % (pki["other_cert"], pki["other_key"])
+    return text + extra, sub, subs
+
+
+def add_user(server, address, password, cram=False):
+    """`estafeta user add ADDRESS -c CONFIG [--cram-md5]`, password on stdin."""
+    args = [str(estafeta_bin()), "user", "add", address]
+    if cram:
+        args.append("--cram-md5")
+    args += ["-c", str(server.config_path)]
+    p = subprocess.run(args, input=password + "\n", capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, "user add %s failed (%d): %s%s" % (
+        address, p.returncode, p.stdout, p.stderr)
+    users = server.data_dir / "users"
+    if users.exists():
+        give_to_server(users)
+    return p
+
+
+def make_submission_server(factory, pki=None, extra="", users=None, cram_users=(),
+                           start=True, **kw):
+    """A server with mx + submission + submissions listeners and users with
+    passwords (default: PASSWORDS). factory(start=False, extra=...) makes the
+    Server (make_server, or a lambda around Server). Sets .sub_port and
+    .subs_port."""
+    text, sub, subs = submission_extra(pki, extra)
+    s = factory(start=False, extra=text, **kw)
+    s.sub_port, s.subs_port = sub, subs
+    s.pki = pki
+    for addr, pw in (PASSWORDS if users is None else users).items():
+        add_user(s, addr, pw, cram=addr in cram_users)
+    if start:
+        s.start()
+    return s
+
+
+def b64(data):
+    if isinstance(data, str):
+        data = data.encode()
+    return _b64.b64encode(data).decode()
+
+
+def unb64(text):
+    return _b64.b64decode(text.encode(), validate=True)
+
+
+class SMTPTLS(SMTPRaw):
+    """SMTPRaw that can start TLS (STARTTLS or implicit) and authenticate.
+
+    context: the client TLS context; server_hostname: SNI and the name
+    checked (None sends no SNI); source: local address to connect from."""
+
+    def __init__(self, port, timeout=10.0, implicit=False, context=None,
+                 server_hostname=HOSTNAME, source=None, read_greeting=True):
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=timeout,
+            source_address=(source, 0) if source else None)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+        self.transcript = []
+        self.greeting = None
+        self.context = context if context is not None else client_context()
+        self.server_hostname = server_hostname
+        if implicit:
+            self.wrap()
+        if read_greeting:
+            self.greeting = self.reply()
+
+    def wrap(self, context=None, server_hostname="default"):
+        """Do the TLS handshake on the socket (nothing may be buffered)."""
+        assert self.buf == b"", "plaintext bytes left before the handshake: %r\n%s" % (
+            self.buf, self.dump())
+        ctx = context if context is not None else self.context
+        name = self.server_hostname if server_hostname == "default" else server_hostname
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=name)
+        self.transcript.append(b"-- TLS %s %s --" % (
+            self.sock.version().encode(), self.sock.cipher()[0].encode()))
+        return self.sock
+
+    def starttls(self, context=None, server_hostname="default"):
+        self.cmd_expect("STARTTLS", 220, "2.0.0")
+        return self.wrap(context, server_hostname)
+
+    def ehlo_keywords(self, name="client.example.net"):
+        """EHLO; returns {KEYWORD: [params]} of the 250 lines after the first."""
+        r = self.hello(name)
+        out = {}
+        for line in r.lines[1:]:
+            words = line.split()
+            if words:
+                out[words[0].upper()] = words[1:]
+        return out
+
+    # -- AUTH
+
+    def auth_plain(self, user, password, authzid="", initial=True):
+        resp = b64(authzid.encode() + b"\0" + user.encode() + b"\0" + password.encode())
+        if initial:
+            return self.cmd("AUTH PLAIN " + resp)
+        r = self.cmd("AUTH PLAIN")
+        if r.code != 334:
+            return r
+        assert r.text == "", "PLAIN without initial response: expected an empty " \
+                             "challenge '334 ', got %r\n%s" % (r, self.dump())
+        return self.cmd(resp)
+
+    def auth_login(self, user, password, initial=False):
+        if initial:
+            r = self.cmd("AUTH LOGIN " + b64(user))
+        else:
+            r = self.cmd("AUTH LOGIN")
+            if r.code != 334:
+                return r
+            r = self.cmd(b64(user))
+        if r.code != 334:
+            return r
+        return self.cmd(b64(password))
+
+    def auth_cram(self, user, password):
+        r = self.cmd("AUTH CRAM-MD5")
+        if r.code != 334:
+            return r, None
+        challenge = unb64(r.text)
+        digest = _hmac.new(password.encode(), challenge, _hashlib.md5).hexdigest()
+        return self.cmd(b64("%s %s" % (user, digest))), challenge
+
+    def auth_scram(self, user, password, initial=True, tamper_proof=False, cnonce=None):
+        """SCRAM-SHA-256 (RFC 5802, RFC 7677) without channel binding.
+        Returns (final reply, info) where info holds the server-first
+        fields and whether the server signature was received and valid."""
+        cnonce = cnonce or _b64.b64encode(os.urandom(18)).decode()
+        name = user.replace("=", "=3D").replace(",", "=2C")
+        first_bare = "n=%s,r=%s" % (name, cnonce)
+        first = "n,," + first_bare
+        info = {"server_signature": None}
+        if initial:
+            r = self.cmd("AUTH SCRAM-SHA-256 " + b64(first))
+        else:
+            r = self.cmd("AUTH SCRAM-SHA-256")
+            if r.code != 334:
+                return r, info
+            assert r.text == "", "expected an empty challenge, got %r" % r
+            r = self.cmd(b64(first))
+        if r.code != 334:
+            return r, info
+        server_first = unb64(r.text).decode()
+        fields = dict(kv.split("=", 1) for kv in server_first.split(","))
+        info.update(fields)
+        info["server_first"] = server_first
+        assert fields["r"].startswith(cnonce) and len(fields["r"]) > len(cnonce), \
+            "server nonce does not extend ours: %r" % server_first
+        salt = _b64.b64decode(fields["s"])
+        iters = int(fields["i"])
+        salted = _hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iters)
+        client_key = _hmac.new(salted, b"Client Key", _hashlib.sha256).digest()
+        stored_key = _hashlib.sha256(client_key).digest()
+        final_wo_proof = "c=biws,r=" + fields["r"]
+        auth_msg = ",".join([first_bare, server_first, final_wo_proof]).encode()
+        client_sig = _hmac.new(stored_key, auth_msg, _hashlib.sha256).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, client_sig))
+        if tamper_proof:
+            proof = bytes([proof[0] ^ 1]) + proof[1:]
+        server_key = _hmac.new(salted, b"Server Key", _hashlib.sha256).digest()
+        expect_sig = _hmac.new(server_key, auth_msg, _hashlib.sha256).digest()
+        r = self.cmd(b64(final_wo_proof + ",p=" + _b64.b64encode(proof).decode()))
+        final_data = None
+        if r.code == 334:
+            # RFC 4422 / 4954: additional data with success comes as a
+            # challenge, answered with an empty line.
+            final_data = unb64(r.text).decode()
+            r = self.cmd("")
+        elif r.code == 235 and r.text.split()[-1:] and r.text.split()[-1] not in \
+                ("successful", "succeeded"):
+            try:
+                final_data = unb64(r.text.split()[-1]).decode()
+            except Exception:
+                final_data = None
+        if final_data is not None:
+            info["server_final"] = final_data
+            if final_data.startswith("v="):
+                info["server_signature"] = (_b64.b64decode(final_data[2:]) == expect_sig)
+        return r, info
+
+
+def received_of(stored):
+    """The unfolded Received: field estafeta added (the second line on)."""
+    return unfold(split_stored(stored)[1])
+
+
+def header_section(data):
+    return data.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+
+
+def header_values(data, name):
+    """Values of every field called name in the header section (unfolded)."""
+    hs = unfold(header_section(data)).split("\r\n")
+    out = []
+    for line in hs:
+        if line.lower().startswith(name.lower() + ":"):
+            out.append(line[len(name) + 1:].strip())
+    return out
+
+
+def run_estafeta(server, *args, stdin=None, timeout=60):
+    return subprocess.run([str(estafeta_bin())] + list(args) + ["-c", str(server.config_path)],
+                          input=stdin, capture_output=True, text=True, timeout=timeout)

@@ -454,7 +454,7 @@ def test_smtputf8_address(server):
         r = c.send_data(m)
         check(r, 250, "2.0.0", None, c)
     [stored] = server.wait_messages("demo@example.test", tok)
-    assert_stored(stored, sender, m, qid=qid_of(r.text), with_="UTF8ESMTP")
+    assert_stored(stored, sender, m, qid=qid_of(r.text), with_="UTF8SMTP")  # RFC 6531 3.7.3
 
 
 def test_utf8_address_without_smtputf8(server):

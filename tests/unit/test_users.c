@@ -7,6 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include "conf/users.h"
 #include "harness.h"
 #include "lib/fsutil.h"
@@ -63,7 +66,7 @@ TEST(parse_valid)
         "  # indented comment\n"
         "Bob@A.Test:$argon2id$v=19$m=65536,t=3,p=1$c2FsdA$aGFzaA\n"
         "carol@b.test:\r\n"
-        "  dave@a.test:$6$salt$hash:scram-sha-256:whatever  \n"
+        "  dave@a.test:$6$salt$hash::  \n"
         "eve@a.test";    /* no colon at all: an error, tested below */
     buf_reset(&err);
     CHECK(users_parse(cfg, text, strlen(text) - strlen("eve@a.test"), "users", &err) == 0);
@@ -115,6 +118,181 @@ TEST(parse_errors)
     memcpy(line, "a@a.test:", 9);
     line[sizeof(line) - 1] = '\0';
     PARSE_ERR(line, "users:1: line longer than 4096 bytes");
+}
+
+/* ---- SCRAM and CRAM-MD5 fields ---- */
+
+/* Valid keys: 16-byte salt, 32-byte keys (values do not matter here). */
+#define SALT "GSbPOIMbBaNImM0lw2o9ug=="
+#define KEY1 "+2MT762+Nqxd07eAxJKmlxztAFU5D0TQBKYJyVE4m2A="
+#define KEY2 "gm27kBsgu5aNtEYKva9EOXRPaYdWAmUsSICh2zkACQk="
+#define SCRAM "scram-sha-256=4096," SALT "," KEY1 "," KEY2
+
+TEST(fields_parse)
+{
+    struct config *cfg = base_config();
+    if (cfg == NULL)
+        return;
+    const char *text =
+        "a@a.test:$6$s$h:" SCRAM "\n"
+        "b@a.test:$6$s$h:cram-md5=tanstaaf tanstaaf:" SCRAM "\n"
+        "c@a.test::cram-md5=p=w#x\n"
+        "d@a.test:$6$s$h\n"
+        "e@a.test:$6$s$h::" SCRAM "::\n";
+    buf_reset(&err);
+    CHECK(users_parse(cfg, text, strlen(text), "users", &err) == 0);
+    const struct cfg_user *u = config_user(cfg, "a@a.test", 8);
+    CHECK(u != NULL && u->scram != NULL && u->cram_secret == NULL);
+    CHECK_EQ_STR(u->scram, "4096," SALT "," KEY1 "," KEY2);
+    struct sasl_creds c;
+    CHECK(users_sasl_creds(u, &c) == 0);
+    CHECK(c.has_scram && c.scram_iterations == 4096 && c.scram_salt_len == 16);
+    unsigned char k[32];
+    CHECK(sasl_b64_decode(KEY1, strlen(KEY1), k, sizeof(k)) == 32);
+    CHECK(memcmp(k, c.scram_stored_key, 32) == 0);
+    CHECK(sasl_b64_decode(KEY2, strlen(KEY2), k, sizeof(k)) == 32);
+    CHECK(memcmp(k, c.scram_server_key, 32) == 0);
+    CHECK_EQ_STR(c.cram_secret, "");
+    u = config_user(cfg, "b@a.test", 8);
+    CHECK(u != NULL && u->scram != NULL);
+    CHECK_EQ_STR(u->cram_secret, "tanstaaf tanstaaf");
+    CHECK(users_sasl_creds(u, &c) == 0);
+    CHECK(c.has_scram);
+    CHECK_EQ_STR(c.cram_secret, "tanstaaf tanstaaf");
+    u = config_user(cfg, "c@a.test", 8);
+    CHECK(u != NULL && u->password_hash == NULL && u->scram == NULL);
+    CHECK_EQ_STR(u->cram_secret, "p=w#x");
+    u = config_user(cfg, "d@a.test", 8);
+    CHECK(u != NULL && u->scram == NULL && u->cram_secret == NULL);
+    CHECK(users_sasl_creds(u, &c) == 0);
+    CHECK(!c.has_scram && c.cram_secret[0] == '\0');
+    u = config_user(cfg, "e@a.test", 8);
+    CHECK(u != NULL && u->scram != NULL);
+    /* what only the `user` directive's syntax check let through is refused
+     * here, not crashed on */
+    struct cfg_user fake = {.address = (char *)"x@a.test"};
+    fake.scram = (char *)"4096," SALT ",AAAA," KEY2;
+    CHECK(users_sasl_creds(&fake, &c) == -1);
+    CHECK(!c.has_scram);
+    fake.scram = (char *)"4096,,,";
+    CHECK(users_sasl_creds(&fake, &c) == -1);
+    char longsecret[300];
+    memset(longsecret, 'x', sizeof(longsecret) - 1);
+    longsecret[sizeof(longsecret) - 1] = '\0';
+    fake.scram = NULL;
+    fake.cram_secret = longsecret;
+    CHECK(users_sasl_creds(&fake, &c) == -1);
+    CHECK_EQ_STR(c.cram_secret, "");
+    config_free(cfg);
+
+    /* users_format_scram writes what users_parse reads */
+    struct sasl_creds d;
+    CHECK(sasl_scram_derive("pw", 4096, &d) == 0);
+    char f[256];
+    CHECK(users_format_scram(&d, f, sizeof(f)) == 0);
+    CHECK(strncmp(f, "scram-sha-256=4096,", 19) == 0);
+    char line[400];
+    snprintf(line, sizeof(line), "z@a.test:$6$s$h:%s\n", f);
+    cfg = base_config();
+    buf_reset(&err);
+    CHECK(users_parse(cfg, line, strlen(line), "users", &err) == 0);
+    u = config_user(cfg, "z@a.test", 8);
+    CHECK(u != NULL && users_sasl_creds(u, &c) == 0);
+    CHECK(c.has_scram && c.scram_salt_len == 16 &&
+          memcmp(c.scram_salt, d.scram_salt, 16) == 0 &&
+          memcmp(c.scram_stored_key, d.scram_stored_key, 32) == 0 &&
+          memcmp(c.scram_server_key, d.scram_server_key, 32) == 0);
+    config_free(cfg);
+    CHECK(users_format_scram(&d, f, 100) == -1);
+    d.has_scram = false;
+    CHECK(users_format_scram(&d, f, sizeof(f)) == -1);
+}
+
+TEST(fields_errors)
+{
+    PARSE_ERR("a@a.test:$6$s$h:scram-sha-256=4095," SALT "," KEY1 "," KEY2 "\n",
+              "users:1: user 'a@a.test': scram-sha-256= must start with an iteration count");
+    PARSE_ERR("a@a.test:$6$s$h:scram-sha-256=\n",
+              "users:1: user 'a@a.test': scram-sha-256= must start");
+    PARSE_ERR("\nb@a.test:\na@a.test:$6$s$h:scram-sha-256=4096," SALT "," KEY1 "\n",
+              "users:3: user 'a@a.test': scram-sha-256= needs ITER,SALT,STOREDKEY,SERVERKEY");
+    PARSE_ERR("a@a.test:$6$s$h:scram-sha-256=4096," SALT "," KEY1 "," KEY2 ",x\n",
+              "users:1: user 'a@a.test': scram-sha-256= needs");
+    PARSE_ERR("a@a.test:$6$s$h:scram-sha-256=4096,GSbPOIMbBaNImM0lw2o9ug=," KEY1 "," KEY2 "\n",
+              "users:1: user 'a@a.test': scram-sha-256= salt must be 1 to 64 octets");
+    PARSE_ERR("a@a.test:$6$s$h:scram-sha-256=4096," KEY1 KEY1 KEY1 "," KEY1 "," KEY2 "\n",
+              "users:1: user 'a@a.test': scram-sha-256= salt must be 1 to 64 octets");
+    PARSE_ERR("a@a.test:$6$s$h:scram-sha-256=4096," SALT "," SALT "," KEY2 "\n",
+              "users:1: user 'a@a.test': scram-sha-256= keys must be 32 octets");
+    PARSE_ERR("a@a.test:$6$s$h:scram-sha-256=4096," SALT "," KEY1 ",+2MT762+Nqxd07eAxJKmlxztAFU5D0TQBKYJyVE4m2B=\n",
+              "users:1: user 'a@a.test': scram-sha-256= keys must be 32 octets");
+    PARSE_ERR("a@a.test:$6$s$h:" SCRAM ":" SCRAM "\n",
+              "users:1: user 'a@a.test': field 'scram-sha-256=' given twice");
+    PARSE_ERR("a@a.test:$6$s$h:cram-md5=x:cram-md5=y\n",
+              "users:1: user 'a@a.test': field 'cram-md5=' given twice");
+    PARSE_ERR("a@a.test:$6$s$h:cram-md5=\n",
+              "users:1: user 'a@a.test': cram-md5= needs a secret of 1 to 255 octets");
+    /* other fields are skipped (a later version's file still loads) */
+    PARSE_OK("a@a.test:$6$s$h:future=1:scram-sha-256:whatever\n");
+    struct config *cfg = base_config();
+    if (cfg != NULL) {
+        buf_reset(&err);
+        const char *t = "a@a.test:$6$s$h:cram_md5=topsecret:" SCRAM "\n";
+        CHECK(users_parse(cfg, t, strlen(t), "users", &err) == 0);
+        const struct cfg_user *u = config_user(cfg, "a@a.test", 8);
+        CHECK(u != NULL && u->cram_secret == NULL && u->scram != NULL);
+        config_free(cfg);
+    }
+    /* a bad value is reported without the value (it may be a secret) */
+    cfg = base_config();
+    if (cfg != NULL) {
+        buf_reset(&err);
+        const char *t = "a@a.test:$6$s$h:cram-md5=topsecret:cram-md5=topsecret\n";
+        CHECK(users_parse(cfg, t, strlen(t), "users", &err) == -1);
+        CHECK(strstr(buf_cstr(&err), "topsecret") == NULL);
+        config_free(cfg);
+    }
+    char line[400];
+    memset(line, 'x', sizeof(line));
+    memcpy(line, "a@a.test:$6$s$h:cram-md5=", 25);
+    line[25 + 256] = '\0';
+    PARSE_ERR(line, "cram-md5= needs a secret of 1 to 255 octets");
+    line[25 + 255] = '\0';
+    PARSE_OK(line);
+}
+
+/* The embedded default's demo user logs in with "demo": by argon2id for
+ * PLAIN/LOGIN and by its SCRAM keys. */
+TEST(embedded_demo_user)
+{
+    buf_reset(&err);
+    struct config *cfg = config_parse(config_embedded_default,
+                                      strlen(config_embedded_default),
+                                      "(embedded default)", &err);
+    CHECK(cfg != NULL);
+    if (cfg == NULL)
+        return;
+    const struct cfg_user *u = config_user(cfg, "demo@example.test", 17);
+    CHECK(u != NULL && u->password_hash != NULL);
+    if (u == NULL || u->password_hash == NULL) {
+        config_free(cfg);
+        return;
+    }
+    CHECK(password_verify("demo", u->password_hash) == 0);
+    CHECK(password_verify("Demo", u->password_hash) == -1);
+    struct sasl_creds c;
+    CHECK(users_sasl_creds(u, &c) == 0);
+    CHECK(c.has_scram && c.scram_iterations == SASL_SCRAM_ITERATIONS);
+    unsigned char salted[32], ck[32], stored[32], sk[32];
+    unsigned int l;
+    CHECK(PKCS5_PBKDF2_HMAC("demo", 4, c.scram_salt, (int)c.scram_salt_len,
+                            (int)c.scram_iterations, EVP_sha256(), 32, salted) == 1);
+    HMAC(EVP_sha256(), salted, 32, (const unsigned char *)"Client Key", 10, ck, &l);
+    EVP_Digest(ck, 32, stored, &l, EVP_sha256(), NULL);
+    HMAC(EVP_sha256(), salted, 32, (const unsigned char *)"Server Key", 10, sk, &l);
+    CHECK(memcmp(stored, c.scram_stored_key, 32) == 0);
+    CHECK(memcmp(sk, c.scram_server_key, 32) == 0);
+    config_free(cfg);
 }
 
 /* ---- users_file_update ---- */
@@ -228,9 +406,16 @@ TEST(update)
     CHECK(users_file_update(path, "nobody@a.test", NULL, &err) == -1);
     CHECK(strstr(buf_cstr(&err), "no user 'nobody@a.test'") != NULL);
     CHECK(users_file_update(path, "a/b@a.test", "$6$x$x", &err) == -1);
-    CHECK(users_file_update(path, "x@a.test", "$6$a:b", &err) == -1);
+    CHECK(users_file_update(path, "x@a.test", "$6$a:scram-sha-256=x", &err) == -1);
     CHECK(users_file_update(path, "x@a.test", "$6$a\nb", &err) == -1);
     CHECK(users_file_update(path, "x@a.test", "plain", &err) == -1);
+    s = slurp();
+    CHECK(s != NULL && strcmp(s, "x@a.test:$6$3$3\ny@a.test:\nz@a.test:\n") == 0);
+    free(s);
+    CHECK(users_file_update(path, "x@a.test", "$6$3$3:scram-sha-256=1,a,b,c", &err) == -1);
+    CHECK(strstr(buf_cstr(&err), "scram-sha-256= must start") != NULL);
+    CHECK(users_file_update(path, "x@a.test", "$6$3$3:cram-md5=", &err) == -1);
+    CHECK(users_file_update(path, "x@a.test", "$6$3$3:cram-md5=a:cram-md5=b", &err) == -1);
     s = slurp();
     CHECK(s != NULL && strcmp(s, "x@a.test:$6$3$3\ny@a.test:\nz@a.test:\n") == 0);
     free(s);
@@ -249,6 +434,48 @@ TEST(update)
     }
     free(s);
     config_free(cfg);
+}
+
+TEST(update_fields)
+{
+    snprintf(path, sizeof(path), "%s/users2", tmpdir);
+    unlink(path);
+    put("# keep\nb@a.test:$6$b$b:cram-md5=old\n");
+    buf_reset(&err);
+    CHECK(users_file_update(path, "a@a.test", "$6$a$a:cram-md5=s3cret:" SCRAM, &err) == 0);
+    /* passwd replaces every field: the old secret goes */
+    CHECK(users_file_update(path, "b@a.test", "$6$n$n:" SCRAM, &err) == 0);
+    CHECK(users_file_update(path, "c@a.test", ":cram-md5=only", &err) == 0);
+    char *s = slurp();
+    CHECK(s != NULL && strcmp(s,
+          "# keep\n"
+          "b@a.test:$6$n$n:" SCRAM "\n"
+          "a@a.test:$6$a$a:cram-md5=s3cret:" SCRAM "\n"
+          "c@a.test::cram-md5=only\n") == 0);
+    struct config *cfg = base_config();
+    if (cfg != NULL && s != NULL) {
+        buf_reset(&err);
+        CHECK(users_parse(cfg, s, strlen(s), path, &err) == 0);
+        const struct cfg_user *u = config_user(cfg, "a@a.test", 8);
+        struct sasl_creds c;
+        CHECK(u != NULL && users_sasl_creds(u, &c) == 0);
+        CHECK(c.has_scram && strcmp(c.cram_secret, "s3cret") == 0);
+        CHECK_EQ_STR(u->password_hash, "$6$a$a");
+        u = config_user(cfg, "b@a.test", 8);
+        CHECK(u != NULL && u->cram_secret == NULL && u->scram != NULL);
+        u = config_user(cfg, "c@a.test", 8);
+        CHECK(u != NULL && u->password_hash == NULL && u->scram == NULL &&
+              strcmp(u->cram_secret, "only") == 0);
+    }
+    free(s);
+    config_free(cfg);
+    /* an entry longer than a line is refused */
+    char big[5000];
+    memset(big, 'x', sizeof(big));
+    memcpy(big, "$6$x$x:cram-md5=", 16);
+    big[4090] = '\0';
+    CHECK(users_file_update(path, "a@a.test", big, &err) == -1);
+    unlink(path);
 }
 
 /* ---- hashing (argon2id costs 64 MiB and some time: few calls) ---- */
@@ -340,7 +567,11 @@ int main(void)
     }
     RUN(parse_valid);
     RUN(parse_errors);
+    RUN(fields_parse);
+    RUN(fields_errors);
+    RUN(embedded_demo_user);
     RUN(update);
+    RUN(update_fields);
     RUN(hash_verify);
     RUN(verify_sha512_crypt);
     buf_free(&err);
