@@ -35,6 +35,11 @@ Send a message from another terminal, for example with swaks:
 or with Python:
     /usr/bin/python3 -c 'import smtplib; smtplib.SMTP("127.0.0.1", 2525).sendmail("you@example.org", ["demo@example.test"], "Subject: hi\r\n\r\nhello\r\n")'
 
+Submission (your mail client): 127.0.0.1:2587 with STARTTLS, or
+127.0.0.1:2465 with TLS (self-signed certificate), login demo@example.test
+with password demo:
+    swaks --server 127.0.0.1:2587 --tls --auth PLAIN --auth-user demo@example.test --auth-password demo --from demo@example.test --to demo@example.test
+
 It lands as a file in the Maildir:
     $DATA/mail/example.test/demo/new/
 Queue:  $BIN queue list --data-dir $DATA

@@ -824,9 +824,11 @@ static int d_user(struct parser *p, char **a, size_t n)
     }
     if (hash != NULL && (why = config_check_hash(hash)) != NULL)
         return perr(p, "user '%s': %s", addr, why);
-    if ((scram != NULL && (why = config_check_scram(scram)) != NULL) ||
-        (cram != NULL && (why = config_check_line(cram, strlen(cram))) != NULL))
+    if (scram != NULL && (why = config_check_scram(scram)) != NULL)
         return perr(p, "user '%s': %s", addr, why);
+    if (cram != NULL && !sasl_cram_context_valid(cram))
+        return perr(p, "user '%s': cram-md5= needs 64 hex digits (HMAC-MD5 "
+                       "contexts)", addr);
     struct cfg_user *u = config_add_user(p->cfg, addr, hash, true, p->line);
     u->scram = scram ? xstrdup(scram) : NULL;
     u->cram_secret = cram ? xstrdup(cram) : NULL;

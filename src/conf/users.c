@@ -130,8 +130,13 @@ static const char *check_fields(const char *f, size_t len,
         } else if (flen >= 9 && memcmp(f, "cram-md5=", 9) == 0) {
             if (r->cram != NULL)
                 return "field 'cram-md5=' given twice";
-            if (flen == 9 || flen - 9 > SASL_NAME_MAX)
-                return "cram-md5= needs a secret of 1 to 255 octets";
+            char ctx[SASL_CRAM_CONTEXT_LEN + 1];
+            if (flen - 9 != SASL_CRAM_CONTEXT_LEN)
+                return "cram-md5= needs 64 hex digits (HMAC-MD5 contexts)";
+            memcpy(ctx, f + 9, SASL_CRAM_CONTEXT_LEN);
+            ctx[SASL_CRAM_CONTEXT_LEN] = '\0';
+            if (!sasl_cram_context_valid(ctx))
+                return "cram-md5= needs 64 hex digits (HMAC-MD5 contexts)";
             r->cram = f + 9;
             r->cram_len = flen - 9;
         }

@@ -8,7 +8,7 @@
  * Plaintext is wiped from memory as soon as it is hashed.
  *
  * One password gives every stored form at once: the argon2id hash (PLAIN,
- * LOGIN), SCRAM-SHA-256 keys, and with --cram-md5 the password itself,
+ * LOGIN), SCRAM-SHA-256 keys, and with --cram-md5 the HMAC-MD5 contexts,
  * since CRAM-MD5 cannot work from anything else. Passwords are at most 255
  * octets, the SASL limit (sasl.h), so every mechanism can use them.
  */
@@ -43,7 +43,9 @@ static const char user_usage[] =
     "  from the terminal without echo, or as one line from standard input\n"
     "  when it is not a terminal; never from the command line. It is stored\n"
     "  as an argon2id hash and as SCRAM-SHA-256 keys.\n"
-    "  --cram-md5          also store the password itself, reversibly, for\n"
+    "  --cram-md5          also store the HMAC-MD5 contexts CRAM-MD5 needs\n"
+    "                      (password-equivalent for CRAM-MD5, not the password);\n"
+    "                      for\n"
     "                      CRAM-MD5 (which cannot work otherwise)\n"
     "  -c, --config FILE   configuration file (default: $ESTAFETA_CONFIG,\n"
     "                      else the embedded default)\n"
@@ -96,20 +98,15 @@ static int ask(const char *prompt, char *out, size_t cap)
     return r;
 }
 
-/* Every stored form of pw as users-file fields: "HASH[:cram-md5=PW]:
- * scram-sha-256=..." (the cram secret is not last, so a trailing space of
- * it is not trimmed away when the file is read). 0, or -1 with a message. */
+/* Every stored form of pw as users-file fields: "HASH[:cram-md5=CONTEXTS]:
+ * scram-sha-256=...". No field holds the password itself. 0, or -1 with a
+ * message. */
 static int make_fields(const char *pw, bool cram, char *out, size_t cap)
 {
     size_t len = strlen(pw);
     if (len > SASL_NAME_MAX) {
         fprintf(stderr, "estafeta user: password longer than %d bytes (the "
                 "SASL limit)\n", SASL_NAME_MAX);
-        return -1;
-    }
-    if (cram && (strchr(pw, ':') != NULL || config_check_line(pw, len) != NULL)) {
-        fprintf(stderr, "estafeta user: a password stored for CRAM-MD5 cannot "
-                "hold ':' or control characters\n");
         return -1;
     }
     for (size_t i = 0; i < len; i++) {
@@ -131,8 +128,15 @@ static int make_fields(const char *pw, bool cram, char *out, size_t cap)
         fprintf(stderr, "estafeta user: deriving SCRAM keys failed\n");
         goto done;
     }
-    int n = cram ? snprintf(out, cap, "%s:cram-md5=%s:%s", hash, pw, scram)
+    /* CRAM-MD5: the HMAC-MD5 contexts, not the password (RFC 2195 5). */
+    char cram_ctx[SASL_CRAM_CONTEXT_LEN + 1];
+    if (cram && sasl_cram_derive(pw, cram_ctx, sizeof(cram_ctx)) < 0) {
+        fprintf(stderr, "estafeta user: deriving CRAM-MD5 contexts failed\n");
+        goto done;
+    }
+    int n = cram ? snprintf(out, cap, "%s:cram-md5=%s:%s", hash, cram_ctx, scram)
                  : snprintf(out, cap, "%s:%s", hash, scram);
+    explicit_bzero(cram_ctx, sizeof(cram_ctx));
     if (n < 0 || (size_t)n >= cap) {
         fprintf(stderr, "estafeta user: entry too long\n");
         goto done;

@@ -466,3 +466,8 @@ void conn_abort(struct conn *c)
         (void)conn_deliver(c, CONN_EV_CLOSED);
     }
 }
+
+int conn_tls_bits(const struct conn *c)
+{
+    return c->tls_active ? tls_conn_bits(c->tls) : 0;
+}

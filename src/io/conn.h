@@ -85,5 +85,6 @@ bool conn_tls_active(const struct conn *c);
 /* "TLSv1.3" and cipher name, or NULL without TLS. */
 const char *conn_tls_version(const struct conn *c);
 const char *conn_tls_cipher(const struct conn *c);
+int conn_tls_bits(const struct conn *c);
 
 #endif

@@ -362,13 +362,14 @@ static enum sasl_step cram_response(struct sasl_server *s,
     memset(&s->creds, 0, sizeof(s->creds));
     bool ok = s->lookup != NULL && s->lookup(s->arg, s->user, &s->creds) == 0;
     s->creds.cram_secret[sizeof(s->creds.cram_secret) - 1] = '\0';
-    size_t klen = strlen(s->creds.cram_secret);
-    ok = ok && klen > 0;
-    unsigned int wlen = 0;
-    /* Computed for a missing secret too, so both cost the same. */
-    if (HMAC(EVP_md5(), s->creds.cram_secret, (int)klen,
-             (const unsigned char *)s->challenge, strlen(s->challenge), want,
-             &wlen) == NULL || wlen != MD5_LEN)
+    /* Computed for a missing secret too (against a fixed context), so
+     * both cost the same. */
+    static const char none[] =
+        "00000000000000000000000000000000"
+        "00000000000000000000000000000000";
+    const char *ctx = s->creds.cram_secret;
+    ok = ok && sasl_cram_context_valid(ctx);
+    if (sasl_cram_hmac(ok ? ctx : none, s->challenge, strlen(s->challenge), want) < 0)
         ok = false;
     ok = CRYPTO_memcmp(given, want, MD5_LEN) == 0 && ok;
     explicit_bzero(want, sizeof(want));

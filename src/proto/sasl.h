@@ -65,7 +65,8 @@ struct sasl_creds {
     uint32_t scram_iterations;
     unsigned char scram_stored_key[32];
     unsigned char scram_server_key[32];
-    char cram_secret[256];     /* "" when no reversible secret is configured */
+    char cram_secret[256];     /* CRAM-MD5 HMAC contexts (sasl_cram_derive,
+                                  64 hex digits), "" when none */
 };
 
 /* Returns 0 and fills *creds_r if authcid is a user, -1 if not. */
@@ -124,6 +125,16 @@ void sasl_server_free(struct sasl_server *s);
  * not match what a client that normalises it derives. 0 or -1. */
 int sasl_scram_derive(const char *password, uint32_t iterations,
                       struct sasl_creds *creds_r);
+
+/* CRAM-MD5 without the password (RFC 2195 5): the HMAC-MD5 inner and
+ * outer contexts as SASL_CRAM_CONTEXT_LEN hex digits. derive: 0 or -1;
+ * hmac: HMAC-MD5(password, msg) from the contexts, 0 or -1 for a bad
+ * context string. */
+#define SASL_CRAM_CONTEXT_LEN 64
+int sasl_cram_derive(const char *password, char *out, size_t cap);
+bool sasl_cram_context_valid(const char *hex);
+int sasl_cram_hmac(const char *context_hex, const void *msg, size_t len,
+                   unsigned char digest_r[16]);
 
 /* Strict base64 (RFC 4648 4): length a multiple of 4, padding required,
  * no whitespace, unused bits zero. decode returns the length or -1 (also

@@ -88,6 +88,11 @@ static void auth_end(struct session *s)
         s->state = SS_CMD;
 }
 
+void auth_abort(struct session *s)
+{
+    auth_end(s);
+}
+
 static void auth_success(struct session *s)
 {
     const char *user = sasl_server_user(s->sasl);

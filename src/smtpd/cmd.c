@@ -57,6 +57,10 @@ void cmd_tls_ready(struct session *s)
     s->helo_seen = false;
     s->esmtp = false;
     s->helo[0] = '\0';
+    if (!s->local) {
+        s->authenticated = false;
+        s->auth_user[0] = '\0';
+    }
     s->state = SS_CMD;
     smtp_line_init(&s->lr, session_limit(s, LIM_SMTP_COMMAND_LINE));
     log_kv(LOG_INFO, "smtp.tls", "sid", s->sid, "version",

@@ -124,8 +124,9 @@ static bool data_open(struct session *s)
         buf_appendf(&h, "Received: from %s ([%s%s])\r\n\tby %s (estafeta) with %s id %s",
                     helo, v6 ? "IPv6:" : "", s->peer, s->cfg->hostname, proto, s->qid);
     if (tls)
-        buf_appendf(&h, "\r\n\t(%s cipher %s)", conn_tls_version(s->conn),
-                    conn_tls_cipher(s->conn));
+        buf_appendf(&h, "\r\n\t(using %s with cipher %s (%d bits))",
+                    conn_tls_version(s->conn), conn_tls_cipher(s->conn),
+                    conn_tls_bits(s->conn));
     if (auth)
         buf_appends(&h, " (authenticated)");
     if (s->nrcpts == 1)

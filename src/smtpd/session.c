@@ -137,10 +137,14 @@ void session_process(struct session *s)
             auth_line(s, line, line_len);
         else if (r == SMTP_LINE_OK)
             session_handle_line(s, line, line_len);
-        else if (r == SMTP_LINE_TOO_LONG)
-            session_reply(s, 500, "5.5.2", "Error: line too long");
-        else
-            session_reply(s, 500, "5.5.2", "Error: bad character in command");
+        else if (r == SMTP_LINE_TOO_LONG || r == SMTP_LINE_BAD) {
+            /* RFC 4954 4: any reply but 334 ends an AUTH exchange. */
+            if (s->state == SS_AUTH)
+                auth_abort(s);
+            session_reply(s, 500, "5.5.2", r == SMTP_LINE_TOO_LONG
+                                               ? "Error: line too long"
+                                               : "Error: bad character in command");
+        }
         buf_consume(in, consumed);
     }
     if (s->state == SS_CMD && s->shutdown) {

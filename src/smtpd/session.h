@@ -132,6 +132,7 @@ bool cmd_may_submit(const struct session *s);
 void auth_begin(struct session *s, const struct smtp_cmd *cmd);
 void auth_line(struct session *s, const char *line, size_t len);
 void auth_session_free(struct session *s);
+void auth_abort(struct session *s);   /* ends a running exchange, no reply */
 void auth_check_password(struct batch_job *job);   /* worker thread */
 void auth_checked(struct session *s, int ok);       /* loop thread */
 const char *auth_mechanisms_offered(const struct session *s, char *buf, size_t cap);

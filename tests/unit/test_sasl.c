@@ -812,7 +812,9 @@ TEST(cram_rfc2195)
 {
     struct sasl_creds c;
     memset(&c, 0, sizeof(c));
-    snprintf(c.cram_secret, sizeof(c.cram_secret), "tanstaaftanstaaf");
+    /* RFC 2195 5: the HMAC-MD5 contexts of "tanstaaftanstaaf". */
+    snprintf(c.cram_secret, sizeof(c.cram_secret), "%s",
+             "54b21152711fb604ca3e035e7015116bd06d4e1b26fccaa4b0b61801132340a3");
     add_user("tim", &c);
     const char *resp[] = {"tim b913a602c7eda7a495b4e6e7334d3890",
                           "tim B913A602C7EDA7A495B4E6E7334D3890"};

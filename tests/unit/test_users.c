@@ -135,8 +135,8 @@ TEST(fields_parse)
         return;
     const char *text =
         "a@a.test:$6$s$h:" SCRAM "\n"
-        "b@a.test:$6$s$h:cram-md5=tanstaaf tanstaaf:" SCRAM "\n"
-        "c@a.test::cram-md5=p=w#x\n"
+        "b@a.test:$6$s$h:cram-md5=48c76fedc6a3f688e05650ca8e55c07389f9bd7c98e27f78cfaf14642b7ae3b9:" SCRAM "\n"
+        "c@a.test::cram-md5=9ec2f73406e54c2f552a0c2d80a9b6b03fa6b9228c4111e9115c0f733ccefd45\n"
         "d@a.test:$6$s$h\n"
         "e@a.test:$6$s$h::" SCRAM "::\n";
     buf_reset(&err);
@@ -155,13 +155,13 @@ TEST(fields_parse)
     CHECK_EQ_STR(c.cram_secret, "");
     u = config_user(cfg, "b@a.test", 8);
     CHECK(u != NULL && u->scram != NULL);
-    CHECK_EQ_STR(u->cram_secret, "tanstaaf tanstaaf");
+    CHECK_EQ_STR(u->cram_secret, "48c76fedc6a3f688e05650ca8e55c07389f9bd7c98e27f78cfaf14642b7ae3b9");
     CHECK(users_sasl_creds(u, &c) == 0);
     CHECK(c.has_scram);
-    CHECK_EQ_STR(c.cram_secret, "tanstaaf tanstaaf");
+    CHECK_EQ_STR(c.cram_secret, "48c76fedc6a3f688e05650ca8e55c07389f9bd7c98e27f78cfaf14642b7ae3b9");
     u = config_user(cfg, "c@a.test", 8);
     CHECK(u != NULL && u->password_hash == NULL && u->scram == NULL);
-    CHECK_EQ_STR(u->cram_secret, "p=w#x");
+    CHECK_EQ_STR(u->cram_secret, "9ec2f73406e54c2f552a0c2d80a9b6b03fa6b9228c4111e9115c0f733ccefd45");
     u = config_user(cfg, "d@a.test", 8);
     CHECK(u != NULL && u->scram == NULL && u->cram_secret == NULL);
     CHECK(users_sasl_creds(u, &c) == 0);
@@ -228,10 +228,10 @@ TEST(fields_errors)
               "users:1: user 'a@a.test': scram-sha-256= keys must be 32 octets");
     PARSE_ERR("a@a.test:$6$s$h:" SCRAM ":" SCRAM "\n",
               "users:1: user 'a@a.test': field 'scram-sha-256=' given twice");
-    PARSE_ERR("a@a.test:$6$s$h:cram-md5=x:cram-md5=y\n",
+    PARSE_ERR("a@a.test:$6$s$h:cram-md5=9ec2f73406e54c2f552a0c2d80a9b6b03fa6b9228c4111e9115c0f733ccefd45:cram-md5=9ec2f73406e54c2f552a0c2d80a9b6b03fa6b9228c4111e9115c0f733ccefd45\n",
               "users:1: user 'a@a.test': field 'cram-md5=' given twice");
     PARSE_ERR("a@a.test:$6$s$h:cram-md5=\n",
-              "users:1: user 'a@a.test': cram-md5= needs a secret of 1 to 255 octets");
+              "users:1: user 'a@a.test': cram-md5= needs 64 hex digits (HMAC-MD5 contexts)");
     /* other fields are skipped (a later version's file still loads) */
     PARSE_OK("a@a.test:$6$s$h:future=1:scram-sha-256:whatever\n");
     struct config *cfg = base_config();
@@ -253,12 +253,17 @@ TEST(fields_errors)
         config_free(cfg);
     }
     char line[400];
-    memset(line, 'x', sizeof(line));
+    memset(line, 'a', sizeof(line));
     memcpy(line, "a@a.test:$6$s$h:cram-md5=", 25);
-    line[25 + 256] = '\0';
-    PARSE_ERR(line, "cram-md5= needs a secret of 1 to 255 octets");
-    line[25 + 255] = '\0';
+    line[25 + 65] = '\0';
+    PARSE_ERR(line, "cram-md5= needs 64 hex digits (HMAC-MD5 contexts)");
+    line[25 + 63] = '\0';
+    PARSE_ERR(line, "cram-md5= needs 64 hex digits (HMAC-MD5 contexts)");
+    line[25 + 63] = 'a';
+    line[25 + 64] = '\0';
     PARSE_OK(line);
+    line[25 + 10] = 'g';
+    PARSE_ERR(line, "cram-md5= needs 64 hex digits (HMAC-MD5 contexts)");
 }
 
 /* The embedded default's demo user logs in with "demo": by argon2id for
@@ -440,18 +445,18 @@ TEST(update_fields)
 {
     snprintf(path, sizeof(path), "%s/users2", tmpdir);
     unlink(path);
-    put("# keep\nb@a.test:$6$b$b:cram-md5=old\n");
+    put("# keep\nb@a.test:$6$b$b:cram-md5=9ec2f73406e54c2f552a0c2d80a9b6b03fa6b9228c4111e9115c0f733ccefd45\n");
     buf_reset(&err);
-    CHECK(users_file_update(path, "a@a.test", "$6$a$a:cram-md5=s3cret:" SCRAM, &err) == 0);
+    CHECK(users_file_update(path, "a@a.test", "$6$a$a:cram-md5=48c76fedc6a3f688e05650ca8e55c07389f9bd7c98e27f78cfaf14642b7ae3b9:" SCRAM, &err) == 0);
     /* passwd replaces every field: the old secret goes */
     CHECK(users_file_update(path, "b@a.test", "$6$n$n:" SCRAM, &err) == 0);
-    CHECK(users_file_update(path, "c@a.test", ":cram-md5=only", &err) == 0);
+    CHECK(users_file_update(path, "c@a.test", ":cram-md5=9ec2f73406e54c2f552a0c2d80a9b6b03fa6b9228c4111e9115c0f733ccefd45", &err) == 0);
     char *s = slurp();
     CHECK(s != NULL && strcmp(s,
           "# keep\n"
           "b@a.test:$6$n$n:" SCRAM "\n"
-          "a@a.test:$6$a$a:cram-md5=s3cret:" SCRAM "\n"
-          "c@a.test::cram-md5=only\n") == 0);
+          "a@a.test:$6$a$a:cram-md5=48c76fedc6a3f688e05650ca8e55c07389f9bd7c98e27f78cfaf14642b7ae3b9:" SCRAM "\n"
+          "c@a.test::cram-md5=9ec2f73406e54c2f552a0c2d80a9b6b03fa6b9228c4111e9115c0f733ccefd45\n") == 0);
     struct config *cfg = base_config();
     if (cfg != NULL && s != NULL) {
         buf_reset(&err);
@@ -459,13 +464,13 @@ TEST(update_fields)
         const struct cfg_user *u = config_user(cfg, "a@a.test", 8);
         struct sasl_creds c;
         CHECK(u != NULL && users_sasl_creds(u, &c) == 0);
-        CHECK(c.has_scram && strcmp(c.cram_secret, "s3cret") == 0);
+        CHECK(c.has_scram && strcmp(c.cram_secret, "48c76fedc6a3f688e05650ca8e55c07389f9bd7c98e27f78cfaf14642b7ae3b9") == 0);
         CHECK_EQ_STR(u->password_hash, "$6$a$a");
         u = config_user(cfg, "b@a.test", 8);
         CHECK(u != NULL && u->cram_secret == NULL && u->scram != NULL);
         u = config_user(cfg, "c@a.test", 8);
         CHECK(u != NULL && u->password_hash == NULL && u->scram == NULL &&
-              strcmp(u->cram_secret, "only") == 0);
+              strcmp(u->cram_secret, "9ec2f73406e54c2f552a0c2d80a9b6b03fa6b9228c4111e9115c0f733ccefd45") == 0);
     }
     free(s);
     config_free(cfg);
