@@ -141,6 +141,14 @@ struct config_overrides {
  * 127.0.0.1 with unprivileged ports, state under ./estafeta-data. */
 extern const char config_embedded_default[];
 
+/*
+ * Which configuration a command uses: the path it was given (-c), else
+ * $ESTAFETA_CONFIG, else CONFIG_SYSTEM_PATH if that file exists, else NULL
+ * (the embedded default). Empty strings count as not given.
+ */
+#define CONFIG_SYSTEM_PATH "/etc/estafeta/estafeta.conf"
+const char *config_choose_path(const char *given);
+
 struct config *config_parse(const char *text, size_t len, const char *filename,
                             struct buf *err_r);
 struct config *config_load(const char *path,

@@ -419,3 +419,15 @@ fail:
     config_free(cfg);
     return NULL;
 }
+
+const char *config_choose_path(const char *given)
+{
+    if (given != NULL && given[0] != '\0')
+        return given;
+    const char *env = getenv("ESTAFETA_CONFIG");
+    if (env != NULL && env[0] != '\0')
+        return env;
+    if (access(CONFIG_SYSTEM_PATH, F_OK) == 0)
+        return CONFIG_SYSTEM_PATH;
+    return NULL;
+}

@@ -89,7 +89,7 @@ static struct config *load(const char *path, const char *data_dir,
         .data_dir = env_or(data_dir, "ESTAFETA_DATA"),
         .no_ref_check = !refs,
     };
-    return config_load(env_or(path, "ESTAFETA_CONFIG"), &ov, err_r);
+    return config_load(config_choose_path(path), &ov, err_r);
 }
 
 struct config *cmd_load_config(const char *path, const char *data_dir,
@@ -109,7 +109,8 @@ static const char check_usage[] =
     "  Loads the configuration (with its users-file and aliases-file) and\n"
     "  checks every reference. Prints 'FILE: ok' and a summary, or the\n"
     "  first error as FILE:LINE: message.\n"
-    "  -c, --config FILE   configuration file (default: $ESTAFETA_CONFIG,\n"
+    "  -c, --config FILE   configuration file (default: $ESTAFETA_CONFIG, else\n"
+    "                      " CONFIG_SYSTEM_PATH " if it exists,\n"
     "                      else the embedded default)\n"
     "  --data-dir DIR      override data-dir (default: $ESTAFETA_DATA)\n"
     "  -h, --help          this text\n";

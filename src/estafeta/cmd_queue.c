@@ -59,7 +59,7 @@ int cmd_queue(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *path = getenv("ESTAFETA_CONFIG");
+    const char *path = NULL;
     struct config_overrides ov = {.data_dir = getenv("ESTAFETA_DATA")};
     int c;
     optind = 1;
@@ -83,8 +83,7 @@ int cmd_queue(int argc, char **argv)
         queue_usage(stderr);
         return 2;
     }
-    if (path != NULL && path[0] == '\0')
-        path = NULL;
+    path = config_choose_path(path);
     if (ov.data_dir != NULL && ov.data_dir[0] == '\0')
         ov.data_dir = NULL;
     struct buf err;
@@ -107,7 +106,8 @@ int cmd_queue(int argc, char **argv)
     buf_free(&err);
     struct queue_ids ids = {NULL, 0};
     queue_list(q, queue_collect, &ids);
-    qsort(ids.ids, ids.n, sizeof(*ids.ids), queue_cmp);
+    if (ids.n > 0)
+        qsort(ids.ids, ids.n, sizeof(*ids.ids), queue_cmp);
     time_t now = time(NULL);
     for (size_t i = 0; i < ids.n; i++) {
         struct queue_env *env;

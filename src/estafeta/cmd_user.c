@@ -47,7 +47,8 @@ static const char user_usage[] =
     "                      (password-equivalent for CRAM-MD5, not the password);\n"
     "                      for\n"
     "                      CRAM-MD5 (which cannot work otherwise)\n"
-    "  -c, --config FILE   configuration file (default: $ESTAFETA_CONFIG,\n"
+    "  -c, --config FILE   configuration file (default: $ESTAFETA_CONFIG, else\n"
+    "                      " CONFIG_SYSTEM_PATH " if it exists,\n"
     "                      else the embedded default)\n"
     "  --data-dir DIR      override data-dir (default: $ESTAFETA_DATA)\n"
     "  -h, --help          this text\n";

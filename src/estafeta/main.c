@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "estafeta/cmd.h"
+#include "estafeta/sendmail.h"
 #include "estafeta/serve.h"
 
 #define ESTAFETA_VERSION "0.1.0"
@@ -20,6 +21,8 @@ static void usage(FILE *f)
             "  check-config   validate a configuration file\n"
             "  queue list     show the mail queue\n"
             "  user add|passwd|del|list   manage users\n"
+            "  sendmail       sendmail(1) for local programs (also as 'sendmail')\n"
+            "  mailq          list the queue (also as 'mailq')\n"
             "  version        print the version\n"
             "\n"
             "Every command accepts -c FILE and --help. See estafeta(8).\n");
@@ -27,6 +30,14 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    /* Installed as /usr/sbin/sendmail or mailq (a symlink), programs call
+     * us by those names with sendmail's own flags. */
+    const char *base = strrchr(argv[0], '/');
+    base = base ? base + 1 : argv[0];
+    if (strcmp(base, "sendmail") == 0)
+        return cmd_sendmail(argc, argv);
+    if (strcmp(base, "mailq") == 0)
+        return cmd_mailq(argc, argv);
     if (argc < 2) {
         usage(stderr);
         return 2;
@@ -40,6 +51,10 @@ int main(int argc, char **argv)
         return cmd_queue(argc - 1, argv + 1);
     if (strcmp(cmd, "user") == 0)
         return cmd_user(argc - 1, argv + 1);
+    if (strcmp(cmd, "sendmail") == 0)
+        return cmd_sendmail(argc - 1, argv + 1);
+    if (strcmp(cmd, "mailq") == 0)
+        return cmd_mailq(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("estafeta %s\n", ESTAFETA_VERSION);
         return 0;

@@ -72,6 +72,7 @@ static void serve_usage(FILE *f)
             "\n"
             "Runs the mail server in the foreground, logging to stderr.\n"
             "  -c, --config FILE   configuration file (default: $ESTAFETA_CONFIG,\n"
+            "                      else " CONFIG_SYSTEM_PATH " if it exists,\n"
             "                      else the embedded demo configuration)\n"
             "  --data-dir DIR      overrides data-dir (default: $ESTAFETA_DATA)\n"
             "  --run-as USER       overrides run-as (used when started as root)\n"
@@ -343,7 +344,7 @@ int cmd_serve(int argc, char **argv)
     };
     struct serve sv;
     memset(&sv, 0, sizeof(sv));
-    sv.config_path = getenv("ESTAFETA_CONFIG");
+    sv.config_path = NULL;
     sv.ov.data_dir = getenv("ESTAFETA_DATA");
     const char *run_as_opt = NULL;
     int c;
@@ -371,8 +372,7 @@ int cmd_serve(int argc, char **argv)
         serve_usage(stderr);
         return 2;
     }
-    if (sv.config_path != NULL && sv.config_path[0] == '\0')
-        sv.config_path = NULL;
+    sv.config_path = config_choose_path(sv.config_path);
     /* SIGHUP re-reads the file after we chdir() into data-dir. */
     char *config_abs = NULL;
     if (sv.config_path != NULL && sv.config_path[0] != '/') {
