@@ -4,7 +4,7 @@
 set -eu
 
 BUILD_PKGS="build-essential pkg-config libevent-dev libssl-dev libargon2-dev libsqlite3-dev"
-TEST_PKGS="clang libclang-rt-14-dev valgrind python3 python3-pytest swaks openssl procps iproute2 msmtp testssl.sh libnet-ssleay-perl libauthen-sasl-perl util-linux"
+TEST_PKGS="clang libclang-rt-14-dev valgrind python3 python3-pytest swaks openssl procps iproute2 msmtp testssl.sh libnet-ssleay-perl libauthen-sasl-perl util-linux fetchmail"
 
 missing=""
 for p in $BUILD_PKGS $TEST_PKGS; do

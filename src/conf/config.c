@@ -31,6 +31,8 @@ const char config_embedded_default[] =
     "listen 127.0.0.1:2525 mx\n"
     "listen 127.0.0.1:2587 submission\n"
     "listen 127.0.0.1:2465 submissions\n"
+    "listen 127.0.0.1:2110 pop3\n"
+    "listen 127.0.0.1:2995 pop3s\n"
     "domain example.test\n"
     "# the demo user's password is \"demo\"\n"
     "user demo@example.test"
@@ -125,6 +127,8 @@ const char *listener_role_name(enum listener_role role)
     case ROLE_MX: return "mx";
     case ROLE_SUBMISSION: return "submission";
     case ROLE_SUBMISSIONS: return "submissions";
+    case ROLE_POP3: return "pop3";
+    case ROLE_POP3S: return "pop3s";
     case ROLE_LOCAL: return "local";
     }
     return "?";
@@ -534,7 +538,7 @@ enum directive_id {
     D_HOSTNAME, D_DATA_DIR, D_RUN_AS, D_LOG_LEVEL, D_LISTEN, D_DOMAIN, D_USER,
     D_USERS_FILE, D_ALIAS, D_ALIASES_FILE, D_POSTMASTER, D_DELIMITER, D_VRFY,
     D_EXPN, D_LIMIT, D_TLS_CERT, D_AUTH_MECHS, D_PLAINTEXT_NETS,
-    D_SENDER_MATCH, D_LOCAL_SOCKET, D__COUNT
+    D_SENDER_MATCH, D_LOCAL_SOCKET, D_QUOTA, D_QUOTA_EXCEEDED, D__COUNT
 };
 
 struct parser {
@@ -742,9 +746,13 @@ static int d_listen(struct parser *p, char **a, size_t n)
         role = ROLE_SUBMISSION;
     else if (strcmp(a[1], "submissions") == 0)
         role = ROLE_SUBMISSIONS;
+    else if (strcmp(a[1], "pop3") == 0)
+        role = ROLE_POP3;
+    else if (strcmp(a[1], "pop3s") == 0)
+        role = ROLE_POP3S;
     else
-        return perr(p, "unknown listener role '%s' (expected mx, submission "
-                       "or submissions)", Q(a[1]));
+        return perr(p, "unknown listener role '%s' (expected mx, submission, "
+                       "submissions, pop3 or pop3s)", Q(a[1]));
 
     bool v6 = af == AF_INET6;
     for (size_t i = 0; i < cfg->nlisteners; i++) {
@@ -930,7 +938,7 @@ static enum limit_kind limit_kind(int id)
     case LIM_TIMEOUT_COMMAND: case LIM_TIMEOUT_DATA: case LIM_TIMEOUT_SHUTDOWN:
     case LIM_QUEUE_LIFETIME: case LIM_RETRY_MIN: case LIM_RETRY_MAX:
     case LIM_TIMEOUT_CLOSE: case LIM_TIMEOUT_TLS: case LIM_AUTH_LOCKOUT:
-    case LIM_AUTH_DELAY:
+    case LIM_AUTH_DELAY: case LIM_POP3_TIMEOUT:
         return LK_TIME;
     default:
         return LK_COUNT;
@@ -1105,6 +1113,32 @@ const char *config_check_scram(const char *v)
     return NULL;
 }
 
+/* quota BYTES MESSAGES: per user over all folders; 0 = unlimited. */
+static int d_quota(struct parser *p, char **a, size_t n)
+{
+    (void)n;
+    size_t bytes, msgs;
+    if (parse_limit_value(a[0], LK_SIZE, &bytes) < 0)
+        return perr(p, "invalid quota size '%s' (e.g. 1G, 500M, 0 for none)", Q(a[0]));
+    if (parse_limit_value(a[1], LK_COUNT, &msgs) < 0)
+        return perr(p, "invalid quota message count '%s'", Q(a[1]));
+    p->cfg->quota_bytes = bytes;
+    p->cfg->quota_messages = msgs;
+    return 0;
+}
+
+static int d_quota_exceeded(struct parser *p, char **a, size_t n)
+{
+    (void)n;
+    if (strcmp(a[0], "temporary") == 0)
+        p->cfg->quota_permanent = false;
+    else if (strcmp(a[0], "permanent") == 0)
+        p->cfg->quota_permanent = true;
+    else
+        return perr(p, "quota-exceeded is 'temporary' or 'permanent', not '%s'", Q(a[0]));
+    return 0;
+}
+
 bool config_net_match(const struct cfg_net *nets, size_t n, int family,
                       const unsigned char *addr)
 {
@@ -1153,6 +1187,8 @@ static const struct directive directives[D__COUNT] = {
     [D_PLAINTEXT_NETS] = {"auth-plaintext-networks", 1, MAX_WORDS, true, d_plaintext_nets},
     [D_SENDER_MATCH] = {"sender-login-match", 1, 1, true, d_sender_match},
     [D_LOCAL_SOCKET] = {"local-socket", 1, 1, true, d_local_socket},
+    [D_QUOTA] = {"quota", 2, 2, true, d_quota},
+    [D_QUOTA_EXCEEDED] = {"quota-exceeded", 1, 1, true, d_quota_exceeded},
 };
 
 static int parse_line(struct parser *p, char *line, char **words)

@@ -41,6 +41,8 @@ enum listener_role {
     ROLE_MX,            /* port 25: mail for our domains, no relay */
     ROLE_SUBMISSION,    /* port 587: STARTTLS + AUTH (issue 3) */
     ROLE_SUBMISSIONS,   /* port 465: implicit TLS + AUTH (issue 3) */
+    ROLE_POP3,          /* port 110: POP3 with STLS (issue 4) */
+    ROLE_POP3S,         /* port 995: POP3 over implicit TLS */
     ROLE_LOCAL,         /* the local-socket (estafeta sendmail); never from
                            a `listen` line: the peer's uid is its identity */
 };
@@ -106,6 +108,9 @@ struct config {
     bool sender_login_match;/* authenticated users send only as themselves
                                (or aliases that reach them); default on */
     unsigned auth_mechs;    /* bit (1u << enum sasl_mech) per mechanism offered */
+    uint64_t quota_bytes;   /* per user, all folders; 0 = unlimited */
+    uint64_t quota_messages;/* per user; 0 = unlimited */
+    bool quota_permanent;   /* over quota: 552 5.2.2 (else 452 4.2.2, retried) */
     char *local_socket;     /* UNIX socket for `estafeta sendmail`, absolute
                                after config_load; NULL = none */
 

@@ -37,6 +37,7 @@
 #ifndef ESTAFETA_CONF_USERS_H
 #define ESTAFETA_CONF_USERS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "conf/config.h"
@@ -51,5 +52,15 @@ int users_sasl_creds(const struct cfg_user *u, struct sasl_creds *creds_r);
 int users_format_scram(const struct sasl_creds *creds, char *out, size_t out_cap);
 int password_hash(const char *password, char *out, size_t out_cap);
 int password_verify(const char *password, const char *hash);
+
+/*
+ * The password check of a login (PLAIN, LOGIN, POP3 USER/PASS): true if
+ * user (any case) exists, has a password hash, and password matches it.
+ * An unknown user or one without a hash costs the same argon2id check
+ * against a dummy hash, so the time taken does not tell whether a user
+ * exists. Slow on purpose: call it off the event loop.
+ */
+bool users_check_login(const struct config *cfg, const char *user,
+                       const char *password);
 
 #endif

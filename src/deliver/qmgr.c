@@ -44,10 +44,20 @@ static ssize_t qmgr_body_read(void *arg, void *p, size_t n)
     return queue_body_read(qb->b, p, n);
 }
 
-/* One mailbox, one copy: 0 on success, -1 (errno) on a temporary failure. */
+/* One mailbox, one copy: 0 on success, -1 (errno) on failure; EDQUOT
+ * when the user is over quota (the caller decides temporary or not). */
 static int qmgr_deliver_mailbox(struct queue *q, struct store *st,
+                                const struct config *cfg,
                                 const struct queue_env *env, const char *mailbox)
 {
+    if ((cfg->quota_bytes || cfg->quota_messages) &&
+        store_deliver_quota(st, mailbox, cfg->quota_bytes, cfg->quota_messages,
+                            env->body_size) < 0 && errno == EDQUOT) {
+        log_kv(LOG_WARN, "deliver.over_quota", "qid", env->id, "mailbox", mailbox,
+               NULL);
+        errno = EDQUOT;
+        return -1;
+    }
     struct queue_body *b;
     if (queue_body_open(q, env->id, &b) < 0)
         return -1;
@@ -195,9 +205,15 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
     }
     /* Each distinct mailbox gets one copy, however many recipients lead
      * to it. */
+    /* box_ok: 1 delivered, 0 temporary failure, -1 over quota with
+     * quota-exceeded permanent (the recipient fails). */
     int *box_ok = xcalloc(boxes.n ? boxes.n : 1, sizeof(*box_ok));
-    for (size_t k = 0; k < boxes.n; k++)
-        box_ok[k] = qmgr_deliver_mailbox(q, st, env, boxes.v[k]) == 0;
+    for (size_t k = 0; k < boxes.n; k++) {
+        if (qmgr_deliver_mailbox(q, st, cfg, env, boxes.v[k]) == 0)
+            box_ok[k] = 1;
+        else if (errno == EDQUOT && cfg->quota_permanent)
+            box_ok[k] = -1;
+    }
 
     /* What is left of recipients that are partly done (or need the relay)
      * goes into one new message; those recipients are then done here. */
@@ -208,7 +224,7 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
             continue;
         size_t ok = 0, total = res[i].nmailboxes;
         for (size_t k = 0; k < total; k++)
-            ok += box_ok[qmgr_find(boxes.v, boxes.n, res[i].mailboxes[k])] != 0;
+            ok += box_ok[qmgr_find(boxes.v, boxes.n, res[i].mailboxes[k])] == 1;
         bool local_only_rcpt = res[i].nremote == 1 && total == 0 &&
                                strcmp(res[i].remote[0], env->rcpts[i].address) == 0;
         if ((ok == total && res[i].nremote == 0) || local_only_rcpt)
@@ -217,7 +233,7 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
             continue; /* nothing done: retry it whole */
         split[i] = true;
         for (size_t k = 0; k < total; k++)
-            if (!box_ok[qmgr_find(boxes.v, boxes.n, res[i].mailboxes[k])])
+            if (box_ok[qmgr_find(boxes.v, boxes.n, res[i].mailboxes[k])] == 0)
                 qmgr_set_add(&rest, res[i].mailboxes[k]);
         for (size_t k = 0; k < res[i].nremote; k++)
             qmgr_set_add(&rest, res[i].remote[k]);
@@ -255,10 +271,16 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
                      newid);
             text = why;
         } else if (!split[i]) {
-            bool all = true;
-            for (size_t k = 0; k < res[i].nmailboxes; k++)
-                if (!box_ok[qmgr_find(boxes.v, boxes.n, res[i].mailboxes[k])])
-                    all = false;
+            bool all = true, full = false;
+            for (size_t k = 0; k < res[i].nmailboxes; k++) {
+                int b = box_ok[qmgr_find(boxes.v, boxes.n, res[i].mailboxes[k])];
+                all = all && b == 1;
+                full = full || b == -1;
+            }
+            if (full && res[i].nmailboxes == 1) {
+                ns = QUEUE_RCPT_FAILED;
+                text = "552 5.2.2 mailbox full";
+            }
             if (res[i].nremote > 0) {
                 /* A remote recipient waits for the relay (issue 5). */
                 log_kv(LOG_INFO, "deliver.deferred", "qid", id, "rcpt", r->address,

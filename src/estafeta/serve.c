@@ -36,10 +36,12 @@
 #include "deliver/qmgr.h"
 #include "io/listener.h"
 #include "io/tls.h"
+#include "lib/authfail.h"
 #include "lib/fsutil.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "queue/queue.h"
+#include "pop3d/pop3d.h"
 #include "smtpd/smtpd.h"
 #include "store/store.h"
 
@@ -53,7 +55,10 @@ struct serve {
     size_t nlisteners;
     struct listener *local;       /* local-socket for estafeta sendmail */
     struct tls_server *tls;
+    struct authfail *fails;       /* failed logins, all protocols */
     struct smtpd *smtpd;
+    struct pop3d *pop3d;
+    int open_services;            /* services not yet closed on SIGTERM */
     struct qmgr *qmgr;
     struct queue *queue;
     struct store *store;
@@ -84,7 +89,10 @@ static void serve_on_accept(int fd, const struct sockaddr_storage *peer,
 {
     (void)peer;
     struct serve_accept_arg *a = arg;
-    smtpd_accept(a->sv->smtpd, fd, peer_text, a->role);
+    if (a->role == ROLE_POP3 || a->role == ROLE_POP3S)
+        pop3d_accept(a->sv->pop3d, fd, peer_text, a->role);
+    else
+        smtpd_accept(a->sv->smtpd, fd, peer_text, a->role);
 }
 
 /* The local socket: the kernel tells who the peer is (SO_PEERCRED). */
@@ -140,10 +148,12 @@ static void serve_on_committed(const char *id, void *arg)
     qmgr_notify(sv->qmgr, id);
 }
 
+/* Called once by each service when its last session is gone. */
 static void serve_all_closed(void *arg)
 {
     struct serve *sv = arg;
-    event_base_loopexit(sv->base, NULL);
+    if (--sv->open_services == 0)
+        event_base_loopexit(sv->base, NULL);
 }
 
 static void serve_on_term(evutil_socket_t sig, short what, void *arg)
@@ -158,7 +168,9 @@ static void serve_on_term(evutil_socket_t sig, short what, void *arg)
     log_kv(LOG_INFO, "serve.stopping", "signal", s, NULL);
     for (size_t i = 0; i < sv->nlisteners; i++)
         listener_stop(sv->listeners[i]);
+    sv->open_services = 2;
     smtpd_shutdown(sv->smtpd, serve_all_closed, sv);
+    pop3d_shutdown(sv->pop3d, serve_all_closed, sv);
 }
 
 static void serve_on_hup(evutil_socket_t sig, short what, void *arg)
@@ -192,6 +204,7 @@ static void serve_on_hup(evutil_socket_t sig, short what, void *arg)
     struct tls_server *ts = serve_load_tls(cfg, true);
     if (ts != NULL) {
         smtpd_set_tls(sv->smtpd, ts);
+        pop3d_set_tls(sv->pop3d, ts);
         tls_server_unref(sv->tls);
         sv->tls = ts;
     } else {
@@ -200,6 +213,7 @@ static void serve_on_hup(evutil_socket_t sig, short what, void *arg)
     }
     struct cfgref *ref = cfgref_new(cfg);
     smtpd_set_config(sv->smtpd, ref);
+    pop3d_set_config(sv->pop3d, ref);
     qmgr_set_config(sv->qmgr, ref);
     cfgref_put(sv->cfg);
     sv->cfg = ref;
@@ -453,8 +467,12 @@ int cmd_serve(int argc, char **argv)
         fprintf(stderr, "estafeta: cannot create the event loop\n");
         goto out;
     }
-    sv.smtpd = smtpd_new(sv.base, sv.queue, sv.cfg, serve_on_committed, &sv);
+    sv.fails = authfail_new();
+    sv.smtpd = smtpd_new(sv.base, sv.queue, sv.cfg, sv.fails, serve_on_committed, &sv);
     smtpd_set_tls(sv.smtpd, sv.tls);
+    smtpd_set_store(sv.smtpd, sv.store);
+    sv.pop3d = pop3d_new(sv.base, sv.store, sv.cfg, sv.fails);
+    pop3d_set_tls(sv.pop3d, sv.tls);
     if (sv.local != NULL)
         listener_start(sv.local, sv.base, serve_on_local, &sv);
     sv.qmgr = qmgr_start(sv.queue, sv.store, sv.cfg);
@@ -478,6 +496,7 @@ int cmd_serve(int argc, char **argv)
 
     /* smtpd first: its commit callbacks notify the qmgr. */
     smtpd_free(sv.smtpd);
+    pop3d_free(sv.pop3d);
     qmgr_stop(sv.qmgr);
     event_free(ev_term);
     event_free(ev_int);
@@ -495,6 +514,7 @@ out:
             unlink(sv.cfg->cfg->local_socket);
     }
     tls_server_unref(sv.tls);
+    authfail_free(sv.fails);
     free(sv.roles);
     if (sv.base)
         event_base_free(sv.base);

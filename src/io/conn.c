@@ -28,6 +28,8 @@ struct conn {
     struct event *ev_write;
     struct event *ev_timer;
     struct event *ev_resume;   /* deferred re-delivery after conn_resume */
+    struct event *ev_drained;  /* deferred CONN_EV_DRAINED */
+    bool want_drained;
     struct buf in;
     struct buf out;
     size_t high_water;
@@ -65,6 +67,7 @@ static bool conn_deliver(struct conn *c, enum conn_event ev)
         event_del(c->ev_write);
         event_del(c->ev_timer);
         event_del(c->ev_resume);
+        event_del(c->ev_drained);
         c->reading = false;
     }
     c->in_callback++;
@@ -260,6 +263,10 @@ static void conn_try_write(struct conn *c)
     }
     if (c->dead)
         return;
+    if (c->want_drained && c->out.len < c->high_water) {
+        c->want_drained = false;
+        event_active(c->ev_drained, 0, 0);
+    }
     /* The owner stopped at high water with commands still buffered. */
     if (was_high && c->out.len < c->high_water && !c->paused && !c->closing &&
         (c->in.len > 0 || c->eof))
@@ -282,6 +289,27 @@ static void conn_on_write(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     conn_try_write(arg);
+}
+
+static void conn_on_drained(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct conn *c = arg;
+    if (!c->dead && !c->closing)
+        (void)conn_deliver(c, CONN_EV_DRAINED);
+}
+
+void conn_want_drained(struct conn *c)
+{
+    if (c->dead)
+        return;
+    if (c->out.len < c->high_water) {
+        event_active(c->ev_drained, 0, 0);
+        return;
+    }
+    c->want_drained = true;
+    event_add(c->ev_write, NULL);
 }
 
 static void conn_on_resume(evutil_socket_t fd, short what, void *arg)
@@ -334,6 +362,7 @@ struct conn *conn_new(struct event_base *base, int fd, size_t in_max,
     c->ev_write = event_new(base, fd, EV_WRITE | EV_PERSIST, conn_on_write, c);
     c->ev_timer = evtimer_new(base, conn_on_timer, c);
     c->ev_resume = event_new(base, -1, 0, conn_on_resume, c);
+    c->ev_drained = event_new(base, -1, 0, conn_on_drained, c);
     conn_update_read(c);
     return c;
 }
@@ -349,6 +378,7 @@ void conn_free(struct conn *c)
         event_del(c->ev_write);
         event_del(c->ev_timer);
         event_del(c->ev_resume);
+        event_del(c->ev_drained);
         return;
     }
     conn_destroy(c);
@@ -362,6 +392,7 @@ static void conn_destroy(struct conn *c)
     event_free(c->ev_write);
     event_free(c->ev_timer);
     event_free(c->ev_resume);
+    event_free(c->ev_drained);
     close(c->fd);
     buf_free(&c->in);
     buf_free(&c->out);

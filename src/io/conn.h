@@ -54,7 +54,7 @@ struct event_base;
 struct conn;
 
 enum conn_event { CONN_EV_INPUT, CONN_EV_TIMEOUT, CONN_EV_CLOSED,
-                  CONN_EV_TLS_READY };
+                  CONN_EV_TLS_READY, CONN_EV_DRAINED };
 
 typedef void (*conn_cb)(struct conn *c, enum conn_event ev, void *arg);
 
@@ -78,6 +78,10 @@ void conn_close_after_flush(struct conn *c, unsigned close_timeout);
 void conn_abort(struct conn *c);
 int conn_fd(const struct conn *c);
 bool conn_eof(const struct conn *c);
+/* Asks for one CONN_EV_DRAINED (from the loop, never re-entrantly) once
+ * queued output is below high water: how a sender of a large response
+ * (POP3 RETR) writes it piece by piece without holding it in memory. */
+void conn_want_drained(struct conn *c);
 
 struct tls_server;
 void conn_start_tls(struct conn *c, struct tls_server *ts);

@@ -79,6 +79,9 @@ const struct limit_def limit_table[LIM__COUNT] = {
         "how long an address that reached auth-failures is refused"},
     [LIM_AUTH_DELAY] = {"auth-delay", 2, 0, 60,
         "delay before answering a failed login (security.md 7)"},
+    [LIM_POP3_TIMEOUT] = {"timeout-pop3", 600, 600, 86400,
+        "RFC 1939 3: a POP3 server's inactivity autologout timer must be "
+        "at least 10 minutes"},
 };
 
 int limit_lookup(const char *name)

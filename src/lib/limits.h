@@ -41,6 +41,7 @@ enum limit_id {
     LIM_AUTH_FAILURES,
     LIM_AUTH_LOCKOUT,
     LIM_AUTH_DELAY,
+    LIM_POP3_TIMEOUT,
     LIM__COUNT
 };
 

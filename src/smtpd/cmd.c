@@ -4,12 +4,14 @@
  * (OpenSMTPD's smtp_check_<cmd> / smtp_proceed_<cmd> split, kept inside one
  * function each because the checks are short). Replies: doc/smtp.md.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "deliver/resolve.h"
+#include "store/store.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "smtpd/session.h"
@@ -254,11 +256,31 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
      * implies. Address literals resolve like names: they are ours only if
      * configured as a domain. */
     enum resolve_status st = RESOLVE_NOT_LOCAL;
+    bool over_quota = false;
     if (!r.to.source_route) {
         struct resolve_result rr;
         st = resolve_address(s->cfg, r.to.local, strlen(r.to.local),
                              r.to.domain, strlen(r.to.domain), &rr);
+        /* A single mailbox that is full refuses now (a list delivers to
+         * the members that have room and retries the others). */
+        if (st == RESOLVE_OK && rr.nmailboxes == 1 && rr.nremote == 0 &&
+            (s->cfg->quota_bytes || s->cfg->quota_messages) &&
+            smtpd_store(s->srv) != NULL &&
+            store_deliver_quota(smtpd_store(s->srv), rr.mailboxes[0],
+                                s->cfg->quota_bytes, s->cfg->quota_messages,
+                                s->mail.size_given ? s->mail.size : 0) < 0 &&
+            errno == EDQUOT)
+            over_quota = true;
         resolve_result_free(&rr);
+    }
+    if (over_quota) {
+        log_kv(LOG_INFO, "smtp.rcpt", "sid", s->sid, "from", s->sender, "to", addr,
+               "result", "over-quota", NULL);
+        if (s->cfg->quota_permanent)
+            session_reply(s, 552, "5.2.2", "<%s>: Mailbox full", addr);
+        else
+            session_reply(s, 452, "4.2.2", "<%s>: Mailbox full, try again later", addr);
+        return;
     }
     /* Submission: other domains are relayed (queued for the relay). */
     if (st == RESOLVE_NOT_LOCAL && !r.to.source_route && cmd_may_submit(s))

@@ -151,6 +151,7 @@ void smtpd_session_finished(struct smtpd *srv, struct session *s);
 int smtpd_is_shutting_down(const struct smtpd *srv);
 struct queue *smtpd_queue(struct smtpd *srv);
 struct tls_server *smtpd_tls(struct smtpd *srv);
+struct store *smtpd_store(struct smtpd *srv);
 struct event_base *smtpd_base(struct smtpd *srv);
 void smtpd_session_enter(struct session *s);
 void smtpd_greet(struct session *s);

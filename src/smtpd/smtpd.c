@@ -24,6 +24,7 @@
 #include "io/batch.h"
 #include "io/conn.h"
 #include "io/tls.h"
+#include "lib/authfail.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "queue/queue.h"
@@ -39,24 +40,12 @@ struct client_slot {
     char addr[64];
 };
 
-/* Failed logins per client address; kept after the client disconnects
- * (an attacker reconnects), expired after auth-lockout, bounded in number. */
-#define AUTH_FAIL_MAX_ENTRIES 65536
-
-struct auth_fail {
-    struct auth_fail *next;
-    char addr[64];
-    unsigned count;
-    time_t first;
-    time_t locked_until;
-};
-
 struct smtpd {
     struct event_base *base;
     struct tls_server *tls;
+    struct store *store;
     struct batch *auth_worker;
-    struct auth_fail *fails[CLIENT_BUCKETS];
-    size_t nfails;
+    struct authfail *fails;     /* shared with the other protocols */
     struct queue *queue;
     struct cfgref *cfg;
     smtpd_committed_fn committed;
@@ -112,6 +101,8 @@ static void client_put(struct smtpd *srv, struct client_slot *slot)
 
 struct queue *smtpd_queue(struct smtpd *srv) { return srv->queue; }
 struct tls_server *smtpd_tls(struct smtpd *srv) { return srv->tls; }
+struct store *smtpd_store(struct smtpd *srv) { return srv->store; }
+void smtpd_set_store(struct smtpd *srv, struct store *st) { srv->store = st; }
 struct event_base *smtpd_base(struct smtpd *srv) { return srv->base; }
 
 void smtpd_set_tls(struct smtpd *srv, struct tls_server *ts)
@@ -121,69 +112,26 @@ void smtpd_set_tls(struct smtpd *srv, struct tls_server *ts)
     tls_server_unref(old);
 }
 
-/* ---- failed logins ---- */
-
-static struct auth_fail **auth_fail_find(struct smtpd *srv, const char *addr,
-                                         time_t now, size_t window)
-{
-    struct auth_fail **pp = &srv->fails[client_hash(addr)];
-    while (*pp != NULL) {
-        struct auth_fail *f = *pp;
-        bool stale = f->locked_until <= now && (size_t)(now - f->first) > window;
-        if (stale) {
-            *pp = f->next;
-            free(f);
-            srv->nfails--;
-            continue;
-        }
-        if (strcmp(f->addr, addr) == 0)
-            return pp;
-        pp = &f->next;
-    }
-    return pp;
-}
+/* ---- failed logins (lib/authfail.h, shared across protocols) ---- */
 
 bool smtpd_auth_locked(struct smtpd *srv, const struct session *s)
 {
-    time_t now = time(NULL);
-    struct auth_fail **pp = auth_fail_find(srv, s->peer, now,
-                                           session_limit(s, LIM_AUTH_LOCKOUT));
-    return *pp != NULL && (*pp)->locked_until > now;
+    return authfail_locked(srv->fails, s->peer, time(NULL),
+                           session_limit(s, LIM_AUTH_LOCKOUT));
 }
 
 void smtpd_auth_failed(struct smtpd *srv, const struct session *s)
 {
-    time_t now = time(NULL);
-    size_t window = session_limit(s, LIM_AUTH_LOCKOUT);
-    struct auth_fail **pp = auth_fail_find(srv, s->peer, now, window);
-    struct auth_fail *f = *pp;
-    if (f == NULL) {
-        if (srv->nfails >= AUTH_FAIL_MAX_ENTRIES)
-            return; /* table full of live entries: count no more */
-        f = xcalloc(1, sizeof(*f));
-        snprintf(f->addr, sizeof(f->addr), "%s", s->peer);
-        f->first = now;
-        *pp = f;
-        srv->nfails++;
-    }
-    f->count++;
-    if (f->count >= session_limit(s, LIM_AUTH_FAILURES))
-        f->locked_until = now + (time_t)window;
+    authfail_failed(srv->fails, s->peer, time(NULL),
+                    session_limit(s, LIM_AUTH_FAILURES),
+                    session_limit(s, LIM_AUTH_LOCKOUT));
 }
 
 void smtpd_auth_succeeded(struct smtpd *srv, const struct session *s)
 {
-    struct auth_fail **pp = auth_fail_find(srv, s->peer, time(NULL),
-                                           session_limit(s, LIM_AUTH_LOCKOUT));
-    if (*pp != NULL) {
-        struct auth_fail *f = *pp;
-        *pp = f->next;
-        free(f);
-        srv->nfails--;
-    }
+    authfail_succeeded(srv->fails, s->peer, time(NULL),
+                       session_limit(s, LIM_AUTH_LOCKOUT));
 }
-int smtpd_is_shutting_down(const struct smtpd *srv) { return srv->shutting_down; }
-size_t smtpd_session_count(const struct smtpd *srv) { return srv->nsessions; }
 
 void smtpd_notify_committed(struct smtpd *srv, const char *id)
 {
@@ -253,6 +201,8 @@ static void smtpd_on_conn(struct conn *c, enum conn_event ev, void *arg)
     case CONN_EV_TLS_READY:
         cmd_tls_ready(s);
         break;
+    case CONN_EV_DRAINED:
+        break; /* SMTP replies are small: never asked for */
     case CONN_EV_TIMEOUT:
         if (s->state == SS_TLS) {
             /* Nothing can be said in the middle of a handshake. */
@@ -420,10 +370,11 @@ void smtpd_submit_commit(struct smtpd *srv, struct session *s)
 }
 
 struct smtpd *smtpd_new(struct event_base *base, struct queue *queue,
-                        struct cfgref *cfg, smtpd_committed_fn committed,
-                        void *arg)
+                        struct cfgref *cfg, struct authfail *fails,
+                        smtpd_committed_fn committed, void *arg)
 {
     struct smtpd *srv = xcalloc(1, sizeof(*srv));
+    srv->fails = fails;
     srv->base = base;
     srv->queue = queue;
     srv->cfg = cfgref_get(cfg);
@@ -502,13 +453,6 @@ void smtpd_free(struct smtpd *srv)
             struct client_slot *c = srv->clients[i];
             srv->clients[i] = c->next;
             free(c);
-        }
-    }
-    for (size_t i = 0; i < CLIENT_BUCKETS; i++) {
-        while (srv->fails[i]) {
-            struct auth_fail *f = srv->fails[i];
-            srv->fails[i] = f->next;
-            free(f);
         }
     }
     tls_server_unref(srv->tls);

@@ -33,10 +33,16 @@ struct smtpd;
 
 typedef void (*smtpd_committed_fn)(const char *id, void *arg);
 
+/* fails: the failed-login table shared with the other protocols (not
+ * owned). */
+struct authfail;
 struct smtpd *smtpd_new(struct event_base *base, struct queue *queue,
-                        struct cfgref *cfg, smtpd_committed_fn committed,
-                        void *arg);
+                        struct cfgref *cfg, struct authfail *fails,
+                        smtpd_committed_fn committed, void *arg);
 void smtpd_set_config(struct smtpd *srv, struct cfgref *cfg);
+/* The mailbox store, for quota checks at RCPT time (not owned). */
+struct store;
+void smtpd_set_store(struct smtpd *srv, struct store *st);
 void smtpd_accept(struct smtpd *srv, int fd, const char *peer,
                   enum listener_role role);
 /* A client of the local submission socket, identified by its uid. */

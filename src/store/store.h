@@ -34,6 +34,7 @@
 #define ESTAFETA_STORE_STORE_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 struct store;
@@ -51,6 +52,14 @@ int store_deliver(struct store *s, const char *mailbox, const char *folder,
                   const char *prefix, size_t prefix_len,
                   store_read_fn read, void *read_arg,
                   char *uid_r, size_t uid_cap);
+
+/* Quota hook, called by the delivery code before store_deliver(): 0 if a
+ * message of incoming_size octets fits within max_bytes and max_messages
+ * (0 = unlimited) on top of what the user has in all folders
+ * (store_quota_usage, mailbox.h), or -1 with errno EDQUOT when it would
+ * exceed one of them (other errno: usage unknown, a temporary failure). */
+int store_deliver_quota(struct store *s, const char *user, uint64_t max_bytes,
+                        uint64_t max_messages, uint64_t incoming_size);
 
 /* Absolute path of a mailbox's Maildir (for tests and tools); -1 EINVAL for
  * a bad name. Does not create it. */

@@ -1,19 +1,27 @@
 /*
- * store_backend: the private function table behind store.h, and the name
- * validation every backend shares (doc/store.md "Names are validated").
+ * store_backend: the private function table behind store.h and mailbox.h,
+ * the name validation every backend shares (doc/store.md "Names are
+ * validated"), and the pieces of the Maildir backend shared by its files
+ * (store_maildir.c: delivery; mailbox_maildir.c: mailboxes and the index).
  * Not for use outside src/store.
  */
 #ifndef ESTAFETA_STORE_STORE_BACKEND_H
 #define ESTAFETA_STORE_STORE_BACKEND_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
+#include "store/mailbox.h"
 #include "store/store.h"
 
 #define STORE_LOCAL_MAX 64
 #define STORE_DOMAIN_MAX 255
 #define STORE_FOLDER_MAX 200
+
+/* The flag bits that exist (mailbox.h STORE_F_*). */
+#define STORE_F_ALL 63u
 
 struct store_ops {
     void (*free)(struct store *s);
@@ -24,15 +32,90 @@ struct store_ops {
                         size_t out_cap);
     int (*clean_tmp)(struct store *s, const char *mailbox, const char *folder,
                      long max_age);
+    /* mailbox.h; the dispatch in store_maildir.c has already checked
+     * message numbers and flag bits. */
+    int (*mailbox_open)(struct store *s, const char *user, const char *folder,
+                        unsigned open_flags, struct store_mailbox **mb_r);
+    void (*mailbox_close)(struct store_mailbox *mb);
+    int (*mailbox_refresh)(struct store_mailbox *mb);
+    int (*msg_open)(struct store_mailbox *mb, size_t i, int *fd_r);
+    int (*msg_set_flags)(struct store_mailbox *mb, size_t i, unsigned flags);
+    /* idx: sorted, no duplicates, all < count. */
+    int (*mailbox_expunge)(struct store_mailbox *mb, const size_t *idx,
+                           size_t n);
+    int (*quota_usage)(struct store *s, const char *user, uint64_t *bytes_r,
+                       uint64_t *messages_r);
+    int (*user_create)(struct store *s, const char *user);
 };
 
 struct store {
     const struct store_ops *ops;
 };
 
+/* The part of an open mailbox every backend shares (first member of the
+ * backend's own struct): the snapshot, read by the generic accessors. The
+ * backend owns msgs[] and the unique strings. */
+struct store_mailbox {
+    struct store *store;
+    uint32_t uidvalidity, uidnext;
+    struct store_msg *msgs;
+    size_t n, cap;
+};
+
 /* 0 with the position of the '@' in *at_r, or -1 EINVAL. */
 int store_check_mailbox(const char *mailbox, size_t *at_r);
 /* 0 (with *inbox_r true for NULL or "INBOX" in any case), or -1 EINVAL. */
 int store_check_folder(const char *folder, bool *inbox_r);
+
+/* The standard folders store_user_create makes besides the INBOX. */
+extern const char *const store_std_folders[];
+#define STORE_STD_FOLDERS 5
+
+/* ---- Maildir backend internals ---- */
+
+#define MD_HOST_MAX 100
+
+struct mdstore {
+    struct store base;
+    char *root;                 /* absolute, as configured */
+    char host[MD_HOST_MAX + 1]; /* escaped for a file name */
+    atomic_ulong counter;
+};
+
+struct mdpath {
+    char domain[STORE_DOMAIN_MAX + 1];
+    char local[STORE_LOCAL_MAX + 1];
+    char folder[STORE_FOLDER_MAX + 2]; /* ".Name", or "" for the INBOX */
+};
+
+/* Validated names into *p; -1 EINVAL. */
+int md_names(const char *mailbox, const char *folder, struct mdpath *p);
+/* The folder's Maildir directory, opened one level at a time without
+ * following links; a descriptor or -1/errno. */
+int md_walk(struct mdstore *s, const struct mdpath *p);
+/* Creates the Maildir (and the folder with its maildirfolder marker). */
+int md_create(struct mdstore *s, const struct mdpath *p);
+
+/* mailbox.h for Maildir (mailbox_maildir.c), see struct store_ops. */
+int md_mailbox_open(struct store *s, const char *user, const char *folder,
+                    unsigned open_flags, struct store_mailbox **mb_r);
+void md_mailbox_close(struct store_mailbox *mb);
+int md_mailbox_refresh(struct store_mailbox *mb);
+int md_msg_open(struct store_mailbox *mb, size_t i, int *fd_r);
+int md_msg_set_flags(struct store_mailbox *mb, size_t i, unsigned flags);
+int md_mailbox_expunge(struct store_mailbox *mb, const size_t *idx, size_t n);
+int md_quota_usage(struct store *s, const char *user, uint64_t *bytes_r,
+                   uint64_t *messages_r);
+int md_user_create(struct store *s, const char *user);
+
+/* Delivery's part of the index (mailbox_maildir.c): md_index_begin takes
+ * the index's write lock before the message becomes visible, so no reader
+ * can see the file without its row; NULL when there is no index yet, or it
+ * cannot be used now (the next open assigns the UID). md_index_end inserts
+ * the row and commits when `visible`, else rolls back; it always frees. */
+struct md_itx;
+struct md_itx *md_index_begin(struct mdstore *s, const struct mdpath *p);
+void md_index_end(struct md_itx *t, const char *name, uint64_t size,
+                  bool visible);
 
 #endif

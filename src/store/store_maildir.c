@@ -1,8 +1,9 @@
 /*
- * store_maildir: the Maildir backend (the default, the source of truth), the
- * name validation shared by the backends, and the dispatch of store.h.
- * Layout, unique names and the crash-safety argument of every step are in
- * doc/store.md; this file implements it.
+ * store_maildir: the Maildir backend's delivery (the default store, the
+ * source of truth), the name validation shared by the backends, and the
+ * dispatch of store.h and mailbox.h. Layout, unique names, the index and the
+ * crash-safety argument of every step are in doc/store.md; this file and
+ * mailbox_maildir.c (mailboxes, the index) implement it.
  *
  * SECURITY: mailbox and folder names are validated against a small
  * whitelist before they become path components, and directories are opened
@@ -55,6 +56,139 @@ int store_clean_tmp(struct store *s, const char *mailbox, const char *folder,
 {
     return s->ops->clean_tmp(s, mailbox, folder, max_age);
 }
+
+int store_deliver_quota(struct store *s, const char *user, uint64_t max_bytes,
+                        uint64_t max_messages, uint64_t incoming_size)
+{
+    if (max_bytes == 0 && max_messages == 0)
+        return 0;
+    uint64_t bytes, msgs;
+    if (store_quota_usage(s, user, &bytes, &msgs) < 0)
+        return -1;
+    /* Written so that no sum can wrap. */
+    if ((max_bytes != 0 &&
+         (bytes > max_bytes || incoming_size > max_bytes - bytes)) ||
+        (max_messages != 0 && msgs >= max_messages)) {
+        errno = EDQUOT;
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- mailbox.h ---- */
+
+int store_mailbox_open(struct store *s, const char *user, const char *folder,
+                       unsigned open_flags, struct store_mailbox **mb_r)
+{
+    *mb_r = NULL;
+    if ((open_flags & ~STORE_OPEN_EXCLUSIVE) != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    return s->ops->mailbox_open(s, user, folder, open_flags, mb_r);
+}
+
+void store_mailbox_close(struct store_mailbox *mb)
+{
+    if (mb != NULL)
+        mb->store->ops->mailbox_close(mb);
+}
+
+uint32_t store_mailbox_uidvalidity(const struct store_mailbox *mb)
+{
+    return mb->uidvalidity;
+}
+
+uint32_t store_mailbox_uidnext(const struct store_mailbox *mb)
+{
+    return mb->uidnext;
+}
+
+size_t store_mailbox_count(const struct store_mailbox *mb)
+{
+    return mb->n;
+}
+
+const struct store_msg *store_mailbox_msg(const struct store_mailbox *mb,
+                                          size_t i)
+{
+    return i < mb->n ? &mb->msgs[i] : NULL;
+}
+
+int store_mailbox_refresh(struct store_mailbox *mb)
+{
+    return mb->store->ops->mailbox_refresh(mb);
+}
+
+int store_msg_open(struct store_mailbox *mb, size_t i, int *fd_r)
+{
+    *fd_r = -1;
+    if (i >= mb->n) {
+        errno = EINVAL;
+        return -1;
+    }
+    return mb->store->ops->msg_open(mb, i, fd_r);
+}
+
+int store_msg_set_flags(struct store_mailbox *mb, size_t i, unsigned flags)
+{
+    if (i >= mb->n || (flags & ~STORE_F_ALL) != 0) {
+        errno = EINVAL;
+        return -1;
+    }
+    return mb->store->ops->msg_set_flags(mb, i, flags);
+}
+
+static int cmp_size(const void *a, const void *b)
+{
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int store_mailbox_expunge(struct store_mailbox *mb, const size_t *idx, size_t n)
+{
+    if (n == 0)
+        return 0;
+    if (idx == NULL || n > mb->n) {
+        errno = EINVAL;
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (idx[i] >= mb->n) {
+            errno = EINVAL;
+            return -1;
+        }
+    /* The backends get the numbers sorted and without duplicates. */
+    size_t *sorted = xreallocarray(NULL, n, sizeof(*sorted));
+    memcpy(sorted, idx, n * sizeof(*sorted));
+    qsort(sorted, n, sizeof(*sorted), cmp_size);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (k == 0 || sorted[k - 1] != sorted[i])
+            sorted[k++] = sorted[i];
+    int r = mb->store->ops->mailbox_expunge(mb, sorted, k);
+    int err = errno;
+    free(sorted);
+    errno = err;
+    return r;
+}
+
+int store_quota_usage(struct store *s, const char *user, uint64_t *bytes_r,
+                      uint64_t *messages_r)
+{
+    *bytes_r = 0;
+    *messages_r = 0;
+    return s->ops->quota_usage(s, user, bytes_r, messages_r);
+}
+
+int store_user_create(struct store *s, const char *user)
+{
+    return s->ops->user_create(s, user);
+}
+
+const char *const store_std_folders[STORE_STD_FOLDERS] = {
+    "Sent", "Drafts", "Trash", "Junk", "Archive",
+};
 
 /* ================= name validation ================= */
 
@@ -111,25 +245,12 @@ bad:
 
 /* ================= Maildir backend ================= */
 
-#define HOST_MAX 100
+#define HOST_MAX MD_HOST_MAX
 #define COPY_CHUNK (64u * 1024u)
-
-struct mdstore {
-    struct store base;
-    char *root;                 /* absolute */
-    char host[HOST_MAX + 1];    /* escaped for a file name */
-    atomic_ulong counter;
-};
-
-struct mdpath {
-    char domain[STORE_DOMAIN_MAX + 1];
-    char local[STORE_LOCAL_MAX + 1];
-    char folder[STORE_FOLDER_MAX + 2]; /* ".Name", or "" for the INBOX */
-};
 
 static struct mdstore *MD(struct store *s) { return (struct mdstore *)s; }
 
-static int md_names(const char *mailbox, const char *folder, struct mdpath *p)
+int md_names(const char *mailbox, const char *folder, struct mdpath *p)
 {
     size_t at;
     bool inbox;
@@ -190,7 +311,7 @@ static void md_random(void *p, size_t n)
 
 /* Opens root/domain/local[/.folder] one level at a time, never following a
  * symbolic link below root; the Maildir's directory fd, or -1. */
-static int md_walk(struct mdstore *s, const struct mdpath *p)
+int md_walk(struct mdstore *s, const struct mdpath *p)
 {
     const char *comp[3] = {p->domain, p->local, p->folder};
     int fd = open(s->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -230,7 +351,7 @@ static int md_create_dirs(const char *dir)
     return 0;
 }
 
-static int md_create(struct mdstore *s, const struct mdpath *p)
+int md_create(struct mdstore *s, const struct mdpath *p)
 {
     char dir[PATH_MAX], path[PATH_MAX];
     if (mkpath(dir, sizeof(dir), "%s/%s/%s", s->root, p->domain, p->local) < 0 ||
@@ -293,6 +414,7 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
     int tmpfd = -1, newfd = -1, fd = -1, err = 0;
     uint64_t size = 0;
     char *chunk = NULL;
+    struct md_itx *itx = NULL;
 
     if (md_names(mailbox, folder, &p) < 0)
         return -1;
@@ -353,6 +475,10 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
     }
     /* Fits in NAME_MAX: 24 bytes were kept free above. */
     snprintf(name, sizeof(name), "%s,S=%llu", tmpname, (unsigned long long)size);
+    /* The index's write lock spans the rename, so a reader syncing the
+     * index never sees the file without its row (doc/store.md "UIDs at
+     * delivery"). Without an index the next open assigns the UID. */
+    itx = md_index_begin(s, &p);
     /* Never overwrite: the name is unique by construction, and the kernel
      * checks it where the filesystem supports it. */
     if (renameat2(tmpfd, tmpname, newfd, name, RENAME_NOREPLACE) < 0) {
@@ -369,6 +495,8 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
         unlinkat(newfd, name, 0);
         goto out;
     }
+    md_index_end(itx, name, size, true);
+    itx = NULL;
     if (uid_r != NULL)
         snprintf(uid_r, uid_cap, "%s", name);
     goto out;
@@ -378,6 +506,8 @@ fail_tmp:
     fd = -1;
     unlinkat(tmpfd, tmpname, 0);
 out:
+    if (itx != NULL)
+        md_index_end(itx, NULL, 0, false);
     free(chunk);
     if (fd >= 0)
         close(fd);
@@ -451,6 +581,14 @@ static const struct store_ops md_ops = {
     .deliver = md_deliver,
     .mailbox_path = md_mailbox_path,
     .clean_tmp = md_clean_tmp,
+    .mailbox_open = md_mailbox_open,
+    .mailbox_close = md_mailbox_close,
+    .mailbox_refresh = md_mailbox_refresh,
+    .msg_open = md_msg_open,
+    .msg_set_flags = md_msg_set_flags,
+    .mailbox_expunge = md_mailbox_expunge,
+    .quota_usage = md_quota_usage,
+    .user_create = md_user_create,
 };
 
 struct store *store_maildir_new(const char *root, const char *hostname)

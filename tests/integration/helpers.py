@@ -884,3 +884,326 @@ def header_values(data, name):
 def run_estafeta(server, *args, stdin=None, timeout=60):
     return subprocess.run([str(estafeta_bin())] + list(args) + ["-c", str(server.config_path)],
                           input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+# ---------------------------------------------------------------- POP3 (issue 4)
+#
+# Used by test_pop3.py and test_store_index.py: a byte-exact POP3 client,
+# a server with pop3/pop3s listeners and users with passwords, and mail
+# put in over SMTP.
+
+
+class POP3Raw:
+    """A byte-exact POP3 client (RFC 1939, 2449, 2595, 5034): send what you
+    like, read status lines and multi-line bodies in order.
+
+    implicit: TLS from the first byte (pop3s); context: client TLS context
+    (default verifies nothing); source: local address to connect from."""
+
+    def __init__(self, port, timeout=10.0, implicit=False, context=None,
+                 server_hostname=HOSTNAME, source=None, read_greeting=True):
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=timeout,
+            source_address=(source, 0) if source else None)
+        self.sock.settimeout(timeout)
+        self.buf = b""
+        self.transcript = []
+        self.greeting = None
+        self.context = context if context is not None else client_context()
+        self.server_hostname = server_hostname
+        if implicit:
+            self.wrap()
+        if read_greeting:
+            self.greeting = self.line()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def dump(self):
+        return b"".join(x if x.endswith(b"\n") else x + b"\n"
+                        for x in self.transcript[-200:]).decode("utf-8", errors="replace")
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.transcript.append(b"C: " + data[:300] + (b"..." if len(data) > 300 else b""))
+        self.sock.sendall(data)
+
+    def raw_line(self):
+        """One line as bytes, without its CRLF (asserts the CRLF)."""
+        while b"\n" not in self.buf:
+            try:
+                chunk = self.sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                raise ConnectionClosed("connection closed; partial %r; transcript:\n%s"
+                                       % (self.buf, self.dump()))
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        if len(self.transcript) < 5000:
+            self.transcript.append(b"S: " + line[:300] + b"\n")
+        assert line.endswith(b"\r"), "line without CRLF: %r\n%s" % (line, self.dump())
+        return line[:-1]
+
+    def line(self):
+        return self.raw_line().decode("utf-8", errors="replace")
+
+    def cmd(self, line):
+        """Send one command line, return the status line (str)."""
+        if isinstance(line, str):
+            line = line.encode()
+        self.send(line + b"\r\n")
+        return self.line()
+
+    def expect(self, exact):
+        r = self.line()
+        assert r == exact, "expected %r, got %r\n%s" % (exact, r, self.dump())
+        return r
+
+    def cmd_expect(self, line, exact):
+        """The status line must be exactly `exact`."""
+        r = self.cmd(line)
+        assert r == exact, "%r: expected %r, got %r\n%s" % (line, exact, r, self.dump())
+        return r
+
+    def cmd_ok(self, line):
+        r = self.cmd(line)
+        assert r.startswith("+OK"), "%r: expected +OK, got %r\n%s" % (line, r, self.dump())
+        return r
+
+    def multi(self):
+        """The lines of a multi-line body up to '.', byte-stuffing removed
+        (bytes, without CRLF)."""
+        out = []
+        while True:
+            line = self.raw_line()
+            if line == b".":
+                return out
+            if line.startswith(b"."):
+                line = line[1:]
+            out.append(line)
+
+    def multi_raw(self):
+        """The lines of a multi-line body up to '.', as sent (still stuffed)."""
+        out = []
+        while True:
+            line = self.raw_line()
+            if line == b".":
+                return out
+            out.append(line)
+
+    def cmd_multi(self, line, status="+OK"):
+        """A command with a multi-line answer: (status line, body lines)."""
+        r = self.cmd(line)
+        assert r.startswith(status), "%r: expected %r, got %r\n%s" % (
+            line, status, r, self.dump())
+        return r, self.multi()
+
+    def retr(self, n):
+        """RETR n: the message as bytes (CRLF line ends, unstuffed)."""
+        r = self.cmd("RETR %d" % n)
+        assert r.startswith("+OK "), "RETR %d: %r\n%s" % (n, r, self.dump())
+        lines = self.multi()
+        return b"".join(x + b"\r\n" for x in lines), r
+
+    def capa(self):
+        _, lines = self.cmd_multi("CAPA")
+        return [x.decode() for x in lines]
+
+    def uidl(self):
+        """[(n, unique id)] from UIDL."""
+        _, lines = self.cmd_multi("UIDL")
+        out = []
+        for x in lines:
+            n, u = x.decode().split(" ", 1)
+            out.append((int(n), u))
+        return out
+
+    def list(self):
+        _, lines = self.cmd_multi("LIST")
+        return [tuple(int(v) for v in x.decode().split(" ")) for x in lines]
+
+    def stat(self):
+        r = self.cmd("STAT")
+        m = re.match(r"^\+OK (\d+) (\d+)$", r)
+        assert m, "STAT: %r\n%s" % (r, self.dump())
+        return int(m.group(1)), int(m.group(2))
+
+    def wrap(self, context=None, server_hostname="default"):
+        assert self.buf == b"", "plaintext bytes left before the handshake: %r\n%s" % (
+            self.buf, self.dump())
+        ctx = context if context is not None else self.context
+        name = self.server_hostname if server_hostname == "default" else server_hostname
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=name)
+        self.transcript.append(b"-- TLS %s --" % self.sock.version().encode())
+        return self.sock
+
+    def stls(self, context=None):
+        self.cmd_expect("STLS", "+OK Begin TLS negotiation")
+        return self.wrap(context)
+
+    def login(self, user, password):
+        self.cmd_expect("USER " + user, "+OK Send your password")
+        return self.cmd("PASS " + password)
+
+    def login_ok(self, user, password):
+        r = self.login(user, password)
+        assert r == "+OK Logged in", "login %s: %r\n%s" % (user, r, self.dump())
+
+    def quit(self):
+        r = self.cmd("QUIT")
+        return r
+
+    # -- SASL (RFC 5034): "+ base64" continuations
+
+    def auth_plain(self, user, password, authzid="", initial=True):
+        resp = b64(authzid.encode() + b"\0" + user.encode() + b"\0" + password.encode())
+        if initial:
+            return self.cmd("AUTH PLAIN " + resp)
+        r = self.cmd("AUTH PLAIN")
+        if not r.startswith("+"):
+            return r
+        assert r in ("+ ", "+"), "PLAIN without initial response: expected an empty " \
+            "continuation, got %r\n%s" % (r, self.dump())
+        return self.cmd(resp)
+
+    def auth_login(self, user, password):
+        r = self.cmd("AUTH LOGIN")
+        if not r.startswith("+ "):
+            return r
+        assert unb64(r[2:]).lower().startswith(b"user"), r
+        r = self.cmd(b64(user))
+        if not r.startswith("+ "):
+            return r
+        assert unb64(r[2:]).lower().startswith(b"pass"), r
+        return self.cmd(b64(password))
+
+    def auth_scram(self, user, password, initial=True, tamper_proof=False):
+        """SCRAM-SHA-256 (RFC 5802, 7677) without channel binding; the same
+        computation as SMTPTLS.auth_scram with POP3 framing. Returns
+        (final status line, info)."""
+        cnonce = _b64.b64encode(os.urandom(18)).decode()
+        name = user.replace("=", "=3D").replace(",", "=2C")
+        first_bare = "n=%s,r=%s" % (name, cnonce)
+        first = "n,," + first_bare
+        info = {"server_signature": None}
+        if initial:
+            r = self.cmd("AUTH SCRAM-SHA-256 " + b64(first))
+        else:
+            r = self.cmd("AUTH SCRAM-SHA-256")
+            if not r.startswith("+"):
+                return r, info
+            assert r in ("+ ", "+"), "expected an empty continuation, got %r" % r
+            r = self.cmd(b64(first))
+        if not r.startswith("+ "):
+            return r, info
+        server_first = unb64(r[2:]).decode()
+        fields = dict(kv.split("=", 1) for kv in server_first.split(","))
+        assert fields["r"].startswith(cnonce) and len(fields["r"]) > len(cnonce), \
+            "server nonce does not extend ours: %r" % server_first
+        salt = _b64.b64decode(fields["s"])
+        salted = _hashlib.pbkdf2_hmac("sha256", password.encode(), salt, int(fields["i"]))
+        client_key = _hmac.new(salted, b"Client Key", _hashlib.sha256).digest()
+        stored_key = _hashlib.sha256(client_key).digest()
+        final_wo_proof = "c=biws,r=" + fields["r"]
+        auth_msg = ",".join([first_bare, server_first, final_wo_proof]).encode()
+        client_sig = _hmac.new(stored_key, auth_msg, _hashlib.sha256).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, client_sig))
+        if tamper_proof:
+            proof = bytes([proof[0] ^ 1]) + proof[1:]
+        server_key = _hmac.new(salted, b"Server Key", _hashlib.sha256).digest()
+        expect_sig = _hmac.new(server_key, auth_msg, _hashlib.sha256).digest()
+        r = self.cmd(b64(final_wo_proof + ",p=" + _b64.b64encode(proof).decode()))
+        if r.startswith("+ "):
+            final = unb64(r[2:]).decode()
+            info["server_final"] = final
+            if final.startswith("v="):
+                info["server_signature"] = _b64.b64decode(final[2:]) == expect_sig
+            r = self.cmd("")
+        return r, info
+
+    def read_until_close(self, timeout=5.0):
+        """Every byte the server still sends until it closes (raises if it
+        stays open longer than timeout)."""
+        self.sock.settimeout(timeout)
+        data = self.buf
+        self.buf = b""
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return data
+                data += chunk
+        except (ConnectionResetError, _ssl.SSLError):
+            return data
+        except socket.timeout:
+            raise AssertionError("connection still open after %.0fs; got %r\n%s"
+                                 % (timeout, data[-500:], self.dump()))
+
+
+def pop3_extra(pki=None, plaintext=True, auth_delay=0, extra=""):
+    """(config text, pop3 port, pop3s port): the two POP3 listeners, the
+    users file, the mail.example.test certificate when pki is given (else
+    the self-signed default), 127.0.0.0/8 as a plaintext network unless
+    plaintext is False, and auth-delay."""
+    p, ps = free_port(), free_port()
+    while ps == p:
+        ps = free_port()
+    text = ("listen 127.0.0.1:%d pop3\nlisten 127.0.0.1:%d pop3s\nusers-file users\n"
+            % (p, ps))
+    if pki is not None:
+        text += "tls-certificate %s %s\n" % (pki["mail_cert"], pki["mail_key"])
+    if plaintext:
+        text += "auth-plaintext-networks 127.0.0.0/8\n"
+    if auth_delay is not None:
+        text += "limit auth-delay %d\n" % auth_delay
+    return text + extra, p, ps
+
+
+def make_pop3_server(factory, pki=None, plaintext=True, auth_delay=0, extra="",
+                     users=None, start=True, **kw):
+    """A server with mx + pop3 + pop3s listeners and users with passwords
+    (default: PASSWORDS). factory(start=False, extra=..., **kw) makes the
+    Server. Sets .pop3_port, .pop3s_port and .pki."""
+    text, p, ps = pop3_extra(pki, plaintext, auth_delay, extra)
+    s = factory(start=False, extra=text, **kw)
+    s.pop3_port, s.pop3s_port, s.pki = p, ps, pki
+    for addr, pw in (PASSWORDS if users is None else users).items():
+        add_user(s, addr, pw)
+    if start:
+        s.start()
+    return s
+
+
+def smtp_send(server, rcpt, body, sender="sender@remote.test"):
+    """Send one message (body: bytes, already dot-stuffed, ending CRLF) to
+    rcpt over the mx listener; asserts 250 and returns the queue id."""
+    with SMTPRaw(server.port) as c:
+        c.hello()
+        c.start_mail(sender, (rcpt,))
+        r = c.send_data(body)
+        check(r, 250, None, None, c)
+        c.cmd("QUIT")
+    return qid_of(r.text)
+
+
+def dot_stuff(body):
+    """SMTP transparency (RFC 5321 4.5.2) for a CRLF body."""
+    lines = body.split(b"\r\n")
+    return b"\r\n".join((b"." + x) if x.startswith(b".") else x for x in lines)
+
+
+def maildir_uniques(server, address):
+    """{unique id: file bytes} of address's INBOX (new/ and cur/): the base
+    name before ':2,'."""
+    return {p.name.split(":2,", 1)[0]: data for p, data in server.messages(address)}

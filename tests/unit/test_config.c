@@ -697,7 +697,9 @@ TEST(embedded_default)
         CHECK_EQ_STR(cfg->data_dir, want);
         snprintf(want, sizeof(want), "%s/estafeta-data/users", tmpdir);
         CHECK_EQ_STR(cfg->users_file, want);
-        CHECK_EQ_INT(cfg->nlisteners, 3);
+        CHECK_EQ_INT(cfg->nlisteners, 5);
+        CHECK_EQ_INT(cfg->listeners[3].role, ROLE_POP3);
+        CHECK_EQ_INT(cfg->listeners[4].role, ROLE_POP3S);
         CHECK_EQ_INT(cfg->listeners[0].port, 2525);
         CHECK_EQ_INT(cfg->listeners[0].role, ROLE_MX);
         CHECK_EQ_INT(cfg->listeners[1].port, 2587);

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -11,7 +12,9 @@
 
 #include "harness.h"
 #include "lib/fsutil.h"
+#include "lib/log.h"
 #include "lib/xalloc.h"
+#include "store/mailbox.h"
 #include "store/store.h"
 
 /* ---- helpers ---- */
@@ -443,6 +446,107 @@ TEST(maildir_clean_tmp)
     free(root);
 }
 
+/* ---- the index at delivery (doc/store.md "UIDs at delivery") ---- */
+
+/* The rows of an index as "uid:uniq;..." and its uidnext, read directly. */
+static int index_dump(const char *path, char *out, size_t cap, long *next_r)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    out[0] = '\0';
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(db, "SELECT uid, uniq FROM messages ORDER BY uid",
+                           -1, &st, NULL) != SQLITE_OK) {
+        sqlite3_close(db);
+        return -1;
+    }
+    size_t o = 0;
+    while (sqlite3_step(st) == SQLITE_ROW && o < cap)
+        o += (size_t)snprintf(out + o, cap - o, "%lld:%s;",
+                              (long long)sqlite3_column_int64(st, 0),
+                              (const char *)sqlite3_column_text(st, 1));
+    sqlite3_finalize(st);
+    *next_r = -1;
+    if (sqlite3_prepare_v2(db, "SELECT uidnext FROM meta", -1, &st, NULL) ==
+            SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        *next_r = (long)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return 0;
+}
+
+TEST(maildir_delivery_assigns_uid)
+{
+    char *root = make_tmpdir();
+    if (root == NULL)
+        return;
+    struct store *s = store_maildir_new(root, "h");
+    char uid[2][STORE_UID_SIZE], mbox[4096], path[8192], dump[2048], want[1024];
+    CHECK(store_user_create(s, "u@d") == 0);
+    struct store_mailbox *mb = NULL;
+    CHECK(store_mailbox_open(s, "u@d", NULL, 0, &mb) == 0); /* makes the index */
+    store_mailbox_close(mb);
+    for (int i = 0; i < 2; i++) {
+        struct src src = {(const unsigned char *)"abc\r\n", 5, 0, 5, 0, 0};
+        CHECK(store_deliver(s, "u@d", NULL, "", 0, src_read, &src, uid[i],
+                            sizeof(uid[i])) == 0);
+    }
+    /* The rows are there before any reader looked. */
+    CHECK(store_mailbox_path(s, "u@d", mbox, sizeof(mbox)) == 0);
+    snprintf(path, sizeof(path), "%s/estafeta.index", mbox);
+    long next = 0;
+    CHECK(index_dump(path, dump, sizeof(dump), &next) == 0);
+    snprintf(want, sizeof(want), "1:%s;2:%s;", uid[0], uid[1]);
+    CHECK_EQ_STR(dump, want);
+    CHECK_EQ_INT(next, 3);
+    /* A folder without an index yet: delivery leaves it to the first open. */
+    struct src src = {(const unsigned char *)"abc\r\n", 5, 0, 5, 0, 0};
+    CHECK(store_deliver(s, "u@d", "Sent", "", 0, src_read, &src, uid[0],
+                        sizeof(uid[0])) == 0);
+    snprintf(path, sizeof(path), "%s/.Sent/estafeta.index", mbox);
+    CHECK(access(path, F_OK) == -1);
+    store_free(s);
+    rm_rf(root);
+    free(root);
+}
+
+TEST(maildir_delivery_survives_bad_index)
+{
+    char *root = make_tmpdir();
+    if (root == NULL)
+        return;
+    struct store *s = store_maildir_new(root, "h");
+    char uid[STORE_UID_SIZE], mbox[4096], path[8192];
+    struct src src = {(const unsigned char *)"abc\r\n", 5, 0, 5, 0, 0};
+    CHECK(store_deliver(s, "u@d", NULL, "", 0, src_read, &src, uid,
+                        sizeof(uid)) == 0);
+    struct store_mailbox *mb = NULL;
+    CHECK(store_mailbox_open(s, "u@d", NULL, 0, &mb) == 0);
+    store_mailbox_close(mb);
+    CHECK(store_mailbox_path(s, "u@d", mbox, sizeof(mbox)) == 0);
+    snprintf(path, sizeof(path), "%s/estafeta.index", mbox);
+    CHECK(fs_write_file_atomic(path, "garbage, not SQLite\n", 20, 0600) == 0);
+    /* The index cannot take the row: the delivery succeeds anyway. */
+    src.off = 0;
+    CHECK(store_deliver(s, "u@d", NULL, "", 0, src_read, &src, uid,
+                        sizeof(uid)) == 0);
+    snprintf(path, sizeof(path), "%s/new/%s", mbox, uid);
+    CHECK(access(path, F_OK) == 0);
+    /* ...and the message gets its UID when the mailbox is next opened. */
+    mb = NULL;
+    CHECK(store_mailbox_open(s, "u@d", NULL, 0, &mb) == 0);
+    if (mb != NULL) {
+        CHECK_EQ_INT(store_mailbox_count(mb), 2);
+        CHECK_EQ_STR(store_mailbox_msg(mb, 1)->unique, uid);
+        CHECK_EQ_INT(store_mailbox_msg(mb, 1)->uid, 2);
+        store_mailbox_close(mb);
+    }
+    store_free(s);
+    rm_rf(root);
+    free(root);
+}
+
 /* ---- in memory ---- */
 
 TEST(mem_backend)
@@ -494,6 +598,12 @@ TEST(mem_backend)
     CHECK(store_mailbox_path(s, "x/@d", out, sizeof(out)) == -1 && errno == EINVAL);
     CHECK(store_clean_tmp(s, "x@d", NULL, 0) == 0);
 
+    /* The quota hook: 0 limits are unlimited. */
+    CHECK(store_deliver_quota(s, "alice@example.org", 0, 0, SIZE_MAX) == 0);
+    CHECK(store_deliver_quota(s, "alice@example.org", 0, 4, 1) == 0); /* 3 held */
+    CHECK(store_deliver_quota(s, "alice@example.org", 0, 3, 1) == -1 &&
+          errno == EDQUOT);
+
     /* The inspection functions refuse a store of another backend. */
     struct store *md = store_maildir_new("/nonexistent-estafeta", "h");
     CHECK(store_mem_count(md, "alice@example.org") == 0);
@@ -505,6 +615,7 @@ TEST(mem_backend)
 
 int main(void)
 {
+    log_set_level(LOG_ERR); /* the damaged index is logged at warn */
     RUN(maildir_deliver_byte_exact);
     RUN(maildir_invalid_names);
     RUN(maildir_folders);
@@ -513,6 +624,8 @@ int main(void)
     RUN(maildir_refuses_symlinks);
     RUN(maildir_concurrent);
     RUN(maildir_clean_tmp);
+    RUN(maildir_delivery_assigns_uid);
+    RUN(maildir_delivery_survives_bad_index);
     RUN(mem_backend);
     return harness_done("test_store");
 }
