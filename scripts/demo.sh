@@ -40,6 +40,8 @@ Submission (your mail client): 127.0.0.1:2587 with STARTTLS, or
 with password demo:
     swaks --server 127.0.0.1:2587 --tls --auth PLAIN --auth-user demo@example.test --auth-password demo --from demo@example.test --to demo@example.test
 
+Read it over POP3: 127.0.0.1:2110 (STLS) or 127.0.0.1:2995 (TLS), same login.
+
 It lands as a file in the Maildir:
     $DATA/mail/example.test/demo/new/
 Queue:  $BIN queue list --data-dir $DATA

@@ -8,11 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "deliver/resolve.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "queue/queue.h"
+#include "store/mailbox.h"
 #include "store/store.h"
 
 struct qmgr_item {
@@ -58,6 +60,14 @@ static int qmgr_deliver_mailbox(struct queue *q, struct store *st,
         errno = EDQUOT;
         return -1;
     }
+    /* A user's first message: create the standard folders (Sent, Drafts,
+     * Trash, Junk, Archive) with the mailbox, as mail clients expect. */
+    char path[4096];
+    if (store_mailbox_path(st, mailbox, path, sizeof(path)) == 0 &&
+        access(path, F_OK) < 0 && errno == ENOENT &&
+        store_user_create(st, mailbox) < 0)
+        log_kv(LOG_WARN, "deliver.user_create_failed", "mailbox", mailbox, "error",
+               strerror(errno), NULL);
     struct queue_body *b;
     if (queue_body_open(q, env->id, &b) < 0)
         return -1;
