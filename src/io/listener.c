@@ -6,6 +6,7 @@
 #include <stdbool.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <stdlib.h>
@@ -131,6 +132,12 @@ static void listener_on_accept(evutil_socket_t fd, short what, void *arg)
                 evtimer_add(l->ev_pause, &tv);
             }
             return;
+        }
+        if (peer.ss_family == AF_INET || peer.ss_family == AF_INET6) {
+            /* Replies are written whole and pipelined ones together, so
+             * Nagle only adds delayed-ACK stalls (a slow RETR reader). */
+            int one = 1;
+            setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         }
         char text[INET6_ADDRSTRLEN] = "?";
         if (peer.ss_family == AF_UNIX)

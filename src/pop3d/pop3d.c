@@ -275,8 +275,13 @@ static void p3_on_delay(evutil_socket_t fd, short what, void *arg)
     if (s->state == P3_WAIT && !s->conn_gone) {
         s->state = P3_AUTHZ;
         p3_err(s, false, "[AUTH] Authentication failed");
-        conn_resume(s->conn);
-        conn_flush(s->conn);
+        if (s->shutdown) {
+            p3_err(s, false, "[SYS/TEMP] Server shutting down");
+            p3_close(s);
+        } else {
+            conn_resume(s->conn);
+            conn_flush(s->conn);
+        }
     }
     p3_leave(s);
 }
@@ -985,8 +990,11 @@ void pop3d_shutdown(struct pop3d *srv, void (*all_closed)(void *arg), void *arg)
             p3_err(s, false, "[SYS/TEMP] Server shutting down");
             p3_close(s);
         }
-        /* P3_WAIT: the worker's answer closes it; streaming: it ends the
-         * message, then p3_process closes. */
+        /* P3_WAIT: the worker's answer or the delay timer closes it;
+         * streaming: it ends the message, then closes, but a client that
+         * stops reading gets only timeout-close more (nothing is removed). */
+        if (s->streaming)
+            conn_set_timeout(s->conn, (unsigned)p3_limit(s, LIM_TIMEOUT_CLOSE));
         p3_leave(s);
         s = next;
     }

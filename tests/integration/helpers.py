@@ -1207,3 +1207,30 @@ def maildir_uniques(server, address):
     """{unique id: file bytes} of address's INBOX (new/ and cur/): the base
     name before ':2,'."""
     return {p.name.split(":2,", 1)[0]: data for p, data in server.messages(address)}
+
+
+def deliver_wait(server, rcpt, tok=None, body=None):
+    """Send one message holding tok (default: a fresh token in its Subject)
+    to rcpt over SMTP and wait until it is in the Maildir; returns (stored
+    bytes, unique id). One at a time: the Maildir must get exactly one new
+    file meanwhile."""
+    tok = tok or token()
+    if body is None:
+        body = ("Subject: %s\r\nMessage-ID: <%s@test>\r\n\r\nbody of %s\r\n"
+                % (tok, tok, tok)).encode()
+    before = set(maildir_uniques(server, rcpt))
+    smtp_send(server, rcpt, dot_stuff(body))
+    server.wait_messages(rcpt, tok)
+    new = {u: d for u, d in maildir_uniques(server, rcpt).items() if u not in before}
+    assert len(new) == 1, "expected one new message, got %s" % list(new)
+    (u, d), = new.items()
+    return d, u
+
+
+def pop3_uidl(unique):
+    """The UIDL POP3 sends for a store unique id (doc/pop3.md): the id
+    itself when it is 1..70 characters of 0x21..0x7E (RFC 1939 7), else
+    "h" and the first 32 hex digits of its SHA-256."""
+    if 1 <= len(unique) <= 70 and all(0x21 <= ord(ch) <= 0x7E for ch in unique):
+        return unique
+    return "h" + _hashlib.sha256(unique.encode("utf-8", "surrogateescape")).hexdigest()[:32]
