@@ -1139,6 +1139,15 @@ static int d_quota_exceeded(struct parser *p, char **a, size_t n)
     return 0;
 }
 
+bool config_plaintext_peer(const struct config *cfg, const char *peer)
+{
+    unsigned char addr[16];
+    int family = strchr(peer, ':') ? AF_INET6 : AF_INET;
+    if (inet_pton(family, peer, addr) != 1)
+        return false;
+    return config_net_match(cfg->plaintext_nets, cfg->nplaintext_nets, family, addr);
+}
+
 bool config_net_match(const struct cfg_net *nets, size_t n, int family,
                       const unsigned char *addr)
 {

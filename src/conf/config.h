@@ -171,6 +171,9 @@ const char *listener_role_name(enum listener_role role);
 /* True if the address (AF_INET/AF_INET6 bytes) is in one of the networks. */
 bool config_net_match(const struct cfg_net *nets, size_t n, int family,
                       const unsigned char *addr);
+/* True if a client address as text ("192.0.2.1", "2001:db8::1") is in
+ * auth-plaintext-networks; false for anything that is not an address. */
+bool config_plaintext_peer(const struct config *cfg, const char *peer);
 
 /*
  * What local@domain means here, one step only: steps 1-8 of the order in

@@ -10,7 +10,6 @@
  */
 #include "pop3d/pop3d.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -189,14 +188,7 @@ static void p3_leave(struct p3_session *s)
 
 static bool p3_plain_ok(const struct p3_session *s)
 {
-    if (conn_tls_active(s->conn))
-        return true;
-    unsigned char addr[16];
-    int family = strchr(s->peer, ':') ? AF_INET6 : AF_INET;
-    if (inet_pton(family, s->peer, addr) != 1)
-        return false;
-    return config_net_match(s->cfg->plaintext_nets, s->cfg->nplaintext_nets,
-                            family, addr);
+    return conn_tls_active(s->conn) || config_plaintext_peer(s->cfg, s->peer);
 }
 
 static bool p3_stls_offered(const struct p3_session *s)
@@ -206,19 +198,7 @@ static bool p3_stls_offered(const struct p3_session *s)
 
 static void p3_mechs(const struct p3_session *s, char *buf, size_t cap)
 {
-    size_t o = 0;
-    buf[0] = '\0';
-    bool plain = p3_plain_ok(s);
-    for (int m = 0; m < SASL_MECH__COUNT; m++) {
-        if (!(s->cfg->auth_mechs & (1u << m)) ||
-            (sasl_mech_plaintext((enum sasl_mech)m) && !plain))
-            continue;
-        int n = snprintf(buf + o, cap - o, "%s%s", o ? " " : "",
-                         sasl_mech_name((enum sasl_mech)m));
-        if (n < 0 || (size_t)n >= cap - o)
-            break;
-        o += (size_t)n;
-    }
+    sasl_mech_list(s->cfg->auth_mechs, p3_plain_ok(s), buf, cap);
 }
 
 static void p3_capa(struct p3_session *s)

@@ -56,6 +56,10 @@ const char *sasl_mech_name(enum sasl_mech mech);
 /* True for mechanisms that send the password in the clear (PLAIN, LOGIN):
  * offered and accepted only over TLS unless the network is trusted. */
 bool sasl_mech_plaintext(enum sasl_mech mech);
+/* The space-separated names of the mechanisms in `mechs` (bits 1u << mech)
+ * a client may use now: the plaintext ones only if plaintext_ok. Writes ""
+ * when none; a name that does not fit in buf is left out with the rest. */
+void sasl_mech_list(unsigned mechs, bool plaintext_ok, char *buf, size_t cap);
 
 /* What the server knows of a user, filled by the lookup callback. */
 struct sasl_creds {

@@ -1,4 +1,5 @@
 /* sasl_mech: the table of SASL mechanism names (see sasl.h). */
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -28,4 +29,22 @@ const char *sasl_mech_name(enum sasl_mech mech)
 bool sasl_mech_plaintext(enum sasl_mech mech)
 {
     return mech == SASL_MECH_PLAIN || mech == SASL_MECH_LOGIN;
+}
+
+void sasl_mech_list(unsigned mechs, bool plaintext_ok, char *buf, size_t cap)
+{
+    size_t o = 0;
+    buf[0] = '\0';
+    for (int m = 0; m < SASL_MECH__COUNT; m++) {
+        if (!(mechs & (1u << m)) ||
+            (sasl_mech_plaintext((enum sasl_mech)m) && !plaintext_ok))
+            continue;
+        int n = snprintf(buf + o, cap - o, "%s%s", o ? " " : "",
+                         sasl_mech_name((enum sasl_mech)m));
+        if (n < 0 || (size_t)n >= cap - o) {
+            buf[o] = '\0';
+            break;
+        }
+        o += (size_t)n;
+    }
 }

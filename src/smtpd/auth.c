@@ -15,8 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <arpa/inet.h>
-#include <sys/socket.h>
 
 #include <event2/event.h>
 
@@ -27,14 +25,7 @@
 
 static bool auth_plain_ok(const struct session *s)
 {
-    if (conn_tls_active(s->conn))
-        return true;
-    unsigned char addr[16];
-    int family = strchr(s->peer, ':') ? AF_INET6 : AF_INET;
-    if (inet_pton(family, s->peer, addr) != 1)
-        return false;
-    return config_net_match(s->cfg->plaintext_nets, s->cfg->nplaintext_nets,
-                            family, addr);
+    return conn_tls_active(s->conn) || config_plaintext_peer(s->cfg, s->peer);
 }
 
 static bool auth_offered_role(const struct session *s)
@@ -47,19 +38,7 @@ const char *auth_mechanisms_offered(const struct session *s, char *buf, size_t c
     buf[0] = '\0';
     if (!auth_offered_role(s) || s->authenticated)
         return buf;
-    size_t o = 0;
-    bool plain_ok = auth_plain_ok(s);
-    for (int m = 0; m < SASL_MECH__COUNT; m++) {
-        if (!(s->cfg->auth_mechs & (1u << m)))
-            continue;
-        if (sasl_mech_plaintext((enum sasl_mech)m) && !plain_ok)
-            continue;
-        int n = snprintf(buf + o, cap - o, "%s%s", o ? " " : "",
-                         sasl_mech_name((enum sasl_mech)m));
-        if (n < 0 || (size_t)n >= cap - o)
-            break;
-        o += (size_t)n;
-    }
+    sasl_mech_list(s->cfg->auth_mechs, auth_plain_ok(s), buf, cap);
     return buf;
 }
 
