@@ -10,7 +10,7 @@
 VARIANT ?= release
 BUILD   := build/$(VARIANT)
 
-PKGS    := libevent_core libevent_pthreads openssl libargon2 sqlite3
+PKGS    := libevent_core libevent_pthreads openssl libargon2 sqlite3 libunbound
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -39,7 +39,7 @@ CFLAGS  := $(BASE_CFLAGS) $(VFLAGS) $(EXTRA_CFLAGS)
 LDFLAGS := $(VLDFLAGS) $(EXTRA_LDFLAGS)
 LDLIBS  := $(PKG_LIBS) -lpthread
 
-MODULES  := lib io proto conf queue store deliver smtpd pop3d estafeta
+MODULES  := lib io proto conf queue store deliver relay smtpd pop3d estafeta
 LIB_SRC  := $(filter-out src/estafeta/main.c,$(foreach m,$(MODULES),$(wildcard src/$(m)/*.c)))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ := $(BUILD)/src/estafeta/main.o

@@ -11,6 +11,9 @@ JOBS="$(nproc)"
 
 ./scripts/setup.sh
 
+echo "== docs: the LIMITS section of estafeta.conf(5) matches src/lib/limits.c"
+/usr/bin/python3 scripts/man-limits.py --check
+
 echo "== build (release, asan, fuzz)"
 make -j"$JOBS" all unit fault >/dev/null
 make -j"$JOBS" VARIANT=asan all unit >/dev/null

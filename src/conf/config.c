@@ -926,27 +926,8 @@ static int d_expn(struct parser *p, char **a, size_t n)
     return on_off(p, "expn", a[0], &p->cfg->expn);
 }
 
-enum limit_kind { LK_COUNT, LK_SIZE, LK_TIME };
-
-static enum limit_kind limit_kind(int id)
-{
-    switch ((enum limit_id)id) {
-    case LIM_SMTP_COMMAND_LINE: case LIM_SMTP_TEXT_LINE: case LIM_MESSAGE_SIZE:
-    case LIM_HEADER_SECTION: case LIM_LOCAL_PART: case LIM_DOMAIN: case LIM_PATH:
-    case LIM_DSN_ENVID: case LIM_DSN_ORCPT: case LIM_OUTPUT_HIGH_WATER:
-        return LK_SIZE;
-    case LIM_TIMEOUT_COMMAND: case LIM_TIMEOUT_DATA: case LIM_TIMEOUT_SHUTDOWN:
-    case LIM_QUEUE_LIFETIME: case LIM_RETRY_MIN: case LIM_RETRY_MAX:
-    case LIM_TIMEOUT_CLOSE: case LIM_TIMEOUT_TLS: case LIM_AUTH_LOCKOUT:
-    case LIM_AUTH_DELAY: case LIM_POP3_TIMEOUT:
-        return LK_TIME;
-    default:
-        return LK_COUNT;
-    }
-}
-
 /* "123", sizes "64K" "10M" "2G" (powers of 1024), times "30s" "5m" "2h" "5d" */
-static int parse_limit_value(const char *s, enum limit_kind kind, size_t *v_r)
+static int parse_limit_value(const char *s, enum limit_unit kind, size_t *v_r)
 {
     size_t v = 0, i = 0;
     for (; s[i] >= '0' && s[i] <= '9'; i++)
@@ -959,19 +940,19 @@ static int parse_limit_value(const char *s, enum limit_kind kind, size_t *v_r)
         if (s[i + 1] != '\0')
             return -1;
         int c = s[i];
-        if (kind == LK_SIZE && (c == 'k' || c == 'K'))
+        if (kind == LIMIT_SIZE && (c == 'k' || c == 'K'))
             mult = 1024;
-        else if (kind == LK_SIZE && (c == 'm' || c == 'M'))
+        else if (kind == LIMIT_SIZE && (c == 'm' || c == 'M'))
             mult = 1024 * 1024;
-        else if (kind == LK_SIZE && (c == 'g' || c == 'G'))
+        else if (kind == LIMIT_SIZE && (c == 'g' || c == 'G'))
             mult = 1024 * 1024 * 1024;
-        else if (kind == LK_TIME && c == 's')
+        else if (kind == LIMIT_TIME && c == 's')
             mult = 1;
-        else if (kind == LK_TIME && c == 'm')
+        else if (kind == LIMIT_TIME && c == 'm')
             mult = 60;
-        else if (kind == LK_TIME && c == 'h')
+        else if (kind == LIMIT_TIME && c == 'h')
             mult = 3600;
-        else if (kind == LK_TIME && c == 'd')
+        else if (kind == LIMIT_TIME && c == 'd')
             mult = 86400;
         else
             return -1;
@@ -988,12 +969,12 @@ static int d_limit(struct parser *p, char **a, size_t n)
     if (p->limit_line[id] != 0)
         return perr(p, "limit '%s' given twice (first on line %zu)", a[0],
                     p->limit_line[id]);
-    enum limit_kind kind = limit_kind(id);
+    enum limit_unit kind = limit_table[id].unit;
     size_t v;
     if (parse_limit_value(a[1], kind, &v) < 0)
         return perr(p, "limit '%s': invalid value '%s'%s", a[0], Q(a[1]),
-                    kind == LK_SIZE ? " (a number, optionally with K, M or G)"
-                    : kind == LK_TIME ? " (a number, optionally with s, m, h or d)"
+                    kind == LIMIT_SIZE ? " (a number, optionally with K, M or G)"
+                    : kind == LIMIT_TIME ? " (a number, optionally with s, m, h or d)"
                     : " (a number)");
     const struct limit_def *def = &limit_table[id];
     if (v < def->min || v > def->max)
@@ -1118,9 +1099,9 @@ static int d_quota(struct parser *p, char **a, size_t n)
 {
     (void)n;
     size_t bytes, msgs;
-    if (parse_limit_value(a[0], LK_SIZE, &bytes) < 0)
+    if (parse_limit_value(a[0], LIMIT_SIZE, &bytes) < 0)
         return perr(p, "invalid quota size '%s' (e.g. 1G, 500M, 0 for none)", Q(a[0]));
-    if (parse_limit_value(a[1], LK_COUNT, &msgs) < 0)
+    if (parse_limit_value(a[1], LIMIT_COUNT, &msgs) < 0)
         return perr(p, "invalid quota message count '%s'", Q(a[1]));
     p->cfg->quota_bytes = bytes;
     p->cfg->quota_messages = msgs;

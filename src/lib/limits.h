@@ -42,11 +42,37 @@ enum limit_id {
     LIM_AUTH_LOCKOUT,
     LIM_AUTH_DELAY,
     LIM_POP3_TIMEOUT,
+    LIM_DELAY_WARNING,
+    LIM_RELAY_RETRY_MIN,
+    LIM_RELAY_RETRY_MAX,
+    LIM_RELAY_CONNECTIONS,
+    LIM_RELAY_CONNECTIONS_PER_DESTINATION,
+    LIM_RELAY_MESSAGES_PER_CONNECTION,
+    LIM_RELAY_RECIPIENTS,
+    LIM_RELAY_IDLE,
+    LIM_TIMEOUT_CONNECT,
+    LIM_TIMEOUT_GREETING,
+    LIM_TIMEOUT_MAIL,
+    LIM_TIMEOUT_RCPT,
+    LIM_TIMEOUT_DATA_INIT,
+    LIM_TIMEOUT_DATA_BLOCK,
+    LIM_TIMEOUT_DATA_DONE,
+    LIM_SMTP_REPLY_LINE,
+    LIM_SMTP_REPLY_LINES,
+    LIM_SMTP_REPLY_SIZE,
+    LIM_TIMEOUT_DNS,
+    LIM_MX_ADDRESSES,
+    LIM_BOUNCE_SIZE,
     LIM__COUNT
 };
 
+/* What a value counts, for the units the configuration accepts:
+ * sizes take K/M/G (powers of 1024), times take s/m/h/d. */
+enum limit_unit { LIMIT_COUNT, LIMIT_SIZE, LIMIT_TIME };
+
 struct limit_def {
     const char *name;    /* configuration name: `limit NAME VALUE` */
+    enum limit_unit unit;
     size_t def;          /* default */
     size_t min, max;     /* allowed range in configuration */
     const char *reason;  /* why this value */

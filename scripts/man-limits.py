@@ -1,0 +1,80 @@
+#!/usr/bin/python3
+"""Regenerates the LIMITS section of man/estafeta.conf.5 from src/lib/limits.c,
+the one table of limits, so the manual cannot drift from the code.
+
+    scripts/man-limits.py          rewrite the section
+    scripts/man-limits.py --check  exit 1 if the section is out of date
+"""
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KIB = 1024
+UNITS = {"LIMIT_COUNT": "count", "LIMIT_SIZE": "size", "LIMIT_TIME": "time"}
+
+
+def value(expr):
+    expr = expr.replace("KiB", "1024").replace("MiB", "1048576")
+    expr = re.sub(r"\(\s*size_t\s*\)", "", expr)
+    if not re.fullmatch(r"[0-9 *()]+", expr):
+        raise ValueError(f"limits.c: cannot read {expr!r}")
+    return int(eval(expr, {"__builtins__": {}}))
+
+
+def human(v, unit):
+    if unit == "size":
+        for suffix, m in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+            if v >= m and v % m == 0:
+                return f"{v // m}{suffix}"
+    if unit == "time":
+        if v == 0:
+            return "0s"
+        for suffix, m in (("d", 86400), ("h", 3600), ("m", 60)):
+            if v >= m and v % m == 0:
+                return f"{v // m}{suffix}"
+        return f"{v}s"
+    return str(v)
+
+
+def entries():
+    src = (ROOT / "src/lib/limits.c").read_text()
+    out = []
+    for m in re.finditer(r'\[LIM_\w+\] = \{\s*"([a-z0-9-]+)",\s*(LIMIT_\w+),\s*'
+                         r'([^,]+),\s*([^,]+),\s*([^,]+),\s*((?:"(?:[^"\\]|\\.)*"\s*)+)\}',
+                         src):
+        name, unit, d, lo, hi, reason = m.groups()
+        unit = UNITS[unit]
+        reason = "".join(re.findall(r'"((?:[^"\\]|\\.)*)"', reason)).replace('\\"', '"')
+        out.append((name, unit, value(d), value(lo), value(hi), reason))
+    return out
+
+
+def section():
+    lines = [".SH LIMITS"]
+    for name, unit, d, lo, hi, reason in entries():
+        esc = lambda s: s.replace("\\", "\\\\").replace("-", "\\-")
+        lines.append(".TP")
+        lines.append(f".B {esc(name)}")
+        lines.append(f"{unit}, default {human(d, unit)} "
+                     f"({human(lo, unit)}\\(en{human(hi, unit)}). {esc(reason)}")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    man = ROOT / "man/estafeta.conf.5"
+    text = man.read_text()
+    start = text.index(".SH LIMITS\n")
+    end = text.index("\n.SH ", start + 1) + 1
+    new = text[:start] + section() + text[end:]
+    if "--check" in sys.argv:
+        if new != text:
+            print("man/estafeta.conf.5: LIMITS is out of date; run scripts/man-limits.py")
+            return 1
+        return 0
+    man.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
