@@ -454,6 +454,14 @@ void config_free(struct config *cfg)
     free(cfg->tls_certs);
     free(cfg->plaintext_nets);
     free(cfg->local_socket);
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        config_route_free(&cfg->routes[i]);
+    free(cfg->routes);
+    free(cfg->relay_tls_ca);
+    for (size_t i = 0; i < cfg->ndns_servers; i++)
+        free(cfg->dns_servers[i]);
+    free(cfg->dns_servers);
+    free(cfg->dns_trust_anchor);
     for (size_t i = 0; i < cfg->naliases; i++) {
         for (size_t j = 0; j < cfg->aliases[i].ntargets; j++)
             free(cfg->aliases[i].targets[j]);
@@ -538,7 +546,9 @@ enum directive_id {
     D_HOSTNAME, D_DATA_DIR, D_RUN_AS, D_LOG_LEVEL, D_LISTEN, D_DOMAIN, D_USER,
     D_USERS_FILE, D_ALIAS, D_ALIASES_FILE, D_POSTMASTER, D_DELIMITER, D_VRFY,
     D_EXPN, D_LIMIT, D_TLS_CERT, D_AUTH_MECHS, D_PLAINTEXT_NETS,
-    D_SENDER_MATCH, D_LOCAL_SOCKET, D_QUOTA, D_QUOTA_EXCEEDED, D__COUNT
+    D_SENDER_MATCH, D_LOCAL_SOCKET, D_QUOTA, D_QUOTA_EXCEEDED,
+    D_ROUTE, D_RELAY_TLS, D_RELAY_TLS_CA, D_DNS_RESOLVER, D_DNS_TRUST_ANCHOR,
+    D_MX_PORT, D__COUNT
 };
 
 struct parser {
@@ -1149,6 +1159,75 @@ bool config_net_match(const struct cfg_net *nets, size_t n, int family,
     return false;
 }
 
+static int d_route(struct parser *p, char **a, size_t n)
+{
+    struct cfg_route r;
+    char err[200];
+    if (config_route_parse(a, n, &r, err, sizeof(err)) < 0)
+        return perr(p, "%s", err);
+    for (size_t i = 0; i < p->cfg->nroutes; i++)
+        if (strcmp(p->cfg->routes[i].domain, r.domain) == 0) {
+            size_t first = p->cfg->routes[i].line;
+            config_route_free(&r);
+            return perr(p, "route for '%s' given twice (first on line %zu)",
+                        Q(a[0]), first);
+        }
+    r.line = p->line;
+    p->cfg->routes = xreallocarray(p->cfg->routes, p->cfg->nroutes + 1,
+                                   sizeof(*p->cfg->routes));
+    p->cfg->routes[p->cfg->nroutes++] = r;
+    return 0;
+}
+
+static int d_relay_tls(struct parser *p, char **a, size_t n)
+{
+    (void)n;
+    if (config_tls_policy_parse(a[0], &p->cfg->relay_tls) < 0)
+        return perr(p, "relay-tls must be none, may, encrypt or verify, not '%s'",
+                    Q(a[0]));
+    return 0;
+}
+
+static int d_relay_tls_ca(struct parser *p, char **a, size_t n)
+{
+    (void)n;
+    return d_path(p, &p->cfg->relay_tls_ca, "relay-tls-ca", a[0]);
+}
+
+static int d_dns_resolver(struct parser *p, char **a, size_t n)
+{
+    if (n > 8)
+        return perr(p, "at most 8 resolvers");
+    for (size_t i = 0; i < n; i++) {
+        char *s, err[160];
+        if (config_dns_server_parse(a[i], &s, err, sizeof(err)) < 0)
+            return perr(p, "%s", err);
+        p->cfg->dns_servers = xreallocarray(p->cfg->dns_servers,
+                                            p->cfg->ndns_servers + 1,
+                                            sizeof(*p->cfg->dns_servers));
+        p->cfg->dns_servers[p->cfg->ndns_servers++] = s;
+    }
+    return 0;
+}
+
+static int d_dns_trust_anchor(struct parser *p, char **a, size_t n)
+{
+    (void)n;
+    free(p->cfg->dns_trust_anchor);
+    p->cfg->dns_trust_anchor = NULL;
+    if (strcmp(a[0], "none") == 0)
+        return 0;
+    return d_path(p, &p->cfg->dns_trust_anchor, "dns-trust-anchor", a[0]);
+}
+
+static int d_mx_port(struct parser *p, char **a, size_t n)
+{
+    (void)n;
+    if (parse_port(a[0], &p->cfg->mx_port) < 0)
+        return perr(p, "invalid mx-port '%s'", Q(a[0]));
+    return 0;
+}
+
 struct directive {
     const char *name;
     size_t min_args, max_args;
@@ -1179,6 +1258,12 @@ static const struct directive directives[D__COUNT] = {
     [D_LOCAL_SOCKET] = {"local-socket", 1, 1, true, d_local_socket},
     [D_QUOTA] = {"quota", 2, 2, true, d_quota},
     [D_QUOTA_EXCEEDED] = {"quota-exceeded", 1, 1, true, d_quota_exceeded},
+    [D_ROUTE] = {"route", 2, 5, false, d_route},
+    [D_RELAY_TLS] = {"relay-tls", 1, 1, true, d_relay_tls},
+    [D_RELAY_TLS_CA] = {"relay-tls-ca", 1, 1, true, d_relay_tls_ca},
+    [D_DNS_RESOLVER] = {"dns-resolver", 1, MAX_WORDS, true, d_dns_resolver},
+    [D_DNS_TRUST_ANCHOR] = {"dns-trust-anchor", 1, 1, true, d_dns_trust_anchor},
+    [D_MX_PORT] = {"mx-port", 1, 1, true, d_mx_port},
 };
 
 static int parse_line(struct parser *p, char *line, char **words)
@@ -1285,6 +1370,8 @@ struct config *config_parse(const char *text, size_t len, const char *filename,
                       (1u << SASL_MECH_SCRAM_SHA_256);
     for (int i = 0; i < LIM__COUNT; i++)
         cfg->limits[i] = limit_table[i].def;
+    cfg->relay_tls = TLS_POLICY_MAY;
+    cfg->mx_port = 25;
 
     struct parser *p = xcalloc(1, sizeof(*p));
     p->file = filename;

@@ -34,6 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "conf/config_relay.h"
 #include "lib/buf.h"
 #include "lib/limits.h"
 
@@ -125,6 +126,14 @@ struct config {
                                config_domain() */
     struct cfg_user *users;         size_t nusers;   /* sorted by address */
     struct cfg_alias *aliases;      size_t naliases; /* sorted by name */
+
+    /* Outbound delivery (config_relay.h). */
+    struct cfg_route *routes;       size_t nroutes;
+    enum tls_policy relay_tls;      /* default TLS policy; may */
+    char *relay_tls_ca;             /* CA bundle for verify; NULL = system */
+    char **dns_servers;             size_t ndns_servers; /* "addr@port" */
+    char *dns_trust_anchor;         /* NULL: no DNSSEC validation */
+    uint16_t mx_port;               /* 25 */
 
     size_t limits[LIM__COUNT];
 };

@@ -390,6 +390,37 @@ struct config *config_load(const char *path,
         cfg->aliases_file = p;
     }
 
+    char **rel[2] = {&cfg->relay_tls_ca, &cfg->dns_trust_anchor};
+    for (size_t i = 0; i < 2; i++)
+        if (*rel[i] != NULL) {
+            char *p = path_join(cfg->data_dir, *rel[i]);
+            free(*rel[i]);
+            *rel[i] = p;
+        }
+    /* A smarthost password is read now, so a SIGHUP picks up a new one and
+     * a missing file is a configuration error, not a failed delivery. */
+    for (size_t i = 0; i < cfg->nroutes; i++) {
+        struct cfg_route *r = &cfg->routes[i];
+        if (r->password_file == NULL)
+            continue;
+        char *p = path_join(cfg->data_dir, r->password_file);
+        free(r->password_file);
+        r->password_file = p;
+        if (read_optional(p, true, &text, &found, err_r) < 0)
+            goto fail;
+        size_t n = strcspn(text.data != NULL ? text.data : "", "\r\n");
+        if (n == 0 || n > 512 || memchr(text.data, '\0', n) != NULL) {
+            explicit_bzero(text.data, text.len);
+            buf_free(&text);
+            config_errf(err_r, "%s: the first line must hold the password for "
+                        "route %s (line %zu)", p, r->domain, r->line);
+            goto fail;
+        }
+        r->password = xstrndup(text.data, n);
+        explicit_bzero(text.data, text.len);
+        buf_free(&text);
+    }
+
     /* A missing users file is an empty one: `estafeta user add` creates it. */
     if (cfg->users_file != NULL) {
         if (read_optional(cfg->users_file, false, &text, &found, err_r) < 0)

@@ -44,6 +44,8 @@ struct conn {
     struct tls_conn *tls;      /* NULL for plaintext */
     bool tls_active;           /* handshake done */
     struct tls_server *tls_next; /* STARTTLS: handshake once output is out */
+    struct tls_client *tls_next_client; /* the same, as a client */
+    char *tls_sni, *tls_verify_name;
     unsigned in_callback;      /* nesting of owner callbacks */
     bool free_pending;         /* conn_free() called from inside a callback */
 };
@@ -129,11 +131,18 @@ static bool conn_tls_step(struct conn *c)
 static bool conn_tls_begin(struct conn *c)
 {
     struct tls_server *ts = c->tls_next;
+    struct tls_client *tcl = c->tls_next_client;
     c->tls_next = NULL;
+    c->tls_next_client = NULL;
     /* Whatever arrived before the handshake is discarded (security.md 3). */
     buf_reset(&c->in);
-    c->tls = tls_conn_new(ts, c->fd);
-    tls_server_unref(ts);
+    if (ts != NULL) {
+        c->tls = tls_conn_new(ts, c->fd);
+        tls_server_unref(ts);
+    } else {
+        c->tls = tls_conn_new_client(tcl, c->fd, c->tls_sni, c->tls_verify_name);
+        tls_client_unref(tcl);
+    }
     if (c->tls == NULL)
         return conn_deliver(c, CONN_EV_CLOSED);
     return conn_tls_step(c);
@@ -168,7 +177,7 @@ static void conn_on_read(evutil_socket_t fd, short what, void *arg)
         (void)conn_tls_step(c);
         return;
     }
-    if (c->tls_next != NULL) {
+    if (c->tls_next != NULL || c->tls_next_client != NULL) {
         /* STARTTLS accepted, reply not yet out: read nothing meanwhile. */
         conn_update_read(c);
         return;
@@ -257,7 +266,7 @@ static void conn_try_write(struct conn *c)
         }
         buf_consume(&c->out, (size_t)n);
     }
-    if (c->out.len == 0 && c->tls_next != NULL) {
+    if (c->out.len == 0 && (c->tls_next != NULL || c->tls_next_client != NULL)) {
         (void)conn_tls_begin(c);
         return;
     }
@@ -333,7 +342,7 @@ static void conn_update_read(struct conn *c)
                 (!c->paused || c->in.len < c->in.max);
     if (c->closing)
         want = true; /* keep draining so EOF/RST is noticed */
-    if (c->eof || c->tls_next != NULL)
+    if (c->eof || c->tls_next != NULL || c->tls_next_client != NULL)
         want = false;
     if (c->tls != NULL && !c->tls_active)
         want = true; /* the handshake reads whatever the owner's state */
@@ -388,6 +397,9 @@ static void conn_destroy(struct conn *c)
 {
     tls_conn_free(c->tls);
     tls_server_unref(c->tls_next);
+    tls_client_unref(c->tls_next_client);
+    free(c->tls_sni);
+    free(c->tls_verify_name);
     event_free(c->ev_read);
     event_free(c->ev_write);
     event_free(c->ev_timer);
@@ -476,6 +488,32 @@ void conn_start_tls(struct conn *c, struct tls_server *ts)
     buf_reset(&c->in);
     conn_update_read(c);
     conn_try_write(c); /* begins the handshake once the reply is out */
+}
+
+void conn_start_tls_client(struct conn *c, struct tls_client *tcl,
+                           const char *sni, const char *verify_name)
+{
+    if (c->dead || c->closing || c->tls != NULL || c->tls_next != NULL ||
+        c->tls_next_client != NULL)
+        return;
+    c->tls_next_client = tls_client_ref(tcl);
+    free(c->tls_sni);
+    free(c->tls_verify_name);
+    c->tls_sni = sni != NULL ? xstrdup(sni) : NULL;
+    c->tls_verify_name = verify_name != NULL ? xstrdup(verify_name) : NULL;
+    buf_reset(&c->in);
+    conn_update_read(c);
+    conn_try_write(c); /* begins the handshake once output is out */
+}
+
+bool conn_tls_verified(const struct conn *c, const char **why_r)
+{
+    if (!c->tls_active) {
+        if (why_r != NULL)
+            *why_r = "no TLS";
+        return false;
+    }
+    return tls_conn_verified(c->tls, why_r);
 }
 
 bool conn_tls_active(const struct conn *c) { return c->tls_active; }

@@ -85,6 +85,14 @@ void conn_want_drained(struct conn *c);
 
 struct tls_server;
 void conn_start_tls(struct conn *c, struct tls_server *ts);
+/* Client side (relay): after our STARTTLS got its 220, input buffered so
+ * far is discarded (a server cannot inject replies that would be read as
+ * protected) and the handshake starts; CONN_EV_TLS_READY or CLOSED follow. */
+struct tls_client;
+void conn_start_tls_client(struct conn *c, struct tls_client *tcl,
+                           const char *sni, const char *verify_name);
+/* After TLS_READY on a client connection: see tls_conn_verified(). */
+bool conn_tls_verified(const struct conn *c, const char **why_r);
 bool conn_tls_active(const struct conn *c);
 /* "TLSv1.3" and cipher name, or NULL without TLS. */
 const char *conn_tls_version(const struct conn *c);

@@ -41,9 +41,15 @@ struct tls_server {
     size_t ncerts;
 };
 
+struct tls_client {
+    _Atomic unsigned refs;
+    SSL_CTX *ctx;
+};
+
 struct tls_conn {
     SSL *ssl;
-    struct tls_server *ts;
+    struct tls_server *ts;     /* server side, else NULL */
+    struct tls_client *tcl;    /* client side, else NULL */
 };
 
 static void tls_err(struct buf *err_r, const char *file, const char *what)
@@ -310,8 +316,89 @@ void tls_conn_free(struct tls_conn *tc)
     if (tc == NULL)
         return;
     SSL_free(tc->ssl);
-    tls_server_unref(tc->ts);
+    if (tc->ts != NULL)
+        tls_server_unref(tc->ts);
+    if (tc->tcl != NULL)
+        tls_client_unref(tc->tcl);
     free(tc);
+}
+
+/* ---- client side ---- */
+
+struct tls_client *tls_client_new(const char *ca_file, struct buf *err_r)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL) {
+        tls_err(err_r, "tls", "SSL_CTX_new");
+        return NULL;
+    }
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    if (SSL_CTX_set_cipher_list(ctx, TLS_CIPHERS_12) != 1) {
+        tls_err(err_r, "tls", "cipher list");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    int ok = ca_file != NULL ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                             : SSL_CTX_set_default_verify_paths(ctx);
+    if (ok != 1) {
+        tls_err(err_r, ca_file != NULL ? ca_file : "tls", "loading CA certificates");
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    /* Verification is judged after the handshake (tls_conn_verified). */
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    struct tls_client *tcl = xcalloc(1, sizeof(*tcl));
+    tcl->refs = 1;
+    tcl->ctx = ctx;
+    return tcl;
+}
+
+struct tls_client *tls_client_ref(struct tls_client *tcl)
+{
+    tcl->refs++;
+    return tcl;
+}
+
+void tls_client_unref(struct tls_client *tcl)
+{
+    if (tcl == NULL || --tcl->refs > 0)
+        return;
+    SSL_CTX_free(tcl->ctx);
+    free(tcl);
+}
+
+struct tls_conn *tls_conn_new_client(struct tls_client *tcl, int fd,
+                                     const char *sni, const char *verify_name)
+{
+    SSL *ssl = SSL_new(tcl->ctx);
+    if (ssl == NULL)
+        return NULL;
+    if (SSL_set_fd(ssl, fd) != 1 ||
+        (sni != NULL && SSL_set_tlsext_host_name(ssl, sni) != 1) ||
+        (verify_name != NULL && SSL_set1_host(ssl, verify_name) != 1)) {
+        SSL_free(ssl);
+        ERR_clear_error();
+        return NULL;
+    }
+    SSL_set_connect_state(ssl);
+    struct tls_conn *tc = xcalloc(1, sizeof(*tc));
+    tc->ssl = ssl;
+    tc->tcl = tls_client_ref(tcl);
+    return tc;
+}
+
+bool tls_conn_verified(const struct tls_conn *tc, const char **why_r)
+{
+    long r = X509_V_ERR_UNSPECIFIED;
+    X509 *peer = SSL_get1_peer_certificate(tc->ssl);
+    if (peer != NULL) {
+        r = SSL_get_verify_result(tc->ssl);
+        X509_free(peer);
+    }
+    if (why_r != NULL)
+        *why_r = peer == NULL ? "no certificate" : X509_verify_cert_error_string(r);
+    return r == X509_V_OK;
 }
 
 static enum tls_io tls_result(struct tls_conn *tc, int r)

@@ -32,6 +32,7 @@
 
 struct tls_server;
 struct tls_conn;
+struct tls_client;
 
 struct tls_server *tls_server_new(const struct cfg_tls_cert *certs, size_t n,
                                   struct buf *err_r);
@@ -55,6 +56,26 @@ enum tls_io tls_conn_handshake(struct tls_conn *tc);
 enum tls_io tls_conn_read(struct tls_conn *tc, void *p, size_t n, size_t *got_r);
 enum tls_io tls_conn_write(struct tls_conn *tc, const void *p, size_t n,
                            size_t *put_r);
+/*
+ * The client side, for outbound SMTP (relay). Same protocol policy (TLS
+ * 1.2+, AEAD suites, no compression, no renegotiation). The handshake never
+ * fails for an unverifiable certificate: the caller reads
+ * tls_conn_verified() afterwards and applies its per-destination policy
+ * (opportunistic TLS must not fail on a self-signed certificate, RFC 7435).
+ *  - tls_client_new(ca_file, err_r): ca_file NULL = the system store.
+ *  - tls_conn_new_client(tcl, fd, sni, verify_name): sni for the
+ *    ClientHello (NULL for none, e.g. an address), verify_name the name
+ *    the certificate must carry for tls_conn_verified() to be true.
+ */
+struct tls_client *tls_client_new(const char *ca_file, struct buf *err_r);
+struct tls_client *tls_client_ref(struct tls_client *tcl);
+void tls_client_unref(struct tls_client *tcl);
+struct tls_conn *tls_conn_new_client(struct tls_client *tcl, int fd,
+                                     const char *sni, const char *verify_name);
+/* After the handshake: the chain verified against the CA store and the
+ * certificate names verify_name. why_r (may be NULL) gets OpenSSL's reason. */
+bool tls_conn_verified(const struct tls_conn *tc, const char **why_r);
+
 /* Bytes already decrypted and waiting inside OpenSSL. */
 size_t tls_conn_pending(const struct tls_conn *tc);
 /* "TLSv1.3", "TLS_AES_256_GCM_SHA384", bits; valid after the handshake. */
