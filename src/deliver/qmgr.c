@@ -11,6 +11,10 @@
 #include <unistd.h>
 
 #include "deliver/resolve.h"
+#include "lib/buf.h"
+#include "proto/smtp_cmd.h"
+#include "relay/bounce.h"
+#include "relay/relay.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
 #include "queue/queue.h"
@@ -21,7 +25,11 @@ struct qmgr_item {
     struct qmgr_item *next;
     char id[QUEUE_ID_SIZE];
     time_t due;
-    unsigned tries;
+    unsigned tries;          /* local delivery attempts (backoff) */
+    unsigned relay_tries;    /* relay attempts (relay backoff) */
+    time_t relay_due;        /* not handed to the relay before this */
+    bool warned;             /* delay DSN sent (kept in memory only:
+                                after a restart it may be sent again) */
 };
 
 struct qmgr {
@@ -33,8 +41,16 @@ struct qmgr {
     pthread_cond_t cv;
     struct qmgr_item *ready_head, *ready_tail;  /* due now, FIFO */
     struct qmgr_item *waiting;                  /* retries, unordered */
+    struct qmgr_item *in_relay;                 /* handed to the relay */
+    char current[QUEUE_ID_SIZE];                /* being delivered now */
+    struct relay *relay;
     bool stopping;
 };
+
+/* Marks a recipient whose DSN has been queued, so that it is reported
+ * once, whenever the message is looked at again (after a restart too). */
+#define QMGR_REPORTED " [reported]"
+#define QMGR_STATUS_MAX 3100
 
 struct qmgr_body {
     struct queue_body *b;
@@ -121,8 +137,23 @@ static void qmgr_set_add(struct qmgr_set *set, char *s)
  * retry never delivers the done part again (Postfix re-injects forwarded
  * mail the same way). Returns 0 and the new id, or -1.
  */
+static int qmgr_reinject_rcpts(struct queue *q, const struct queue_env *env,
+                               const struct queue_rcpt *rcpts, size_t n, char *id_r);
+
 static int qmgr_reinject(struct queue *q, const struct queue_env *env,
                          const struct qmgr_set *rest, char *id_r)
+{
+    struct queue_rcpt *r = xcalloc(rest->n ? rest->n : 1, sizeof(*r));
+    for (size_t i = 0; i < rest->n; i++)
+        r[i] = (struct queue_rcpt){.address = rest->v[i], .orcpt = (char *)"",
+                                   .state = QUEUE_RCPT_PENDING, .status = (char *)""};
+    int rc = qmgr_reinject_rcpts(q, env, r, rest->n, id_r);
+    free(r);
+    return rc;
+}
+
+static int qmgr_reinject_rcpts(struct queue *q, const struct queue_env *env,
+                               const struct queue_rcpt *rcpts, size_t nr, char *id_r)
 {
     struct queue_msg *m;
     if (queue_msg_open(q, &m) < 0)
@@ -146,23 +177,41 @@ static int qmgr_reinject(struct queue *q, const struct queue_env *env,
         queue_msg_abort(m);
         return -1;
     }
-    struct queue_rcpt *r = xcalloc(rest->n ? rest->n : 1, sizeof(*r));
-    for (size_t i = 0; i < rest->n; i++)
-        r[i] = (struct queue_rcpt){.address = rest->v[i], .orcpt = (char *)"",
-                                   .state = QUEUE_RCPT_PENDING, .status = (char *)""};
     struct queue_env ne = *env;
-    ne.rcpts = r;
-    ne.nrcpts = rest->n;
+    ne.rcpts = (struct queue_rcpt *)rcpts;
+    ne.nrcpts = nr;
     int result = 0;
     int rc = queue_commit(q, &m, &ne, 1, &result);
-    free(r);
     if (rc < 0)
         errno = result;
     return rc;
 }
 
+static int qmgr_report(struct qmgr *m, struct queue *q, const struct config *cfg,
+                       struct queue_env *env);
+
+/* Records a recipient's new state durably and in env. */
+static int qmgr_set_state(struct queue *q, struct queue_env *env, size_t i,
+                          enum queue_rcpt_state ns, const char *text)
+{
+    if (queue_rcpt_update(q, env->id, i, ns, text) < 0)
+        return -1;
+    env->rcpts[i].state = ns;
+    free(env->rcpts[i].status);
+    env->rcpts[i].status = xstrdup(text);
+    return 0;
+}
+
+/*
+ * One pass over a message. Returns 1 when it is finished (removed), 0 when
+ * recipients are pending (retry later), 2 when what is pending is all
+ * remote and has been handed to the relay (m->relay), -1 on a queue error.
+ * `it` (NULL in unit tests) carries the relay schedule and the delay
+ * warning flag.
+ */
 static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
-                        const struct config *cfg, const char *id)
+                        const struct config *cfg, const char *id,
+                        struct qmgr_item *it)
 {
     struct queue_env *env;
     int lr = queue_load(q, id, &env);
@@ -263,13 +312,16 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
     }
 
     int status = 1;
+    size_t remote_pending = 0, local_pending = 0;
+    bool *remote = xcalloc(n ? n : 1, sizeof(*remote));
     for (size_t i = 0; i < n; i++) {
         struct queue_rcpt *r = &env->rcpts[i];
         if (r->state != QUEUE_RCPT_PENDING)
             continue;
         enum queue_rcpt_state ns = QUEUE_RCPT_PENDING;
         const char *text = "";
-        char why[160];
+        char why[600];
+        bool plain_remote = false;
         if (rst[i] != RESOLVE_OK) {
             ns = QUEUE_RCPT_FAILED;
             snprintf(why, sizeof(why), "550 5.1.1 recipient no longer valid (%s)",
@@ -292,9 +344,7 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
                 text = "552 5.2.2 mailbox full";
             }
             if (res[i].nremote > 0) {
-                /* A remote recipient waits for the relay (issue 5). */
-                log_kv(LOG_INFO, "deliver.deferred", "qid", id, "rcpt", r->address,
-                       "reason", "remote delivery needs the relay", NULL);
+                plain_remote = true;   /* the relay's (issue 5) */
                 all = false;
             }
             if (all) {
@@ -304,19 +354,99 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
         }
         if (ns == QUEUE_RCPT_PENDING && expired) {
             ns = QUEUE_RCPT_FAILED;
-            text = "451 4.4.7 delivery time expired";
+            if (r->status != NULL && r->status[0] != '\0') {
+                snprintf(why, sizeof(why), "451 4.4.7 delivery time expired; last "
+                         "error: %.400s", r->status);
+                text = why;
+            } else {
+                text = "451 4.4.7 delivery time expired";
+            }
         }
         if (ns == QUEUE_RCPT_PENDING) {
             status = 0;
+            if (plain_remote) {
+                remote[i] = true;
+                remote_pending++;
+            } else {
+                local_pending++;
+            }
             continue;
         }
-        if (queue_rcpt_update(q, id, i, ns, text) < 0) {
+        if (qmgr_set_state(q, env, i, ns, text) < 0) {
             status = -1;
             continue;
         }
         if (ns == QUEUE_RCPT_FAILED)
             log_kv(LOG_WARN, "deliver.failed", "qid", id, "rcpt", r->address,
                    "status", text, NULL);
+    }
+
+    /* Remote recipients of a message that also waits for a local mailbox
+     * go on alone, so neither waits for the other. */
+    struct relay *relay = m != NULL ? m->relay : NULL;
+    if (status == 0 && relay != NULL && remote_pending > 0 && local_pending > 0) {
+        struct queue_rcpt *rr = xcalloc(remote_pending, sizeof(*rr));
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++)
+            if (remote[i])
+                rr[k++] = (struct queue_rcpt){
+                    .address = env->rcpts[i].address, .orcpt = env->rcpts[i].orcpt,
+                    .notify = env->rcpts[i].notify, .state = QUEUE_RCPT_PENDING,
+                    .status = (char *)""};
+        char rid[QUEUE_ID_SIZE];
+        if (qmgr_reinject_rcpts(q, env, rr, remote_pending, rid) == 0) {
+            char text[100];
+            snprintf(text, sizeof(text), "250 2.0.0 queued for the relay as %s", rid);
+            for (size_t i = 0; i < n; i++)
+                if (remote[i] && qmgr_set_state(q, env, i, QUEUE_RCPT_DONE, text) < 0)
+                    status = -1;
+            remote_pending = 0;
+            log_kv(LOG_INFO, "queue.reinjected", "qid", id, "new_qid", rid, NULL);
+            qmgr_notify(m, rid);
+        }
+        free(rr);
+    }
+
+    time_t age = now - (time_t)env->created;
+    if (status == 0 && it != NULL && !it->warned && cfg->limits[LIM_DELAY_WARNING] > 0 &&
+        age >= (time_t)cfg->limits[LIM_DELAY_WARNING]) {
+        /* RFC 3464 "delayed" report for the recipients that asked for it
+         * (or did not say: RFC 3461 4.1 leaves it to us; Postfix sends). */
+        struct bounce_rcpt *br = xcalloc(n ? n : 1, sizeof(*br));
+        char (*hosts)[256] = xcalloc(n ? n : 1, sizeof(*hosts));
+        size_t nb = 0;
+        for (size_t i = 0; i < n; i++) {
+            struct queue_rcpt *r = &env->rcpts[i];
+            if (r->state != QUEUE_RCPT_PENDING || !bounce_wanted(r->notify, BOUNCE_DELAYED))
+                continue;
+            relay_status_remote(r->status, hosts[i], sizeof(hosts[i]));
+            br[nb++] = (struct bounce_rcpt){
+                .address = r->address, .orcpt = r->orcpt, .action = BOUNCE_DELAYED,
+                .remote_mta = hosts[i][0] ? hosts[i] : NULL,
+                .diagnostic = r->status[0] ? r->status : NULL,
+                .last_attempt = (int64_t)now,
+                .retry_until = env->created + (int64_t)cfg->limits[LIM_QUEUE_LIFETIME]};
+        }
+        char did[QUEUE_ID_SIZE] = "";
+        if (bounce_send(q, cfg, env, br, nb, did) == 0) {
+            it->warned = true;
+            if (did[0] != '\0') {
+                log_kv(LOG_INFO, "dsn.delayed", "qid", id, "dsn_qid", did, NULL);
+                qmgr_notify(m, did);
+            }
+        }
+        free(br);
+        free(hosts);
+    }
+
+    /* Failed (and successful, where asked) recipients not yet reported. */
+    if (qmgr_report(m, q, cfg, env) < 0 && status == 1)
+        status = 0; /* keep the message until its DSN is queued */
+
+    if (status == 0 && relay != NULL && remote_pending > 0 && local_pending == 0 &&
+        (it == NULL || it->relay_due <= now)) {
+        status = 2;
+        relay_submit(relay, id);
     }
     if (status == 1) {
         if (queue_remove(q, id) < 0)
@@ -332,14 +462,85 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
     free(rest.v);
     free(split);
     free(box_ok);
+    free(remote);
     queue_env_free(env);
     return status;
+}
+
+/*
+ * DSNs for what happened to recipients since the message was last looked
+ * at: failures (NOTIFY FAILURE or not given), and successes where SUCCESS
+ * was asked: "delivered" into a mailbox here, "relayed" to a next hop
+ * without DSN support (RFC 3461 4.1). Recipients reported are marked
+ * durably. Returns 1 if a DSN was queued, 0 if none was needed, -1 if one
+ * could not be queued (the recipients stay unreported: tried again).
+ */
+static int qmgr_report(struct qmgr *m, struct queue *q, const struct config *cfg,
+                       struct queue_env *env)
+{
+    size_t n = env->nrcpts, nb = 0;
+    struct bounce_rcpt *br = xcalloc(n ? n : 1, sizeof(*br));
+    size_t *which = xcalloc(n ? n : 1, sizeof(*which));
+    char (*hosts)[256] = xcalloc(n ? n : 1, sizeof(*hosts));
+    size_t rl = strlen(QMGR_REPORTED);
+    for (size_t i = 0; i < n; i++) {
+        struct queue_rcpt *r = &env->rcpts[i];
+        const char *stt = r->status != NULL ? r->status : "";
+        size_t sl = strlen(stt);
+        if (sl >= rl && strcmp(stt + sl - rl, QMGR_REPORTED) == 0)
+            continue;
+        enum bounce_action act;
+        if (r->state == QUEUE_RCPT_FAILED)
+            act = BOUNCE_FAILED;
+        else if (r->state == QUEUE_RCPT_DONE && strncmp(stt, "250 2.0.0 delivered", 19) == 0 &&
+                 strncmp(stt, "250 2.0.0 delivered in part", 27) != 0)
+            act = BOUNCE_DELIVERED;
+        else if (r->state == QUEUE_RCPT_DONE && strncmp(stt, "250 2.0.0 relayed", 17) == 0)
+            act = BOUNCE_RELAYED;
+        else
+            continue;
+        if (!bounce_wanted(r->notify, act))
+            continue;
+        relay_status_remote(stt, hosts[i], sizeof(hosts[i]));
+        which[nb] = i;
+        br[nb++] = (struct bounce_rcpt){
+            .address = r->address, .orcpt = r->orcpt, .action = act,
+            .remote_mta = hosts[i][0] ? hosts[i] : NULL,
+            .diagnostic = stt[0] ? stt : NULL,
+            .last_attempt = (int64_t)time(NULL)};
+    }
+    int rc = 0;
+    if (nb > 0) {
+        char did[QUEUE_ID_SIZE] = "";
+        if (bounce_send(q, cfg, env, br, nb, did) < 0) {
+            log_kv(LOG_WARN, "dsn.failed", "qid", env->id, "error", strerror(errno), NULL);
+            rc = -1;
+        } else {
+            if (did[0] != '\0')
+                log_kv(LOG_INFO, "dsn.queued", "qid", env->id, "dsn_qid", did,
+                       "action", bounce_action_name(br[0].action), NULL);
+            rc = did[0] != '\0' ? 1 : 0;
+            for (size_t k = 0; k < nb; k++) {
+                struct queue_rcpt *r = &env->rcpts[which[k]];
+                char text[QMGR_STATUS_MAX];
+                snprintf(text, sizeof(text), "%.3000s%s", r->status, QMGR_REPORTED);
+                if (qmgr_set_state(q, env, which[k], r->state, text) < 0)
+                    rc = -1;
+            }
+            if (did[0] != '\0' && m != NULL)
+                qmgr_notify(m, did);
+        }
+    }
+    free(br);
+    free(which);
+    free(hosts);
+    return rc;
 }
 
 int qmgr_deliver_one(struct queue *q, struct store *st, const struct config *cfg,
                      const char *id)
 {
-    return qmgr_deliver(NULL, q, st, cfg, id);
+    return qmgr_deliver(NULL, q, st, cfg, id, NULL);
 }
 
 static void qmgr_push_ready(struct qmgr *m, struct qmgr_item *it)
@@ -393,14 +594,21 @@ static void *qmgr_thread(void *arg)
         if (m->ready_head == NULL)
             m->ready_tail = NULL;
         struct cfgref *cfg = cfgref_get(m->cfg);
+        snprintf(m->current, sizeof(m->current), "%s", it->id);
         pthread_mutex_unlock(&m->mu);
 
-        int r = qmgr_deliver(m, m->queue, m->store, cfg->cfg, it->id);
+        int r = qmgr_deliver(m, m->queue, m->store, cfg->cfg, it->id, it);
 
         pthread_mutex_lock(&m->mu);
+        m->current[0] = '\0';
         if (r == 1) {
             free(it);
+        } else if (r == 2) {
+            /* The relay's until it calls qmgr_relay_done. */
+            it->next = m->in_relay;
+            m->in_relay = it;
         } else {
+            now = time(NULL);
             /* Exponential backoff between retry-min and retry-max. */
             uint64_t delay = cfg->cfg->limits[LIM_RETRY_MIN];
             for (unsigned k = 0; k < it->tries && delay < cfg->cfg->limits[LIM_RETRY_MAX]; k++)
@@ -408,7 +616,10 @@ static void *qmgr_thread(void *arg)
             if (delay > cfg->cfg->limits[LIM_RETRY_MAX])
                 delay = cfg->cfg->limits[LIM_RETRY_MAX];
             it->tries++;
-            it->due = time(NULL) + (time_t)delay;
+            it->due = now + (time_t)delay;
+            /* Waiting for the relay's next attempt: no later than that. */
+            if (it->relay_tries > 0 && it->relay_due > now && it->relay_due < it->due)
+                it->due = it->relay_due;
             it->next = m->waiting;
             m->waiting = it;
             log_kv(LOG_INFO, "queue.retry_scheduled", "qid", it->id, NULL);
@@ -424,7 +635,95 @@ static void qmgr_list_cb(const char *id, void *arg)
     qmgr_notify(arg, id);
 }
 
-struct qmgr *qmgr_start(struct queue *q, struct store *st, struct cfgref *cfg)
+/* The relay finished an attempt (relay thread). Failures it recorded are
+ * reported at once; the next attempt waits for the relay backoff. */
+static void qmgr_relay_done(const char *id, bool pending, void *arg)
+{
+    struct qmgr *m = arg;
+    pthread_mutex_lock(&m->mu);
+    struct qmgr_item *it = NULL;
+    for (struct qmgr_item **pp = &m->in_relay; *pp != NULL; pp = &(*pp)->next)
+        if (strcmp((*pp)->id, id) == 0) {
+            it = *pp;
+            *pp = it->next;
+            break;
+        }
+    if (it == NULL) {
+        it = xcalloc(1, sizeof(*it));
+        snprintf(it->id, sizeof(it->id), "%s", id);
+    }
+    const struct config *cfg = m->cfg->cfg;
+    uint64_t delay = cfg->limits[LIM_RELAY_RETRY_MIN];
+    for (unsigned k = 0; k < it->relay_tries && delay < cfg->limits[LIM_RELAY_RETRY_MAX]; k++)
+        delay *= 2;
+    if (delay > cfg->limits[LIM_RELAY_RETRY_MAX])
+        delay = cfg->limits[LIM_RELAY_RETRY_MAX];
+    it->relay_tries++;
+    it->relay_due = pending ? time(NULL) + (time_t)delay : 0;
+    it->tries = 0;
+    qmgr_push_ready(m, it);
+    pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+}
+
+struct qmgr_rescan {
+    struct qmgr *m;
+    char **ids;
+    size_t n;
+};
+
+static void qmgr_rescan_cb(const char *id, void *arg)
+{
+    struct qmgr_rescan *rs = arg;
+    rs->ids = xreallocarray(rs->ids, rs->n + 1, sizeof(*rs->ids));
+    rs->ids[rs->n++] = xstrdup(id);
+}
+
+static bool qmgr_known(struct qmgr *m, const char *id)
+{
+    if (strcmp(m->current, id) == 0)
+        return true;
+    struct qmgr_item *lists[3] = {m->ready_head, m->waiting, m->in_relay};
+    for (int k = 0; k < 3; k++)
+        for (struct qmgr_item *it = lists[k]; it != NULL; it = it->next)
+            if (strcmp(it->id, id) == 0)
+                return true;
+    return false;
+}
+
+void qmgr_flush(struct qmgr *m)
+{
+    struct qmgr_rescan rs = {m, NULL, 0};
+    queue_list(m->queue, qmgr_rescan_cb, &rs);
+    pthread_mutex_lock(&m->mu);
+    /* Deferred messages are retried now, the relay's too. */
+    while (m->waiting != NULL) {
+        struct qmgr_item *it = m->waiting;
+        m->waiting = it->next;
+        it->relay_due = 0;
+        it->due = 0;
+        qmgr_push_ready(m, it);
+    }
+    size_t added = 0;
+    for (size_t i = 0; i < rs.n; i++) {
+        if (!qmgr_known(m, rs.ids[i])) {
+            struct qmgr_item *it = xcalloc(1, sizeof(*it));
+            snprintf(it->id, sizeof(it->id), "%s", rs.ids[i]);
+            qmgr_push_ready(m, it);
+            added++;
+        }
+        free(rs.ids[i]);
+    }
+    free(rs.ids);
+    pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+    char count[32];
+    snprintf(count, sizeof(count), "%zu", added);
+    log_kv(LOG_INFO, "queue.flush", "new", count, NULL);
+}
+
+struct qmgr *qmgr_start(struct queue *q, struct store *st, struct cfgref *cfg,
+                        bool with_relay, struct buf *err_r)
 {
     struct qmgr *m = xcalloc(1, sizeof(*m));
     m->queue = q;
@@ -432,6 +731,16 @@ struct qmgr *qmgr_start(struct queue *q, struct store *st, struct cfgref *cfg)
     m->cfg = cfgref_get(cfg);
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->cv, NULL);
+    if (with_relay) {
+        m->relay = relay_start(q, cfg, qmgr_relay_done, m, err_r);
+        if (m->relay == NULL) {
+            cfgref_put(m->cfg);
+            pthread_mutex_destroy(&m->mu);
+            pthread_cond_destroy(&m->cv);
+            free(m);
+            return NULL;
+        }
+    }
     queue_list(q, qmgr_list_cb, m);
     if (pthread_create(&m->thread, NULL, qmgr_thread, m) != 0) {
         log_kv(LOG_CRIT, "qmgr.thread", "error", "pthread_create failed", NULL);
@@ -457,6 +766,8 @@ void qmgr_set_config(struct qmgr *m, struct cfgref *cfg)
     m->cfg = cfgref_get(cfg);
     pthread_mutex_unlock(&m->mu);
     cfgref_put(old);
+    if (m->relay != NULL)
+        relay_set_config(m->relay, cfg);
 }
 
 void qmgr_stop(struct qmgr *m)
@@ -468,8 +779,11 @@ void qmgr_stop(struct qmgr *m)
     pthread_cond_signal(&m->cv);
     pthread_mutex_unlock(&m->mu);
     pthread_join(m->thread, NULL);
-    struct qmgr_item *lists[2] = {m->ready_head, m->waiting};
-    for (int i = 0; i < 2; i++) {
+    /* No more submissions; what the relay has in flight is dropped (its
+     * recipients stay pending in the queue). */
+    relay_stop(m->relay);
+    struct qmgr_item *lists[3] = {m->ready_head, m->waiting, m->in_relay};
+    for (int i = 0; i < 3; i++) {
         while (lists[i]) {
             struct qmgr_item *it = lists[i];
             lists[i] = it->next;

@@ -19,8 +19,16 @@
  *    list failed, or the list also forwards to remote addresses), what is
  *    left is queued as a new message (same sender, body and DSN data) and
  *    the recipient is marked done, so a retry never delivers a copy twice;
- *  - recipients outside our domains stay pending until the relay exists
- *    (issue 5) and are logged as deferred.
+ *  - recipients outside our domains go to the relay (relay.h) once every
+ *    local recipient of the message is done; a message with both local
+ *    recipients still waiting and remote ones has the remote ones queued
+ *    as a new message, so neither waits for the other; the relay's
+ *    retries follow relay-retry-min/-max;
+ *  - DSNs (relay/bounce.h): failed recipients are reported (unless NOTIFY
+ *    says otherwise) after each pass, successes when NOTIFY=SUCCESS asked
+ *    ("delivered" here, "relayed" to a next hop without DSN), a "delayed"
+ *    report once after delay-warning; each recipient is marked reported
+ *    durably, and a message is removed only after its DSN is queued.
  *
  * Contract: qmgr_start() spawns the thread and schedules every message
  * already in the queue (recovery). qmgr_notify() may be called from any
@@ -30,13 +38,23 @@
 #ifndef ESTAFETA_DELIVER_QMGR_H
 #define ESTAFETA_DELIVER_QMGR_H
 
+#include <stdbool.h>
+
 #include "conf/cfgref.h"
+#include "lib/buf.h"
 
 struct queue;
 struct store;
 struct qmgr;
 
-struct qmgr *qmgr_start(struct queue *q, struct store *st, struct cfgref *cfg);
+/* with_relay: start the relay thread (estafeta serve); NULL with err_r
+ * when it cannot start (bad DNS or TLS settings). */
+struct qmgr *qmgr_start(struct queue *q, struct store *st, struct cfgref *cfg,
+                        bool with_relay, struct buf *err_r);
+/* SIGUSR1 / `estafeta queue flush`: every deferred message is retried now
+ * and messages in the queue not yet known (released from hold) are
+ * scheduled. Any thread. */
+void qmgr_flush(struct qmgr *m);
 void qmgr_notify(struct qmgr *m, const char *id);
 void qmgr_set_config(struct qmgr *m, struct cfgref *cfg);
 void qmgr_stop(struct qmgr *m);

@@ -11,7 +11,9 @@
  *
  * Entry points get argv[0] = the subcommand name ("check-config", "user")
  * and return the process exit status: 0 success, 1 failure (message on
- * stderr), 2 bad usage.
+ * stderr), 2 bad usage; `queue` and `sendmail` use sysexits(3) codes
+ * instead (64 usage, 66 no such message, 75 try again, 77 permission), as
+ * the programs they stand in for do.
  */
 #ifndef ESTAFETA_ESTAFETA_CMD_H
 #define ESTAFETA_ESTAFETA_CMD_H

@@ -19,7 +19,7 @@ static void usage(FILE *f)
             "commands:\n"
             "  serve          run the mail server (foreground)\n"
             "  check-config   validate a configuration file\n"
-            "  queue list     show the mail queue\n"
+            "  queue list|show|flush|hold|release|delete|bounce   manage the queue\n"
             "  user add|passwd|del|list   manage users\n"
             "  sendmail       sendmail(1) for local programs (also as 'sendmail')\n"
             "  mailq          list the queue (also as 'mailq')\n"

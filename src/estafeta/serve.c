@@ -11,7 +11,8 @@
  * data directory (the process chdir()s into it), so the run-as user needs
  * no access to the directories above it.
  *
- * Signals: SIGTERM/SIGINT finish (see smtpd_shutdown), SIGHUP reloads the
+ * Signals: SIGTERM/SIGINT finish (see smtpd_shutdown), SIGUSR1 retries the
+ * queue now (qmgr_flush), SIGHUP reloads the
  * configuration atomically (a bad file keeps the old one and logs why).
  */
 #include "estafeta/serve.h"
@@ -81,7 +82,8 @@ static void serve_usage(FILE *f)
             "                      else the embedded demo configuration)\n"
             "  --data-dir DIR      overrides data-dir (default: $ESTAFETA_DATA)\n"
             "  --run-as USER       overrides run-as (used when started as root)\n"
-            "Signals: SIGTERM stops cleanly, SIGHUP reloads the configuration.\n");
+            "Signals: SIGTERM stops cleanly, SIGHUP reloads the configuration,\n"
+            "SIGUSR1 retries deferred mail now.\n");
 }
 
 static void serve_on_accept(int fd, const struct sockaddr_storage *peer,
@@ -171,6 +173,16 @@ static void serve_on_term(evutil_socket_t sig, short what, void *arg)
     sv->open_services = 2;
     smtpd_shutdown(sv->smtpd, serve_all_closed, sv);
     pop3d_shutdown(sv->pop3d, serve_all_closed, sv);
+}
+
+/* SIGUSR1 (`estafeta queue flush`): retry deferred mail now and pick up
+ * messages released from hold. */
+static void serve_on_usr1(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    struct serve *sv = arg;
+    qmgr_flush(sv->qmgr);
 }
 
 static void serve_on_hup(evutil_socket_t sig, short what, void *arg)
@@ -475,7 +487,18 @@ int cmd_serve(int argc, char **argv)
     pop3d_set_tls(sv.pop3d, sv.tls);
     if (sv.local != NULL)
         listener_start(sv.local, sv.base, serve_on_local, &sv);
-    sv.qmgr = qmgr_start(sv.queue, sv.store, sv.cfg);
+    struct buf rerr;
+    buf_init(&rerr, 4096);
+    sv.qmgr = qmgr_start(sv.queue, sv.store, sv.cfg, true, &rerr);
+    if (sv.qmgr == NULL) {
+        fprintf(stderr, "estafeta: cannot start outbound delivery: %s\n",
+                buf_cstr(&rerr));
+        buf_free(&rerr);
+        smtpd_free(sv.smtpd);
+        pop3d_free(sv.pop3d);
+        goto out;
+    }
+    buf_free(&rerr);
     struct serve_accept_arg *args = xcalloc(sv.nlisteners ? sv.nlisteners : 1,
                                             sizeof(*args));
     for (size_t i = 0; i < sv.nlisteners; i++) {
@@ -486,9 +509,18 @@ int cmd_serve(int argc, char **argv)
     struct event *ev_term = evsignal_new(sv.base, SIGTERM, serve_on_term, &sv);
     struct event *ev_int = evsignal_new(sv.base, SIGINT, serve_on_term, &sv);
     struct event *ev_hup = evsignal_new(sv.base, SIGHUP, serve_on_hup, &sv);
+    struct event *ev_usr1 = evsignal_new(sv.base, SIGUSR1, serve_on_usr1, &sv);
+    event_add(ev_usr1, NULL);
     event_add(ev_term, NULL);
     event_add(ev_int, NULL);
     event_add(ev_hup, NULL);
+    /* For `estafeta queue flush` (SIGUSR1), written only once the handler
+     * is in place (SIGUSR1's default action ends the process); data-dir is
+     * the working directory. */
+    char pid[32];
+    int pidlen = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (fs_write_file_atomic(SERVE_PID_FILE, pid, (size_t)pidlen, 0644) < 0)
+        log_kv(LOG_WARN, "serve.pid_file", "error", strerror(errno), NULL);
     log_kv(LOG_INFO, "serve.ready", "source", cfg->source, "data_dir",
            cfg->data_dir, NULL);
 
@@ -498,6 +530,8 @@ int cmd_serve(int argc, char **argv)
     smtpd_free(sv.smtpd);
     pop3d_free(sv.pop3d);
     qmgr_stop(sv.qmgr);
+    unlink(SERVE_PID_FILE);
+    event_free(ev_usr1);
     event_free(ev_term);
     event_free(ev_int);
     event_free(ev_hup);

@@ -19,6 +19,8 @@
  *   queue_remove()       when every recipient is done
  *   queue_set_aside()    unreadable message moved out of the way, kept for
  *                        the admin
+ *   queue_hold()/queue_release()  out of the active queue and back, by the
+ *                        admin (below)
  *
  * Threads: one struct queue is shared by the event loop (open/write/abort),
  * the commit worker (commit) and the delivery thread (the rest). Calls on
@@ -79,7 +81,8 @@ struct queue;
 struct queue_msg;
 struct queue_body;
 
-/* Backends. `dir` is created (with incoming/, msg/, corrupt/) if missing. */
+/* Backends. `dir` is created (with incoming/, msg/, hold/, corrupt/) if
+ * missing. */
 struct queue *queue_fs_open(const char *dir, struct buf *err_r);
 struct queue *queue_mem_new(void);
 void queue_close(struct queue *q);
@@ -119,6 +122,32 @@ int queue_rcpt_update(struct queue *q, const char *id, size_t index,
                       enum queue_rcpt_state state, const char *status);
 int queue_remove(struct queue *q, const char *id);
 int queue_set_aside(struct queue *q, const char *id, const char *reason);
+
+/*
+ * Administration (`estafeta queue`, doc/queue.md "Hold and release"). A held
+ * message is out of the active queue: queue_list, queue_load,
+ * queue_body_open and queue_rcpt_update do not see it (ENOENT), so nothing
+ * delivers it. The admin command may run while the server does: these are
+ * safe against the server's calls on the same message (doc/queue.md says
+ * what a race can cost: a recipient delivered twice, never a loss).
+ *  - queue_hold: active -> held; -1/ENOENT if not in the active queue.
+ *  - queue_release: held -> active; -1/ENOENT if not held. The server
+ *    learns of it at its next queue scan (SIGUSR1) or start.
+ *  - queue_list_held: cb for each held message id, in no particular order.
+ *  - queue_load_any / queue_body_open_any: queue_load / queue_body_open
+ *    for a message that is active or held; *held_r (may be NULL) says
+ *    which.
+ * queue_remove removes a held message too. Ids are checked as everywhere
+ * (EINVAL).
+ */
+int queue_hold(struct queue *q, const char *id);
+int queue_release(struct queue *q, const char *id);
+int queue_list_held(struct queue *q, void (*cb)(const char *id, void *arg),
+                    void *arg);
+int queue_load_any(struct queue *q, const char *id, struct queue_env **env_r,
+                   bool *held_r);
+int queue_body_open_any(struct queue *q, const char *id,
+                        struct queue_body **b_r, bool *held_r);
 
 /*
  * Test hooks of the in-memory backend (no effect on other backends), so the

@@ -27,6 +27,14 @@ struct queue_ops {
                        enum queue_rcpt_state state, const char *status);
     int (*remove)(struct queue *q, const char *id);
     int (*set_aside)(struct queue *q, const char *id, const char *reason);
+    int (*hold)(struct queue *q, const char *id);
+    int (*release)(struct queue *q, const char *id);
+    int (*list_held)(struct queue *q, void (*cb)(const char *id, void *arg),
+                     void *arg);
+    int (*load_any)(struct queue *q, const char *id, struct queue_env **env_r,
+                    bool *held_r);
+    int (*body_open_any)(struct queue *q, const char *id,
+                         struct queue_body **b_r, bool *held_r);
 };
 
 struct queue {

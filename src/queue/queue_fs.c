@@ -102,6 +102,39 @@ int queue_set_aside(struct queue *q, const char *id, const char *reason)
     return q->ops->set_aside(q, id, reason);
 }
 
+int queue_hold(struct queue *q, const char *id) { return q->ops->hold(q, id); }
+
+int queue_release(struct queue *q, const char *id)
+{
+    return q->ops->release(q, id);
+}
+
+int queue_list_held(struct queue *q, void (*cb)(const char *id, void *arg),
+                    void *arg)
+{
+    return q->ops->list_held(q, cb, arg);
+}
+
+int queue_load_any(struct queue *q, const char *id, struct queue_env **env_r,
+                   bool *held_r)
+{
+    bool held;
+    int r = q->ops->load_any(q, id, env_r, &held);
+    if (held_r != NULL)
+        *held_r = held;
+    return r;
+}
+
+int queue_body_open_any(struct queue *q, const char *id,
+                        struct queue_body **b_r, bool *held_r)
+{
+    bool held;
+    int r = q->ops->body_open_any(q, id, b_r, &held);
+    if (held_r != NULL)
+        *held_r = held;
+    return r;
+}
+
 /* ================= ids ================= */
 
 static void fill_random(void *p, size_t n)
@@ -150,7 +183,7 @@ void queue_id_new(char id_r[QUEUE_ID_SIZE])
 
 struct fsq {
     struct queue base;
-    int dirfd, infd, msgfd, badfd;
+    int dirfd, infd, msgfd, holdfd, badfd;
 };
 
 struct fsmsg {
@@ -223,8 +256,9 @@ static int fs_msg_open(struct queue *q, struct queue_msg **m_r)
             return -1;
         }
         queue_id_new(id);
-        /* An id still present in msg/ or corrupt/ is never reused. */
+        /* An id still present in msg/, hold/ or corrupt/ is never reused. */
         if (fstatat(fq->msgfd, id, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
+            fstatat(fq->holdfd, id, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
             fstatat(fq->badfd, id, &st, AT_SYMLINK_NOFOLLOW) == 0)
             continue;
         fd = openat(fq->infd, id,
@@ -440,22 +474,26 @@ static int fs_read_valid(int fd, const char *id, struct queue_env **env_r,
     return r;
 }
 
-/*
- * Replays msg/<id>.st (doc/queue.md "Per-recipient state") into env when
- * env is not NULL. *valid_r is the length of the valid prefix and *torn_r
- * whether anything follows it. 0, or -1 with errno on an I/O error.
- */
-static int fs_read_st(struct fsq *fq, const char *id, struct queue_env *env,
-                      uint64_t *valid_r, bool *torn_r)
+/* <id>.st in dirfd, opened for reading: a descriptor, -1 with errno ENOENT
+ * if there is none (no records), or -1 with another errno. */
+static int st_open(int dirfd, const char *id)
 {
     char name[QUEUE_ID_SIZE + 3];
     st_name(id, name);
+    return openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+/*
+ * Replays the state records read from fd (an <id>.st, doc/queue.md
+ * "Per-recipient state") into env when env is not NULL. *valid_r is the
+ * length of the valid prefix and *torn_r whether anything follows it.
+ * 0, or -1 with errno on an I/O error. fd is left open.
+ */
+static int fs_read_st(int fd, const char *id, struct queue_env *env,
+                      uint64_t *valid_r, bool *torn_r)
+{
     *valid_r = 0;
     *torn_r = false;
-    int fd = openat(fq->msgfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT ? 0 : -1;
-
     unsigned *counts = NULL;
     if (env != NULL && env->nrcpts > 0)
         counts = xcalloc(env->nrcpts, sizeof(*counts));
@@ -505,7 +543,6 @@ static int fs_read_st(struct fsq *fq, const char *id, struct queue_env *env,
     if (rc == 0 && (stop || b.len > 0))
         *torn_r = true;
     buf_free(&b);
-    fs_close_keep_errno(fd);
     if (rc == 0 && env != NULL) {
         env->attempts = 0;
         for (size_t i = 0; i < env->nrcpts; i++)
@@ -518,9 +555,15 @@ static int fs_read_st(struct fsq *fq, const char *id, struct queue_env *env,
     return rc;
 }
 
-static int fs_load(struct queue *q, const char *id, struct queue_env **env_r)
+/*
+ * A message and its records from dirfd (msg/ or hold/). The state file is
+ * opened before the message: a hold or release moving both between the two
+ * opens then makes the second fail (ENOENT) instead of giving the message
+ * without its records, every recipient pending (doc/queue.md "Hold and
+ * release").
+ */
+static int fs_load_in(int dirfd, const char *id, struct queue_env **env_r)
 {
-    struct fsq *fq = FSQ(q);
     const char *why = NULL;
     uint64_t valid;
     bool torn;
@@ -529,25 +572,54 @@ static int fs_load(struct queue *q, const char *id, struct queue_env **env_r)
         errno = EINVAL;
         return -1;
     }
-    int fd = openat(fq->msgfd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ELOOP ? (errno = EBADMSG, -2) : -1;
+    int sfd = st_open(dirfd, id);
+    if (sfd < 0 && errno != ENOENT)
+        return -1;
+    int fd = openat(dirfd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        int r = errno == ELOOP ? (errno = EBADMSG, -2) : -1;
+        if (sfd >= 0)
+            fs_close_keep_errno(sfd);
+        return r;
+    }
     struct queue_env *env;
     int r = fs_read_valid(fd, id, &env, &why);
     fs_close_keep_errno(fd);
-    if (r != 0)
-        return r;
-    if (fs_read_st(fq, id, env, &valid, &torn) < 0) {
+    if (r == 0 && sfd >= 0 && fs_read_st(sfd, id, env, &valid, &torn) < 0) {
         int saved = errno;
         queue_env_free(env);
+        env = NULL;
         errno = saved;
-        return -1;
+        r = -1;
     }
-    *env_r = env;
-    return 0;
+    if (sfd >= 0)
+        fs_close_keep_errno(sfd);
+    if (r == 0)
+        *env_r = env;
+    return r;
 }
 
-static int fs_body_open(struct queue *q, const char *id, struct queue_body **b_r)
+static int fs_load(struct queue *q, const char *id, struct queue_env **env_r)
+{
+    return fs_load_in(FSQ(q)->msgfd, id, env_r);
+}
+
+static int fs_load_any(struct queue *q, const char *id, struct queue_env **env_r,
+                       bool *held_r)
+{
+    *held_r = false;
+    int r = fs_load_in(FSQ(q)->msgfd, id, env_r);
+    if (r == -1 && errno == ENOENT) {
+        *held_r = true;
+        r = fs_load_in(FSQ(q)->holdfd, id, env_r);
+        if (r == -1 && errno == ENOENT)
+            *held_r = false;
+    }
+    return r;
+}
+
+static int fs_body_open_in(struct queue *q, int dirfd, const char *id,
+                           struct queue_body **b_r)
 {
     struct qfile_footer f;
     const char *why;
@@ -556,7 +628,7 @@ static int fs_body_open(struct queue *q, const char *id, struct queue_body **b_r
         errno = EINVAL;
         return -1;
     }
-    int fd = openat(FSQ(q)->msgfd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = openat(dirfd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return -1;
     int r = fs_check_frame(fd, &f, &why);
@@ -573,6 +645,25 @@ static int fs_body_open(struct queue *q, const char *id, struct queue_body **b_r
     b->end = QFILE_HEADER_SIZE + f.body_len;
     *b_r = &b->base;
     return 0;
+}
+
+static int fs_body_open(struct queue *q, const char *id, struct queue_body **b_r)
+{
+    return fs_body_open_in(q, FSQ(q)->msgfd, id, b_r);
+}
+
+static int fs_body_open_any(struct queue *q, const char *id,
+                            struct queue_body **b_r, bool *held_r)
+{
+    *held_r = false;
+    int r = fs_body_open_in(q, FSQ(q)->msgfd, id, b_r);
+    if (r == -1 && errno == ENOENT) {
+        *held_r = true;
+        r = fs_body_open_in(q, FSQ(q)->holdfd, id, b_r);
+        if (r == -1 && errno == ENOENT)
+            *held_r = false;
+    }
+    return r;
 }
 
 static ssize_t fs_body_read(struct queue_body *qb, void *p, size_t n)
@@ -635,12 +726,22 @@ static int fs_rcpt_update(struct queue *q, const char *id, size_t index,
     }
 
     st_name(id, name);
-    int fd = openat(fq->msgfd, name, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT) {
+    int fd = -1;
+    /* Another process (the admin command bouncing this message) may create
+     * the file between our two opens: then open it again (EEXIST). */
+    for (int tries = 0; tries < 4; tries++) {
+        fd = openat(fq->msgfd, name, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0 || errno != ENOENT)
+            break;
         fd = openat(fq->msgfd, name,
                     O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                     0600);
-        created = fd >= 0;
+        if (fd >= 0) {
+            created = true;
+            break;
+        }
+        if (errno != EEXIST)
+            break;
     }
     if (fd < 0) {
         buf_free(&rec);
@@ -673,19 +774,54 @@ static int fs_remove(struct queue *q, const char *id)
         errno = EINVAL;
         return -1;
     }
-    /* Message first, fsync, then its state (doc/queue.md "Removal"). */
-    if (unlinkat(fq->msgfd, id, 0) < 0)
-        return -1;
-    if (fsync(fq->msgfd) < 0)
+    /* Message first, fsync, then its state (doc/queue.md "Removal"); an
+     * active message, else a held one. */
+    int dirfd = fq->msgfd;
+    if (unlinkat(dirfd, id, 0) < 0) {
+        if (errno != ENOENT)
+            return -1;
+        dirfd = fq->holdfd;
+        if (unlinkat(dirfd, id, 0) < 0)
+            return -1;
+    }
+    if (fsync(dirfd) < 0)
         return -1; /* keep the .st: if the unlink is lost, so are no states */
     st_name(id, name);
-    if (unlinkat(fq->msgfd, name, 0) < 0 && errno != ENOENT)
+    if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
         log_kv(LOG_WARN, "queue.remove.state_left", "id", id, "error",
                strerror(errno), NULL); /* an orphan: recovery removes it */
     return 0;
 }
 
+/* From dirfd (msg/, or hold/ at recovery) to corrupt/. */
+static int fs_set_aside_from(struct fsq *fq, int dirfd, const char *id,
+                             const char *reason)
+{
+    char name[QUEUE_ID_SIZE + 3];
+    if (!qfile_id_valid(id)) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (renameat(dirfd, id, fq->badfd, id) < 0)
+        return -1;
+    st_name(id, name);
+    if (renameat(dirfd, name, fq->badfd, name) < 0 && errno != ENOENT)
+        log_kv(LOG_WARN, "queue.set_aside.state_left", "id", id, "error",
+               strerror(errno), NULL);
+    log_kv(LOG_WARN, "queue.set_aside", "id", id, "reason", reason, NULL);
+    if (fsync(fq->badfd) < 0 || fsync(dirfd) < 0)
+        return -1;
+    return 0;
+}
+
 static int fs_set_aside(struct queue *q, const char *id, const char *reason)
+{
+    return fs_set_aside_from(FSQ(q), FSQ(q)->msgfd, id, reason);
+}
+
+/* ---- hold and release (doc/queue.md "Hold and release") ---- */
+
+static int fs_hold(struct queue *q, const char *id)
 {
     struct fsq *fq = FSQ(q);
     char name[QUEUE_ID_SIZE + 3];
@@ -693,32 +829,88 @@ static int fs_set_aside(struct queue *q, const char *id, const char *reason)
         errno = EINVAL;
         return -1;
     }
-    if (renameat(fq->msgfd, id, fq->badfd, id) < 0)
+    /* The message leaves msg/ first: from then on the delivery thread
+     * cannot start on it, and its records follow. */
+    if (renameat(fq->msgfd, id, fq->holdfd, id) < 0)
         return -1;
     st_name(id, name);
-    if (renameat(fq->msgfd, name, fq->badfd, name) < 0 && errno != ENOENT)
-        log_kv(LOG_WARN, "queue.set_aside.state_left", "id", id, "error",
-               strerror(errno), NULL);
-    log_kv(LOG_WARN, "queue.set_aside", "id", id, "reason", reason, NULL);
-    if (fsync(fq->badfd) < 0 || fsync(fq->msgfd) < 0)
+    if (renameat(fq->msgfd, name, fq->holdfd, name) < 0 && errno != ENOENT) {
+        int saved = errno;
+        /* Undo, so the records are not left apart from their message. */
+        if (renameat(fq->holdfd, id, fq->msgfd, id) < 0)
+            log_kv(LOG_ERR, "queue.hold.state_left", "id", id, "error",
+                   strerror(saved), NULL); /* recovery reunites them */
+        errno = saved;
         return -1;
+    }
+    if (fsync(fq->holdfd) < 0 || fsync(fq->msgfd) < 0)
+        return -1;
+    log_kv(LOG_INFO, "queue.held", "id", id, NULL);
+    return 0;
+}
+
+static int fs_release(struct queue *q, const char *id)
+{
+    struct fsq *fq = FSQ(q);
+    char name[QUEUE_ID_SIZE + 3];
+    struct stat st;
+    if (!qfile_id_valid(id)) {
+        errno = EINVAL;
+        return -1;
+    }
+    /* Not held: touch nothing (a stray hold/<id>.st must not replace the
+     * records of an active message). */
+    if (fstatat(fq->holdfd, id, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return -1;
+    /* The records go first, so the message never appears in msg/ without
+     * them. */
+    st_name(id, name);
+    bool moved = true;
+    if (renameat(fq->holdfd, name, fq->msgfd, name) < 0) {
+        if (errno != ENOENT)
+            return -1;
+        moved = false;
+    }
+    if (renameat(fq->holdfd, id, fq->msgfd, id) < 0) {
+        int saved = errno;
+        if (moved && renameat(fq->msgfd, name, fq->holdfd, name) < 0)
+            log_kv(LOG_ERR, "queue.release.state_left", "id", id, "error",
+                   strerror(saved), NULL);
+        errno = saved;
+        return -1;
+    }
+    if (fsync(fq->msgfd) < 0 || fsync(fq->holdfd) < 0)
+        return -1;
+    log_kv(LOG_INFO, "queue.released", "id", id, NULL);
     return 0;
 }
 
 /* ---- listing and recovery ---- */
 
-static int fs_list(struct queue *q, void (*cb)(const char *id, void *arg),
-                   void *arg)
+static int fs_list_in(int dirfd, void (*cb)(const char *id, void *arg),
+                      void *arg)
 {
     char **names;
     size_t n;
-    if (fs_dir_names(FSQ(q)->msgfd, &names, &n) < 0)
+    if (fs_dir_names(dirfd, &names, &n) < 0)
         return -1;
     for (size_t i = 0; i < n; i++)
         if (qfile_id_valid(names[i]))
             cb(names[i], arg);
     fs_names_free(names, n);
     return 0;
+}
+
+static int fs_list(struct queue *q, void (*cb)(const char *id, void *arg),
+                   void *arg)
+{
+    return fs_list_in(FSQ(q)->msgfd, cb, arg);
+}
+
+static int fs_list_held(struct queue *q, void (*cb)(const char *id, void *arg),
+                        void *arg)
+{
+    return fs_list_in(FSQ(q)->holdfd, cb, arg);
 }
 
 static void recover_incoming(struct fsq *fq)
@@ -741,11 +933,12 @@ static void recover_incoming(struct fsq *fq)
     fs_names_free(names, n);
 }
 
-static bool recover_msg(struct fsq *fq, const char *id)
+/* Validates <id> in dirfd; sets a corrupt one aside. True if it did. */
+static bool recover_msg(struct fsq *fq, int dirfd, const char *id)
 {
     const char *why = NULL;
     struct queue_env *env;
-    int fd = openat(fq->msgfd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int fd = openat(dirfd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     int r;
     if (fd < 0) {
         if (errno == ENOENT)
@@ -770,40 +963,81 @@ static bool recover_msg(struct fsq *fq, const char *id)
                strerror(errno), NULL);
         return false;
     }
-    if (fs_set_aside(&fq->base, id, why) < 0)
+    if (fs_set_aside_from(fq, dirfd, id, why) < 0)
         log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
                strerror(errno), NULL);
     return true;
 }
 
-static bool recover_st(struct fsq *fq, const char *name)
+static bool exists_at(int dirfd, const char *name)
 {
-    char id[QUEUE_ID_SIZE];
     struct stat st;
-    size_t len = strlen(name);
+    return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+/* Cuts a torn tail off dirfd/<id>.st (beside its message). */
+static void recover_torn(int dirfd, const char *id, const char *name)
+{
     uint64_t valid;
     bool torn;
-    memcpy(id, name, len - 3);
-    id[len - 3] = '\0';
-    if (fstatat(fq->msgfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return false; /* gone with its message to corrupt/ */
-    if (fstatat(fq->msgfd, id, &st, AT_SYMLINK_NOFOLLOW) < 0 && errno == ENOENT) {
-        log_kv(LOG_WARN, "queue.recover.orphan_state", "id", id, NULL);
-        if (unlinkat(fq->msgfd, name, 0) < 0 && errno != ENOENT)
+    int fd = openat(dirfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno != ENOENT)
             log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
                    strerror(errno), NULL);
-        return true;
+        return;
     }
-    if (fs_read_st(fq, id, NULL, &valid, &torn) < 0 || !torn)
-        return false;
-    log_kv(LOG_WARN, "queue.recover.torn_state", "id", id, NULL);
-    int fd = openat(fq->msgfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0 || ftruncate(fd, (off_t)valid) < 0 || fsync(fd) < 0)
+    if (fs_read_st(fd, id, NULL, &valid, &torn) == 0 && torn) {
+        log_kv(LOG_WARN, "queue.recover.torn_state", "id", id, NULL);
+        if (ftruncate(fd, (off_t)valid) < 0 || fsync(fd) < 0)
+            log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
+                   strerror(errno), NULL);
+    }
+    close(fd);
+}
+
+/*
+ * <id>.st in `here`: beside its message (torn tail cut), moved to `other`
+ * where its message is (or deleted if a state file is already there), or an
+ * orphan (deleted). Sets *here_changed / *other_changed.
+ */
+static void recover_st(int here, int other, const char *name,
+                       bool *here_changed, bool *other_changed)
+{
+    char id[QUEUE_ID_SIZE];
+    size_t len = strlen(name);
+    memcpy(id, name, len - 3);
+    id[len - 3] = '\0';
+    if (!exists_at(here, name))
+        return; /* gone with its message to corrupt/ */
+    if (exists_at(here, id)) {
+        recover_torn(here, id, name);
+        return;
+    }
+    if (exists_at(other, id)) {
+        if (exists_at(other, name)) {
+            log_kv(LOG_WARN, "queue.recover.stray_state", "id", id, NULL);
+            if (unlinkat(here, name, 0) < 0 && errno != ENOENT)
+                log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
+                       strerror(errno), NULL);
+            *here_changed = true;
+            return;
+        }
+        log_kv(LOG_WARN, "queue.recover.state_moved", "id", id, NULL);
+        if (renameat(here, name, other, name) < 0) {
+            log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
+                   strerror(errno), NULL);
+            return;
+        }
+        *here_changed = *other_changed = true;
+        recover_torn(other, id, name);
+        return;
+    }
+    log_kv(LOG_WARN, "queue.recover.orphan_state", "id", id, NULL);
+    if (unlinkat(here, name, 0) < 0 && errno != ENOENT)
         log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
                strerror(errno), NULL);
-    if (fd >= 0)
-        close(fd);
-    return false;
+    *here_changed = true;
 }
 
 static bool is_st_name(const char *name)
@@ -817,33 +1051,64 @@ static bool is_st_name(const char *name)
     return qfile_id_valid(id);
 }
 
+static void log_unknown(char **names, size_t n, const char *dir)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!qfile_id_valid(names[i]) && !is_st_name(names[i]))
+            log_kv(LOG_WARN, "queue.recover.unknown", "dir", dir, "name",
+                   names[i], NULL);
+}
+
+/* doc/queue.md "Recovery", steps 2-5. */
 static int fs_recover(struct queue *q)
 {
     struct fsq *fq = FSQ(q);
-    char **names;
-    size_t n;
-    bool changed = false;
+    char **mnames, **hnames;
+    size_t mn, hn;
+    bool mchanged = false, hchanged = false;
 
     recover_incoming(fq);
-    if (fs_dir_names(fq->msgfd, &names, &n) < 0)
+    if (fs_dir_names(fq->msgfd, &mnames, &mn) < 0)
         return -1;
+    if (fs_dir_names(fq->holdfd, &hnames, &hn) < 0) {
+        int saved = errno;
+        fs_names_free(mnames, mn);
+        errno = saved;
+        return -1;
+    }
     /* Messages first, so a set-aside message takes its .st along before the
      * state files are looked at. */
-    for (size_t i = 0; i < n; i++)
-        if (qfile_id_valid(names[i]) && recover_msg(fq, names[i]))
-            changed = true;
-    for (size_t i = 0; i < n; i++) {
-        if (qfile_id_valid(names[i]))
+    for (size_t i = 0; i < mn; i++)
+        if (qfile_id_valid(mnames[i]) && recover_msg(fq, fq->msgfd, mnames[i]))
+            mchanged = true;
+    for (size_t i = 0; i < hn; i++)
+        if (qfile_id_valid(hnames[i]) && recover_msg(fq, fq->holdfd, hnames[i]))
+            hchanged = true;
+    /* In both directories (a rename not atomic on this filesystem): the
+     * held copy stays; both are the same committed file. */
+    for (size_t i = 0; i < mn; i++) {
+        if (!qfile_id_valid(mnames[i]) || !exists_at(fq->holdfd, mnames[i]) ||
+            !exists_at(fq->msgfd, mnames[i]))
             continue;
-        if (is_st_name(names[i])) {
-            if (recover_st(fq, names[i]))
-                changed = true;
-        } else {
-            log_kv(LOG_WARN, "queue.recover.unknown", "name", names[i], NULL);
-        }
+        log_kv(LOG_WARN, "queue.recover.duplicate", "id", mnames[i], NULL);
+        if (unlinkat(fq->msgfd, mnames[i], 0) < 0)
+            log_kv(LOG_ERR, "queue.recover.error", "id", mnames[i], "error",
+                   strerror(errno), NULL);
+        mchanged = true;
     }
-    fs_names_free(names, n);
-    if (changed && fsync(fq->msgfd) < 0)
+    for (size_t i = 0; i < mn; i++)
+        if (is_st_name(mnames[i]))
+            recover_st(fq->msgfd, fq->holdfd, mnames[i], &mchanged, &hchanged);
+    for (size_t i = 0; i < hn; i++)
+        if (is_st_name(hnames[i]))
+            recover_st(fq->holdfd, fq->msgfd, hnames[i], &hchanged, &mchanged);
+    log_unknown(mnames, mn, "msg");
+    log_unknown(hnames, hn, "hold");
+    fs_names_free(mnames, mn);
+    fs_names_free(hnames, hn);
+    if (mchanged && fsync(fq->msgfd) < 0)
+        return -1;
+    if (hchanged && fsync(fq->holdfd) < 0)
         return -1;
     return 0;
 }
@@ -853,6 +1118,7 @@ static void fs_close(struct queue *q)
     struct fsq *fq = FSQ(q);
     close(fq->infd);
     close(fq->msgfd);
+    close(fq->holdfd);
     close(fq->badfd);
     close(fq->dirfd);
     free(fq);
@@ -873,6 +1139,11 @@ static const struct queue_ops fs_ops = {
     .rcpt_update = fs_rcpt_update,
     .remove = fs_remove,
     .set_aside = fs_set_aside,
+    .hold = fs_hold,
+    .release = fs_release,
+    .list_held = fs_list_held,
+    .load_any = fs_load_any,
+    .body_open_any = fs_body_open_any,
 };
 
 static int open_sub(int dirfd, const char *sub)
@@ -888,8 +1159,8 @@ static int open_sub(int dirfd, const char *sub)
 
 struct queue *queue_fs_open(const char *dir, struct buf *err_r)
 {
-    static const char *const subs[] = {"incoming", "msg", "corrupt"};
-    int fds[3] = {-1, -1, -1};
+    static const char *const subs[] = {"incoming", "msg", "hold", "corrupt"};
+    int fds[4] = {-1, -1, -1, -1};
     const char *what = dir;
     int dirfd = -1;
 
@@ -898,7 +1169,7 @@ struct queue *queue_fs_open(const char *dir, struct buf *err_r)
     dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dirfd < 0)
         goto fail;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 4; i++) {
         what = subs[i];
         if ((fds[i] = open_sub(dirfd, subs[i])) < 0)
             goto fail;
@@ -908,7 +1179,8 @@ struct queue *queue_fs_open(const char *dir, struct buf *err_r)
     fq->dirfd = dirfd;
     fq->infd = fds[0];
     fq->msgfd = fds[1];
-    fq->badfd = fds[2];
+    fq->holdfd = fds[2];
+    fq->badfd = fds[3];
     return &fq->base;
 fail:;
     int err = errno;
@@ -918,7 +1190,7 @@ fail:;
         else
             buf_appendf(err_r, "queue: %s/%s: %s", dir, what, strerror(err));
     }
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (fds[i] >= 0)
             close(fds[i]);
     if (dirfd >= 0)

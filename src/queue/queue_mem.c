@@ -4,7 +4,9 @@
  * envelopes are kept in their encoded form so the same limits apply and a
  * load is a decode; per-recipient states replay like the .st file (last
  * update wins, attempts = most updates of any recipient). One mutex guards
- * the whole queue; nothing survives the process.
+ * the whole queue; nothing survives the process. A held message stays in
+ * the live list with its `held` flag set; the functions of the active queue
+ * skip it, as the fs backend's do not look in hold/.
  */
 #include <errno.h>
 #include <limits.h>
@@ -27,6 +29,7 @@ struct mem_entry {
     char **status;            /* NULL: never updated (the envelope's stands) */
     unsigned *count;
     bool corrupt;
+    bool held;                /* out of the active queue (queue_hold) */
 };
 
 struct memq {
@@ -91,24 +94,37 @@ static void entry_free(struct mem_entry *e)
     free(e);
 }
 
-/* Index of id in the live list, or -1; lock held. */
-static ssize_t find_live(struct memq *mq, const char *id)
+enum mem_which { MEM_ACTIVE, MEM_HELD, MEM_ANY };
+
+/* Index of id in the live list, held or not as `which` says, or -1; lock
+ * held. */
+static ssize_t find_in(struct memq *mq, const char *id, enum mem_which which)
 {
     for (size_t i = 0; i < mq->nlive; i++)
-        if (strcmp(mq->live[i]->id, id) == 0)
-            return (ssize_t)i;
+        if (strcmp(mq->live[i]->id, id) == 0) {
+            if (which == MEM_ANY || mq->live[i]->held == (which == MEM_HELD))
+                return (ssize_t)i;
+            return -1;
+        }
     return -1;
 }
 
+static ssize_t find_live(struct memq *mq, const char *id)
+{
+    return find_in(mq, id, MEM_ANY);
+}
+
 /*
- * Takes the lock and finds id in the live list: its index with the lock
- * held, or -1 with the lock released and errno set, to the injected error
- * when op is made to fail (op 0 never is), else to ENOENT.
+ * Takes the lock and finds id in the live list (held or not as `which`
+ * says): its index with the lock held, or -1 with the lock released and
+ * errno set, to the injected error when op is made to fail (op 0 never
+ * is), else to ENOENT.
  */
-static ssize_t lock_live(struct memq *mq, const char *id, unsigned op)
+static ssize_t lock_which(struct memq *mq, const char *id, unsigned op,
+                          enum mem_which which)
 {
     pthread_mutex_lock(&mq->mu);
-    ssize_t k = find_live(mq, id);
+    ssize_t k = find_in(mq, id, which);
     if (injected(mq, op))
         k = -1;
     else if (k < 0)
@@ -116,6 +132,12 @@ static ssize_t lock_live(struct memq *mq, const char *id, unsigned op)
     if (k < 0)
         unlock_keep_errno(mq);
     return k;
+}
+
+/* The active queue only. */
+static ssize_t lock_live(struct memq *mq, const char *id, unsigned op)
+{
+    return lock_which(mq, id, op, MEM_ACTIVE);
 }
 
 static bool id_known(struct memq *mq, const char *id)
@@ -236,15 +258,17 @@ static int mem_commit(struct queue *q, struct queue_msg **msgs,
     return 0;
 }
 
-static int mem_list(struct queue *q, void (*cb)(const char *id, void *arg),
-                    void *arg)
+static int mem_list_which(struct queue *q, bool held,
+                          void (*cb)(const char *id, void *arg), void *arg)
 {
     struct memq *mq = MQ(q);
     pthread_mutex_lock(&mq->mu);
-    size_t n = mq->nlive;
-    char (*ids)[QUEUE_ID_SIZE] = xreallocarray(NULL, n ? n : 1, sizeof(*ids));
-    for (size_t i = 0; i < n; i++)
-        memcpy(ids[i], mq->live[i]->id, QUEUE_ID_SIZE);
+    size_t n = 0;
+    char (*ids)[QUEUE_ID_SIZE] = xreallocarray(NULL, mq->nlive ? mq->nlive : 1,
+                                               sizeof(*ids));
+    for (size_t i = 0; i < mq->nlive; i++)
+        if (mq->live[i]->held == held)
+            memcpy(ids[n++], mq->live[i]->id, QUEUE_ID_SIZE);
     pthread_mutex_unlock(&mq->mu);
     /* Outside the lock: the callback may call back into the queue. */
     for (size_t i = 0; i < n; i++)
@@ -253,24 +277,40 @@ static int mem_list(struct queue *q, void (*cb)(const char *id, void *arg),
     return 0;
 }
 
+static int mem_list(struct queue *q, void (*cb)(const char *id, void *arg),
+                    void *arg)
+{
+    return mem_list_which(q, false, cb, arg);
+}
+
+static int mem_list_held(struct queue *q, void (*cb)(const char *id, void *arg),
+                         void *arg)
+{
+    return mem_list_which(q, true, cb, arg);
+}
+
 static int mem_recover(struct queue *q)
 {
     (void)q; /* nothing in memory survives a crash */
     return 0;
 }
 
-static int mem_load(struct queue *q, const char *id, struct queue_env **env_r)
+static int mem_load_which(struct queue *q, const char *id,
+                          struct queue_env **env_r, enum mem_which which,
+                          bool *held_r)
 {
     struct memq *mq = MQ(q);
     int rc = 0;
     *env_r = NULL;
+    *held_r = false;
     if (!qfile_id_valid(id)) {
         errno = EINVAL;
         return -1;
     }
-    ssize_t k = lock_live(mq, id, QUEUE_MEM_FAIL_LOAD);
+    ssize_t k = lock_which(mq, id, QUEUE_MEM_FAIL_LOAD, which);
     if (k < 0)
         return -1;
+    *held_r = mq->live[k]->held;
     if (mq->live[k]->corrupt) {
         errno = EBADMSG;
         rc = -2;
@@ -298,13 +338,33 @@ static int mem_load(struct queue *q, const char *id, struct queue_env **env_r)
     return rc;
 }
 
-static int mem_body_open(struct queue *q, const char *id, struct queue_body **b_r)
+static int mem_load(struct queue *q, const char *id, struct queue_env **env_r)
+{
+    bool held;
+    return mem_load_which(q, id, env_r, MEM_ACTIVE, &held);
+}
+
+static int mem_load_any(struct queue *q, const char *id,
+                        struct queue_env **env_r, bool *held_r)
+{
+    return mem_load_which(q, id, env_r, MEM_ANY, held_r);
+}
+
+static int mem_body_open_which(struct queue *q, const char *id,
+                               struct queue_body **b_r, enum mem_which which,
+                               bool *held_r)
 {
     struct memq *mq = MQ(q);
     *b_r = NULL;
-    ssize_t k = lock_live(mq, id, 0);
+    *held_r = false;
+    if (!qfile_id_valid(id)) {
+        errno = EINVAL;
+        return -1;
+    }
+    ssize_t k = lock_which(mq, id, 0, which);
     if (k < 0)
         return -1;
+    *held_r = mq->live[k]->held;
     struct membody *b = xcalloc(1, sizeof(*b));
     b->base.q = q;
     b->len = mq->live[k]->body_len;
@@ -315,6 +375,18 @@ static int mem_body_open(struct queue *q, const char *id, struct queue_body **b_
     pthread_mutex_unlock(&mq->mu);
     *b_r = &b->base;
     return 0;
+}
+
+static int mem_body_open(struct queue *q, const char *id, struct queue_body **b_r)
+{
+    bool held;
+    return mem_body_open_which(q, id, b_r, MEM_ACTIVE, &held);
+}
+
+static int mem_body_open_any(struct queue *q, const char *id,
+                             struct queue_body **b_r, bool *held_r)
+{
+    return mem_body_open_which(q, id, b_r, MEM_ANY, held_r);
 }
 
 static ssize_t mem_body_read(struct queue_body *qb, void *p, size_t n)
@@ -379,7 +451,11 @@ static struct mem_entry *take_live(struct memq *mq, size_t k)
 static int mem_remove(struct queue *q, const char *id)
 {
     struct memq *mq = MQ(q);
-    ssize_t k = lock_live(mq, id, QUEUE_MEM_FAIL_REMOVE);
+    if (!qfile_id_valid(id)) {
+        errno = EINVAL;
+        return -1;
+    }
+    ssize_t k = lock_which(mq, id, QUEUE_MEM_FAIL_REMOVE, MEM_ANY);
     if (k < 0)
         return -1;
     struct mem_entry *gone = take_live(mq, (size_t)k);
@@ -398,6 +474,32 @@ static int mem_set_aside(struct queue *q, const char *id, const char *reason)
     pthread_mutex_unlock(&mq->mu);
     log_kv(LOG_WARN, "queue.set_aside", "id", id, "reason", reason, NULL);
     return 0;
+}
+
+/* Active -> held (held true) or back. */
+static int mem_set_held(struct queue *q, const char *id, bool held)
+{
+    struct memq *mq = MQ(q);
+    if (!qfile_id_valid(id)) {
+        errno = EINVAL;
+        return -1;
+    }
+    ssize_t k = lock_which(mq, id, 0, held ? MEM_ACTIVE : MEM_HELD);
+    if (k < 0)
+        return -1;
+    mq->live[k]->held = held;
+    pthread_mutex_unlock(&mq->mu);
+    return 0;
+}
+
+static int mem_hold(struct queue *q, const char *id)
+{
+    return mem_set_held(q, id, true);
+}
+
+static int mem_release(struct queue *q, const char *id)
+{
+    return mem_set_held(q, id, false);
 }
 
 static void mem_close(struct queue *q)
@@ -428,6 +530,11 @@ static const struct queue_ops mem_ops = {
     .rcpt_update = mem_rcpt_update,
     .remove = mem_remove,
     .set_aside = mem_set_aside,
+    .hold = mem_hold,
+    .release = mem_release,
+    .list_held = mem_list_held,
+    .load_any = mem_load_any,
+    .body_open_any = mem_body_open_any,
 };
 
 struct queue *queue_mem_new(void)

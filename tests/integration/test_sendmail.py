@@ -352,7 +352,7 @@ def wait_pending(srv, rcpt, args_fn, timeout=10.0):
     deadline = time.monotonic() + timeout
     while True:
         p = args_fn()
-        if p.returncode == 0 and ("<%s>" % rcpt).encode() in p.stdout:
+        if p.returncode == 0 and (" " * 41 + rcpt + "\n").encode() in p.stdout:
             return p
         assert time.monotonic() < deadline, "never listed: %r %r" % (p.stdout, p.stderr)
         time.sleep(0.2)
@@ -365,20 +365,20 @@ def test_bp_lists_the_queue(make_server, tmp_path):
     # A remote recipient waits in the queue for the relay.
     ok(sendmail(srv, rcpt, stdin="Subject: %s\n\npending\n" % tok))
     p = wait_pending(srv, rcpt, lambda: sendmail(srv, "-bp"))
-    assert b"pending" in p.stdout and b"in queue" in p.stdout, p.stdout
-    assert ("<%s@example.test>" % login()).encode() in p.stdout
+    assert b" in 1 Request." in p.stdout, p.stdout
+    assert ("  %s@example.test\n" % login()).encode() in p.stdout
     # mailq is sendmail -bp
     link = tmp_path / "mailq"
     link.symlink_to(estafeta_bin())
     p = wait_pending(srv, rcpt, lambda: sendmail(srv, argv=[str(link)]))
-    assert b"in queue" in p.stdout
+    assert b" in 1 Request." in p.stdout
 
 
 def test_bp_empty_queue(make_server):
     srv = make_server()
     p = sendmail(srv, "-bp")
     assert p.returncode == 0, p.stderr
-    assert b"0 messages in queue" in p.stdout, p.stdout
+    assert p.stdout == b"Mail queue is empty\n", p.stdout
 
 
 def test_invoked_as_sendmail_symlink(server, tmp_path):

@@ -5,6 +5,7 @@ submissions; the message as stored (Received with ESMTPSA/ESMTPA/ESMTPS,
 added when missing; Bcc removed); which sender addresses a user may use
 (sender-login-match); relaying for authenticated users only."""
 
+import json
 import re
 import smtplib
 import subprocess
@@ -402,13 +403,15 @@ def test_authenticated_relay_is_queued(make_server, pki):
     assert_submission_headers(stored, qid, data)
     deadline = time.monotonic() + 10
     while True:
-        p = run_estafeta(s, "queue", "list")
-        if "<someone@remote.test>" in p.stdout or time.monotonic() > deadline:
+        p = run_estafeta(s, "queue", "list", "--json")
+        if "someone@remote.test" in p.stdout or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert p.returncode == 0, p.stderr
-    assert "<someone@remote.test>  pending" in p.stdout, p.stdout + s.log_tail()
-    assert "<demo@example.test>  pending" not in p.stdout, p.stdout
+    rcpts = [(r["address"], r["state"]) for m in json.loads(p.stdout)
+             for r in m["recipients"]]
+    assert ("someone@remote.test", "pending") in rcpts, p.stdout + s.log_tail()
+    assert ("demo@example.test", "pending") not in rcpts, p.stdout
     assert s.queue_files("msg"), "queue/msg is empty"
     # the queued copy holds the submission fix-ups too
     queued = b"".join(f.read_bytes() for f in s.queue_files("msg"))

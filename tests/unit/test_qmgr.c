@@ -178,9 +178,26 @@ TEST(test_vanished_user_fails_permanently)
     char id[QUEUE_ID_SIZE];
     CHECK_EQ_INT(enqueue(q, "s@x.test", rcpts, 1, "x\r\n", id), 0);
     CHECK_EQ_INT(qmgr_deliver_one(q, st, cfg, id), 1);
+    /* The original is gone; what is left is the bounce to its sender. */
     struct list_ctx lc = {0, ""};
     queue_list(q, count_cb, &lc);
-    CHECK_EQ_INT(lc.n, 0);
+    CHECK_EQ_INT(lc.n, 1);
+    CHECK(strcmp(lc.id, id) != 0);
+    struct queue_env *env = NULL;
+    CHECK_EQ_INT(queue_load(q, lc.id, &env), 0);
+    if (env != NULL) {
+        CHECK_EQ_STR(env->sender, "");
+        CHECK_EQ_INT((int)env->nrcpts, 1);
+        CHECK_EQ_STR(env->rcpts[0].address, "s@x.test");
+        queue_env_free(env);
+    }
+    /* The bounce itself cannot be bounced: its failure leaves nothing. */
+    char id2[QUEUE_ID_SIZE];
+    CHECK_EQ_INT(enqueue(q, "", rcpts, 1, "y\r\n", id2), 0);
+    CHECK_EQ_INT(qmgr_deliver_one(q, st, cfg, id2), 1);
+    struct list_ctx lc2 = {0, ""};
+    queue_list(q, count_cb, &lc2);
+    CHECK_EQ_INT(lc2.n, 1);
     store_free(st);
     queue_close(q);
     config_free(cfg);

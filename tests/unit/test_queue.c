@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -403,6 +404,102 @@ static void check_set_aside(struct queue *q)
     CHECK(queue_set_aside(q, id, "again") == -1);
 }
 
+static int held_count(struct queue *q, const char *want)
+{
+    struct idlist l = {.n = 0};
+    if (queue_list_held(q, collect, &l) < 0)
+        return -1;
+    if (want != NULL) {
+        int found = 0;
+        for (int i = 0; i < l.n; i++)
+            if (strcmp(l.ids[i], want) == 0)
+                found++;
+        if (found != 1)
+            return -1;
+    }
+    return l.n;
+}
+
+/* Hold and release (doc/queue.md "Hold and release"): a held message is out
+ * of the active queue but keeps its body and recipient states. */
+static void check_hold(struct queue *q)
+{
+    char a[QUEUE_ID_SIZE], b[QUEUE_ID_SIZE];
+    const unsigned char body[] = "Subject: held\r\n\r\nbody\r\n";
+    CHECK(queue_one(q, body, sizeof(body) - 1, 2, a) == 0);
+    CHECK(queue_one(q, body, 3, 1, b) == 0);
+    CHECK(queue_rcpt_update(q, a, 0, QUEUE_RCPT_DONE, "250 2.0.0 ok") == 0);
+    CHECK_EQ_INT(held_count(q, NULL), 0);
+
+    CHECK(queue_hold(q, a) == 0);
+    CHECK_EQ_INT(list_count(q, b), 1);   /* only b stays active */
+    CHECK_EQ_INT(held_count(q, a), 1);
+    struct queue_env *env = NULL;
+    struct queue_body *qb = NULL;
+    errno = 0;
+    CHECK(queue_load(q, a, &env) == -1 && errno == ENOENT && env == NULL);
+    CHECK(queue_body_open(q, a, &qb) == -1 && errno == ENOENT && qb == NULL);
+    CHECK(queue_rcpt_update(q, a, 1, QUEUE_RCPT_DONE, "x") == -1);
+    CHECK(errno == ENOENT);
+    CHECK(queue_hold(q, a) == -1 && errno == ENOENT);     /* already held */
+    CHECK(queue_release(q, b) == -1 && errno == ENOENT);  /* not held */
+    CHECK(queue_hold(q, "../msg/x") == -1 && errno == EINVAL);
+    CHECK(queue_release(q, "a/b") == -1 && errno == EINVAL);
+    CHECK(queue_hold(q, "NoSuchId") == -1 && errno == ENOENT);
+
+    /* The admin still sees it whole. */
+    bool held = false;
+    CHECK(queue_load_any(q, a, &env, &held) == 0 && held);
+    if (env != NULL) {
+        CHECK_EQ_STR(env->id, a);
+        CHECK(env->nrcpts == 2);
+        CHECK(env->rcpts[0].state == QUEUE_RCPT_DONE);
+        CHECK_EQ_STR(env->rcpts[0].status, "250 2.0.0 ok");
+        CHECK(env->rcpts[1].state == QUEUE_RCPT_PENDING);
+        CHECK(env->body_size == sizeof(body) - 1);
+        CHECK_EQ_INT(env->attempts, 1);
+    }
+    queue_env_free(env);
+    env = NULL;
+    held = true;
+    CHECK(queue_load_any(q, b, &env, &held) == 0 && !held);
+    queue_env_free(env);
+    env = NULL;
+    CHECK(queue_load_any(q, "NoSuchId", &env, NULL) == -1 && errno == ENOENT);
+    CHECK(queue_load_any(q, "../x", &env, NULL) == -1 && errno == EINVAL);
+    CHECK(queue_body_open_any(q, a, &qb, &held) == 0 && held);
+    if (qb != NULL) {
+        unsigned char got[64];
+        ssize_t n = queue_body_read(qb, got, sizeof(got));
+        CHECK(n == (ssize_t)sizeof(body) - 1 && memcmp(got, body, (size_t)n) == 0);
+        queue_body_close(qb);
+    }
+    CHECK(queue_body_open_any(q, "NoSuchId", &qb, NULL) == -1 && errno == ENOENT);
+
+    /* Released: active again, with the states it had. */
+    CHECK(queue_release(q, a) == 0);
+    CHECK_EQ_INT(held_count(q, NULL), 0);
+    CHECK_EQ_INT(list_count(q, a), 2);
+    CHECK(queue_release(q, a) == -1 && errno == ENOENT);
+    CHECK(queue_load(q, a, &env) == 0);
+    if (env != NULL) {
+        CHECK(env->rcpts[0].state == QUEUE_RCPT_DONE);
+        CHECK(env->rcpts[1].state == QUEUE_RCPT_PENDING);
+    }
+    queue_env_free(env);
+    env = NULL;
+    CHECK(queue_rcpt_update(q, a, 1, QUEUE_RCPT_FAILED, "550 5.0.0 bounced") == 0);
+
+    /* A held message can be removed (estafeta queue delete). */
+    CHECK(queue_hold(q, a) == 0);
+    CHECK(queue_remove(q, a) == 0);
+    CHECK_EQ_INT(held_count(q, NULL), 0);
+    CHECK(queue_load_any(q, a, &env, NULL) == -1 && errno == ENOENT);
+    CHECK(queue_remove(q, a) == -1 && errno == ENOENT);
+    CHECK(queue_remove(q, b) == 0);
+    CHECK_EQ_INT(list_count(q, NULL), 0);
+}
+
 /* ---- in-memory backend ---- */
 
 TEST(mem_all)
@@ -414,6 +511,7 @@ TEST(mem_all)
     check_batch(q);
     check_threads(q);
     check_set_aside(q);
+    check_hold(q);
     CHECK(queue_recover(q) == 0);
     queue_close(q);
 }
@@ -494,6 +592,11 @@ TEST(fs_all)
         check_set_aside(q);
         CHECK_EQ_INT(count_dir(sub, "corrupt"), 2); /* message and its .st */
         CHECK_EQ_INT(count_dir(sub, "msg"), 0);
+        check_hold(q);
+        CHECK_EQ_INT(count_dir(sub, "msg"), 0);
+        CHECK_EQ_INT(count_dir(sub, "hold"), 0);
+        snprintf(p, sizeof(p), "%s/hold", sub);
+        CHECK(stat(p, &st) == 0 && (st.st_mode & 0777) == 0700);
         CHECK(queue_recover(q) == 0);
         queue_close(q);
     }
@@ -737,6 +840,237 @@ TEST(fs_recover)
     free(dir);
 }
 
+/* Renames dir/from/name to dir/to/name (a step of hold or release done by
+ * hand, to leave what a crash between the steps leaves). */
+static int move(const char *dir, const char *from, const char *to,
+                const char *name)
+{
+    char a[4096], b[4096];
+    path_of(a, sizeof(a), dir, from, name);
+    path_of(b, sizeof(b), dir, to, name);
+    return rename(a, b);
+}
+
+static bool exists(const char *dir, const char *sub, const char *name)
+{
+    char p[4096];
+    path_of(p, sizeof(p), dir, sub, name);
+    return access(p, F_OK) == 0;
+}
+
+/* The state of recipient 0 as the admin sees it: 1 done, 0 pending, -1
+ * not found; *held_r where. */
+static int rcpt0_done(struct queue *q, const char *id, bool *held_r)
+{
+    struct queue_env *env = NULL;
+    if (queue_load_any(q, id, &env, held_r) < 0)
+        return -1;
+    int r = env->rcpts[0].state == QUEUE_RCPT_DONE;
+    queue_env_free(env);
+    return r;
+}
+
+TEST(fs_hold_files)
+{
+    char *dir = make_tmpdir();
+    if (dir == NULL)
+        return;
+    struct queue *q = fs_open(dir);
+    if (q == NULL) {
+        rm_rf(dir);
+        free(dir);
+        return;
+    }
+    char id[QUEUE_ID_SIZE], id2[QUEUE_ID_SIZE], st[64];
+    CHECK(queue_one(q, (const unsigned char *)"x\r\n", 3, 2, id) == 0);
+    CHECK(queue_one(q, (const unsigned char *)"y\r\n", 3, 1, id2) == 0);
+    snprintf(st, sizeof(st), "%s.st", id);
+    CHECK(queue_rcpt_update(q, id, 0, QUEUE_RCPT_DONE, "250") == 0);
+    CHECK(queue_hold(q, id) == 0);
+    CHECK(exists(dir, "hold", id) && exists(dir, "hold", st));
+    CHECK(!exists(dir, "msg", id) && !exists(dir, "msg", st));
+    /* held without a state file */
+    CHECK(queue_hold(q, id2) == 0);
+    CHECK(exists(dir, "hold", id2));
+    CHECK_EQ_INT(count_dir(dir, "msg"), 0);
+    CHECK_EQ_INT(count_dir(dir, "hold"), 3);
+    /* Recovery leaves held messages as they are. */
+    CHECK(queue_recover(q) == 0);
+    CHECK_EQ_INT(count_dir(dir, "hold"), 3);
+    CHECK_EQ_INT(held_count(q, NULL), 2);
+    CHECK_EQ_INT(list_count(q, NULL), 0);
+    /* A new handle (a restart) sees them held too. */
+    struct queue *q2 = fs_open(dir);
+    CHECK(q2 != NULL);
+    if (q2 != NULL) {
+        CHECK_EQ_INT(held_count(q2, id), 2);
+        bool held = false;
+        CHECK(rcpt0_done(q2, id, &held) == 1 && held);
+        queue_close(q2);
+    }
+    CHECK(queue_release(q, id) == 0);
+    CHECK(exists(dir, "msg", id) && exists(dir, "msg", st));
+    CHECK(!exists(dir, "hold", id) && !exists(dir, "hold", st));
+    CHECK(queue_release(q, id2) == 0);
+    CHECK_EQ_INT(count_dir(dir, "hold"), 0);
+    CHECK_EQ_INT(count_dir(dir, "msg"), 3); /* id, its .st, id2 */
+
+    /* A stray hold/<id>.st must not replace an active message's records
+     * when someone asks to release a message that is not held. */
+    char p[4096];
+    path_of(p, sizeof(p), dir, "hold", st);
+    write_file(p, "junk", 4);
+    CHECK(queue_release(q, id) == -1 && errno == ENOENT);
+    bool held = true;
+    CHECK(rcpt0_done(q, id, &held) == 1 && !held);
+    CHECK(exists(dir, "hold", st));
+    unlink(p);
+
+    /* Hold: the state file cannot follow (a directory is in the way): the
+     * message goes back and the call fails. */
+    CHECK(mkdir(p, 0700) == 0);
+    CHECK(queue_hold(q, id) == -1);
+    CHECK(exists(dir, "msg", id) && exists(dir, "msg", st));
+    CHECK(!exists(dir, "hold", id));
+    CHECK(rmdir(p) == 0);
+    /* Release: the message cannot go back (a directory named like it in
+     * msg/): its state file returns to hold/ with it. */
+    CHECK(queue_hold(q, id2) == 0);
+    CHECK(queue_hold(q, id) == 0);
+    path_of(p, sizeof(p), dir, "msg", id);
+    CHECK(mkdir(p, 0700) == 0);
+    char sub[4200];
+    snprintf(sub, sizeof(sub), "%s/keep", p);
+    CHECK(mkdir(sub, 0700) == 0);
+    CHECK(queue_release(q, id) == -1);
+    CHECK(exists(dir, "hold", id) && exists(dir, "hold", st));
+    CHECK(!exists(dir, "msg", st));
+    rmdir(sub);
+    rmdir(p);
+    CHECK(queue_release(q, id) == 0);
+    CHECK(rcpt0_done(q, id, &held) == 1 && !held);
+    CHECK(queue_remove(q, id) == 0);
+    CHECK(queue_remove(q, id2) == 0); /* held */
+    CHECK_EQ_INT(count_dir(dir, "hold"), 0);
+    CHECK_EQ_INT(count_dir(dir, "msg"), 0);
+    queue_close(q);
+    rm_rf(dir);
+    free(dir);
+}
+
+/*
+ * A crash between the two renames of a hold or a release, or after both
+ * with only one of them on disk: every combination is made by hand, and
+ * recovery must put each state file beside its message (doc/queue.md
+ * "Hold and release", the table).
+ */
+TEST(fs_hold_crash_recovery)
+{
+    char *dir = make_tmpdir();
+    if (dir == NULL)
+        return;
+    struct queue *q = fs_open(dir);
+    if (q == NULL) {
+        rm_rf(dir);
+        free(dir);
+        return;
+    }
+    enum { N = 7 };
+    char id[N][QUEUE_ID_SIZE], st[N][64];
+    for (int i = 0; i < N; i++) {
+        CHECK(queue_one(q, (const unsigned char *)"m\r\n", 3, 2, id[i]) == 0);
+        CHECK(queue_rcpt_update(q, id[i], 0, QUEUE_RCPT_DONE, "250 done") == 0);
+        snprintf(st[i], sizeof(st[i]), "%.23s.st", id[i]);
+    }
+    /* 0: hold cut after step 1: hold/<id>, msg/<id>.st */
+    CHECK(move(dir, "msg", "hold", id[0]) == 0);
+    /* 1: release cut after step 1 (or a hold with only the .st rename on
+     * disk): msg/<id>, hold/<id>.st */
+    CHECK(move(dir, "msg", "hold", st[1]) == 0);
+    /* 2: held, and a stray state file left in msg/ (the delivery thread's
+     * race): the one beside the message wins */
+    CHECK(queue_hold(q, id[2]) == 0);
+    char p[4096];
+    path_of(p, sizeof(p), dir, "msg", st[2]);
+    struct buf rec;
+    buf_init(&rec, 1024);
+    CHECK(qfile_st_encode(0, QUEUE_RCPT_PENDING, "stray", 5, &rec) == 0);
+    write_file(p, rec.data, rec.len);
+    /* 3: in both directories at once (a filesystem whose rename is not
+     * atomic across a crash): the held copy stays */
+    char a[4096], b[4096];
+    path_of(a, sizeof(a), dir, "msg", id[3]);
+    path_of(b, sizeof(b), dir, "hold", id[3]);
+    CHECK(link(a, b) == 0);
+    /* 4: held, its state file with a torn tail */
+    CHECK(queue_hold(q, id[4]) == 0);
+    path_of(p, sizeof(p), dir, "hold", st[4]);
+    off_t good = file_size(p);
+    append_raw(p, rec.data, rec.len - 2);
+    /* 5: held and corrupt (cut short): set aside with its state file */
+    CHECK(queue_hold(q, id[5]) == 0);
+    path_of(p, sizeof(p), dir, "hold", id[5]);
+    CHECK(truncate(p, file_size(p) - 5) == 0);
+    /* 6: hold cut after step 1 and the .st torn too: moved, then cut */
+    CHECK(move(dir, "msg", "hold", id[6]) == 0);
+    path_of(p, sizeof(p), dir, "msg", st[6]);
+    append_raw(p, rec.data, 3);
+    /* An orphan state file and an unknown file in hold/. */
+    path_of(p, sizeof(p), dir, "hold", "0000000000000000000000C.st");
+    write_file(p, rec.data, rec.len);
+    path_of(p, sizeof(p), dir, "hold", "notes.txt");
+    write_file(p, "x", 1);
+    buf_free(&rec);
+
+    struct queue *q2 = fs_open(dir); /* the restart */
+    CHECK(q2 != NULL);
+    if (q2 == NULL) {
+        queue_close(q);
+        rm_rf(dir);
+        free(dir);
+        return;
+    }
+    CHECK(queue_recover(q2) == 0);
+    bool held = false;
+    CHECK(exists(dir, "hold", st[0]) && !exists(dir, "msg", st[0]));
+    CHECK(rcpt0_done(q2, id[0], &held) == 1 && held);
+    CHECK(exists(dir, "msg", st[1]) && !exists(dir, "hold", st[1]));
+    CHECK(rcpt0_done(q2, id[1], &held) == 1 && !held);
+    CHECK(!exists(dir, "msg", st[2]) && exists(dir, "hold", st[2]));
+    CHECK(rcpt0_done(q2, id[2], &held) == 1 && held);
+    CHECK(!exists(dir, "msg", id[3]) && exists(dir, "hold", id[3]));
+    CHECK(!exists(dir, "msg", st[3]) && exists(dir, "hold", st[3]));
+    CHECK(rcpt0_done(q2, id[3], &held) == 1 && held);
+    path_of(p, sizeof(p), dir, "hold", st[4]);
+    CHECK(file_size(p) == good);
+    CHECK(exists(dir, "corrupt", id[5]) && exists(dir, "corrupt", st[5]));
+    CHECK(!exists(dir, "hold", id[5]) && !exists(dir, "hold", st[5]));
+    CHECK(exists(dir, "hold", st[6]));
+    path_of(p, sizeof(p), dir, "hold", st[6]);
+    CHECK(file_size(p) == good);
+    CHECK(rcpt0_done(q2, id[6], &held) == 1 && held);
+    CHECK(!exists(dir, "hold", "0000000000000000000000C.st"));
+    CHECK(exists(dir, "hold", "notes.txt"));
+    CHECK_EQ_INT(list_count(q2, id[1]), 1);
+    CHECK_EQ_INT(held_count(q2, NULL), 5); /* 0, 2, 3, 4, 6 */
+    /* Idempotent. */
+    CHECK(queue_recover(q2) == 0);
+    CHECK_EQ_INT(count_dir(dir, "msg"), 2);   /* 1 and its .st */
+    CHECK_EQ_INT(count_dir(dir, "hold"), 11); /* 5 x 2 + notes.txt */
+    /* And each of them can be released and delivered normally. */
+    for (int i = 0; i < N; i++) {
+        if (i == 1 || i == 5)
+            continue;
+        CHECK(queue_release(q2, id[i]) == 0);
+        CHECK(rcpt0_done(q2, id[i], &held) == 1 && !held);
+    }
+    CHECK_EQ_INT(list_count(q2, NULL), 6);
+    queue_close(q2);
+    queue_close(q);
+    rm_rf(dir);
+    free(dir);
+}
+
 TEST(fs_remove_order_leaves_no_resurrection)
 {
     /* Simulate the crash between "unlink message + fsync" and "unlink
@@ -889,6 +1223,8 @@ int main(void)
     RUN(fs_file_layout);
     RUN(fs_torn_state_record);
     RUN(fs_recover);
+    RUN(fs_hold_files);
+    RUN(fs_hold_crash_recovery);
     RUN(fs_remove_order_leaves_no_resurrection);
     RUN(fs_commit_failure_no_msg_dir);
     RUN(fs_commit_failure_unwritable_msg_dir);

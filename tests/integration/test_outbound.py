@@ -1,0 +1,446 @@
+"""Outbound delivery (issue 5): routing by MX through a DNS server the test
+runs on loopback, the SMTP client against a scripted sink, retries and
+bounces (RFC 3464). Everything stays on 127.0.0.0/8."""
+import email
+import email.policy
+import os
+import signal
+import smtplib
+import time
+
+import pytest
+
+from dnsserver import DNSServer
+from helpers import Server, add_user, finish_server, free_port, token, wait_for_log
+from smtpsink import Sink
+
+
+def relay_server(tmp_path, dns_port, extra="", name="estafeta"):
+    """A server whose MX hosts listen on mx_port (sinks bind 127.0.0.x on
+    that port), with fast retries."""
+    conf = (f"dns-resolver 127.0.0.1@{dns_port}\n"
+            "limit relay-retry-min 1\nlimit relay-retry-max 2\n"
+            "limit retry-min 1\nlimit retry-max 2\n"
+            + ("" if "relay-idle" in extra else "limit relay-idle 1\n") + extra)
+    sub = free_port()
+    conf += (f"listen 127.0.0.1:{sub} submission\nusers-file users\n"
+             "auth-plaintext-networks 127.0.0.0/8\n")
+    s = Server(tmp_path / name, extra=conf)
+    s.sub_port = sub
+    add_user(s, SENDER, PASSWORD)
+    s.start()
+    return s
+
+
+SENDER = "carol@example.test"
+PASSWORD = "carol-Secret-1"
+
+
+def submission(server):
+    c = smtplib.SMTP("127.0.0.1", server.sub_port, timeout=10)
+    c.ehlo("client.example.test")
+    c.login(SENDER, PASSWORD)
+    return c
+
+
+@pytest.fixture
+def dns():
+    d = DNSServer({})
+    d.start()
+    yield d
+    d.stop()
+
+
+def send(server, sender, rcpts, body, extra_headers=""):
+    tok = token()
+    msg = (f"From: <{sender}>\r\nTo: <{rcpts[0]}>\r\nSubject: {tok}\r\n"
+           f"Message-ID: <{tok}@remote.test>\r\nDate: Sun, 22 Nov 2026 00:00:00 +0000\r\n"
+           f"{extra_headers}\r\n{body}")
+    with submission(server) as c:
+        c.sendmail(sender, rcpts, msg.encode())
+    return tok, msg.encode()
+
+
+def mx_zone(domain, host, addr, pref=10):
+    return {domain: {"MX": [(pref, host)]}, host: {"A": [addr]}}
+
+
+def headers_of(data):
+    return data.split(b"\r\n\r\n", 1)[0]
+
+
+def body_of(data):
+    return data.split(b"\r\n\r\n", 1)[1]
+
+
+def wait_dsn(server, address, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        for _, m in server.messages(address):
+            if b"multipart/report" in m:
+                return email.message_from_bytes(m, policy=email.policy.default)
+        time.sleep(0.1)
+    raise AssertionError("no DSN for %s\n%s" % (address, server.log_tail()))
+
+
+def status_part(dsn):
+    """The message/delivery-status part, as text (per-message fields, then
+    each recipient's group)."""
+    for part in dsn.walk():
+        if part.get_content_type() in ("message/delivery-status",
+                                       "message/global-delivery-status"):
+            return "\n".join(str(g) for g in part.get_payload())
+    raise AssertionError("no delivery-status part")
+
+
+def test_mx_delivery_byte_exact(tmp_path, dns):
+    """Mail from a local user to another domain goes to that domain's MX
+    (looked up in our DNS server) and arrives byte-exact below the
+    headers we add; the queue is then empty."""
+    sink = Sink().start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n")
+    try:
+        body = "line one\r\n.leading dot\r\n..two dots\r\n\r\nend\r\n"
+        tok, sent = send(s, SENDER, ["someone@example.net"], body)
+        msgs = sink.wait_messages(1)
+        m = msgs[0]
+        assert m.mail_from == SENDER
+        assert [r[0] for r in m.rcpts] == ["someone@example.net"]
+        assert body_of(m.data) == body.encode()
+        assert b"Subject: " + tok.encode() in headers_of(m.data)
+        # every header the client sent is still there, in order, after ours
+        assert m.data.endswith(sent.split(b"\r\n\r\n", 1)[1])
+        assert sent.split(b"\r\n\r\n", 1)[0] in m.data
+        assert m.helo == "mail.example.test"
+        s.wait_queue_empty(timeout=20)
+        assert dns.queries_for("example.net")
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_recipients_grouped_and_per_recipient_outcome(tmp_path, dns):
+    """Two recipients in one transaction; one refused 550 gets a bounce
+    with the remote reply, the other is delivered; one connection."""
+    sink = Sink({"rcpt": {"bad@example.net": "550 5.1.1 <bad@example.net>: no such user"}}).start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n")
+    try:
+        tok, _ = send(s, SENDER, ["good@example.net", "bad@example.net"], "hi\r\n")
+        sink.wait_messages(1)
+        assert [r[0] for r in sink.messages[0].rcpts] == ["good@example.net"]
+        dsn = wait_dsn(s, SENDER)
+        assert dsn["From"].addresses[0].addr_spec.startswith("MAILER-DAEMON@")
+        assert dsn.get_content_type() == "multipart/report"
+        assert dsn.get_param("report-type") == "delivery-status"
+        text = dsn.as_string()
+        assert "Final-Recipient: rfc822; bad@example.net" in text
+        assert "Action: failed" in text
+        assert "Status: 5.1.1" in text
+        assert "no such user" in text
+        assert "good@example.net" not in status_part(dsn)
+        s.wait_queue_empty(timeout=20)
+        assert sink.connections == 1
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_temporary_failure_retried_then_delivered(tmp_path, dns):
+    """451 at RCPT: the message stays queued and is sent on a later try."""
+    sink = Sink({"rcpt": "451 4.7.1 greylisted, try later"}).start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n")
+    try:
+        send(s, SENDER, ["grey@example.net"], "hello\r\n")
+        wait_for_log(s, r"relay\.deferred", timeout=20)
+        assert sink.messages == []
+        sink.script["rcpt"] = "250 2.1.5 ok now"
+        sink.wait_messages(1, timeout=30)
+        s.wait_queue_empty(timeout=20)
+        assert s.messages(SENDER) == []   # no bounce
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_nxdomain_bounces_and_null_mx_bounces(tmp_path, dns):
+    dns.set_zone({"nullmx.test": {"MX": [(0, ".")]}})
+    s = relay_server(tmp_path, dns.port)
+    try:
+        send(s, SENDER, ["x@nowhere.test"], "a\r\n")
+        dsn = wait_dsn(s, SENDER)
+        assert "Status: 5.1.2" in dsn.as_string()
+        send(s, SENDER, ["y@nullmx.test"], "b\r\n")
+        end = time.time() + 20
+        while time.time() < end:
+            texts = [m for _, m in s.messages(SENDER) if b"5.1.10" in m]
+            if texts:
+                break
+            time.sleep(0.1)
+        assert texts, s.log_tail()
+        s.wait_queue_empty(timeout=20)
+    finally:
+        finish_server(s)
+
+
+def test_servfail_defers(tmp_path, dns):
+    dns.set_zone({"broken.test": "SERVFAIL"})
+    s = relay_server(tmp_path, dns.port)
+    try:
+        send(s, SENDER, ["x@broken.test"], "a\r\n")
+        wait_for_log(s, r"relay\.deferred.*4\.4\.3", timeout=30)
+        assert not any(b"multipart/report" in m for _, m in s.messages(SENDER))
+        assert s.queue_files("msg")
+    finally:
+        finish_server(s)
+
+
+def test_mx_preference_and_fallback(tmp_path, dns):
+    """The best MX refuses connections: the next one gets the mail."""
+    sink = Sink(host="127.0.0.3").start()
+    # nothing listens on 127.0.0.2 at that port: the best MX refuses
+    dns.set_zone({"example.net": {"MX": [(10, "mx1.example.net"), (20, "mx2.example.net")]},
+                  "mx1.example.net": {"A": ["127.0.0.2"]},
+                  "mx2.example.net": {"A": ["127.0.0.3"]}})
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n")
+    try:
+        send(s, SENDER, ["z@example.net"], "fallback\r\n")
+        sink.wait_messages(1)
+        s.wait_queue_empty(timeout=20)
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_route_smarthost(tmp_path, dns):
+    """A configured route wins over DNS (no MX query is made)."""
+    sink = Sink().start()
+    s = relay_server(tmp_path, dns.port, f"route * [127.0.0.1]:{sink.port}\n")
+    try:
+        send(s, SENDER, ["a@far.test", "b@other.test"], "via smarthost\r\n")
+        sink.wait_messages(1)
+        got = sorted(r[0] for m in sink.messages for r in m.rcpts)
+        if len(got) < 2:
+            sink.wait_messages(2)
+            got = sorted(r[0] for m in sink.messages for r in m.rcpts)
+        assert got == ["a@far.test", "b@other.test"]
+        assert dns.queries_for("far.test") == []
+        s.wait_queue_empty(timeout=20)
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+@pytest.mark.parametrize("stage,script", [
+    ("greeting", {"greeting": "554 5.7.1 go away"}),
+    ("mail", {"mail": "451 4.3.0 try later"}),
+    ("data", {"data": "451 4.3.0 no"}),
+    ("dot", {"dot": "452 4.3.1 full"}),
+    ("drop", {"drop_after_dot": True}),
+    ("421", {"mail": "421 4.3.2 shutting down"}),
+])
+def test_temporary_failures_at_each_stage_keep_the_message(tmp_path, dns, stage, script):
+    sink = Sink(script).start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n")
+    try:
+        send(s, SENDER, ["t@example.net"], "x\r\n")
+        wait_for_log(s, r"relay\.deferred", timeout=30)
+        assert s.queue_files("msg"), "message must stay queued"
+        assert not any(b"multipart/report" in m for _, m in s.messages(SENDER))
+        # the peer recovers: delivered once
+        sink.script = {}
+        sink.wait_messages(1, timeout=30)
+        s.wait_queue_empty(timeout=20)
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+@pytest.mark.parametrize("stage,script,status", [
+    ("mail", {"mail": "550 5.7.1 sender refused"}, "5.7.1"),
+    ("data", {"data": "554 5.6.0 no data"}, "5.6.0"),
+    ("dot", {"dot": "552 5.3.4 too big"}, "5.3.4"),
+])
+def test_permanent_failures_bounce(tmp_path, dns, stage, script, status):
+    sink = Sink(script).start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n")
+    try:
+        send(s, SENDER, ["p@example.net"], "x\r\n")
+        dsn = wait_dsn(s, SENDER)
+        assert f"Status: {status}" in dsn.as_string()
+        assert "Remote-MTA: dns; mx.example.net" in dsn.as_string()
+        s.wait_queue_empty(timeout=20)
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+@pytest.mark.parametrize("raw", [
+    b"220-" + b"x" * 100000 + b"\r\n",                 # a line with no end in sight
+    b"220-ok\r\n" * 5000,                              # a reply that never ends
+    b"999 what\r\n",                                   # not a reply code
+    b"220-ok\r\n250 mixed codes\r\n",
+    b"\x00\xff\xfe\r\n",
+])
+def test_hostile_server_replies_defer_without_crash(tmp_path, dns, raw):
+    sink = Sink({"greeting": raw}).start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n")
+    try:
+        send(s, SENDER, ["h@example.net"], "x\r\n")
+        wait_for_log(s, r"relay\.deferred", timeout=30)
+        assert s.running()
+        assert s.queue_files("msg")
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_no_bounce_of_a_bounce(tmp_path, dns):
+    """A message from the null sender that fails is dropped, not bounced."""
+    sink = Sink({"rcpt": "550 5.1.1 nobody"}).start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n")
+    try:
+        with smtplib.SMTP("127.0.0.1", s.port, timeout=10) as c:
+            c.ehlo("client.remote.test")
+            # a DSN arriving for a local alias that forwards elsewhere
+            c.sendmail("", ["fwd@example.test"], b"Subject: bounce\r\n\r\nx\r\n")
+        wait_for_log(s, r"relay\.failed", timeout=30)
+        s.wait_queue_empty(timeout=20)
+        assert not any(b"multipart/report" in m for _, _, m in s.all_messages())
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_dsn_notify_never_and_success(tmp_path, dns):
+    """NOTIFY=NEVER: no bounce. NOTIFY=SUCCESS to a next hop without DSN:
+    a 'relayed' report (RFC 3461 4.1)."""
+    sink = Sink({"rcpt": {"never@example.net": "550 5.1.1 no"},
+                 "extensions": ["PIPELINING", "8BITMIME"]}).start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n")
+    try:
+        with submission(s) as c:
+            c.mail(SENDER, ["RET=HDRS", "ENVID=abc123"])
+            c.rcpt("never@example.net", ["NOTIFY=NEVER"])
+            c.rcpt("ok@example.net", ["NOTIFY=SUCCESS,FAILURE",
+                                      "ORCPT=rfc822;ok@example.net"])
+            c.data(b"Subject: dsn\r\n\r\nbody\r\n")
+        dsn = wait_dsn(s, SENDER)
+        text = dsn.as_string()
+        assert "Action: relayed" in text
+        assert "Final-Recipient: rfc822; ok@example.net" in text
+        assert "Original-Envelope-Id: abc123" in text
+        assert "never@example.net" not in text
+        s.wait_queue_empty(timeout=20)
+        assert len([m for _, m in s.messages(SENDER) if b"multipart/report" in m]) == 1
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_dsn_parameters_passed_to_dsn_capable_peer(tmp_path, dns):
+    sink = Sink().start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n")
+    try:
+        with submission(s) as c:
+            c.mail(SENDER, ["RET=FULL", "ENVID=e+2Bnv"])
+            c.rcpt("ok@example.net", ["NOTIFY=SUCCESS", "ORCPT=rfc822;orig@example.net"])
+            c.data(b"Subject: dsn\r\n\r\nbody\r\n")
+        m = sink.wait_messages(1)[0]
+        assert "RET=FULL" in m.mail_params and "ENVID=e+2Bnv" in m.mail_params
+        assert m.rcpts[0][1] == "NOTIFY=SUCCESS ORCPT=rfc822;orig@example.net"
+        s.wait_queue_empty(timeout=20)
+        # the next hop reports success: no DSN from us
+        time.sleep(0.5)
+        assert not any(b"multipart/report" in m for _, m in s.messages(SENDER))
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_size_refused_before_sending(tmp_path, dns):
+    sink = Sink({"extensions": ["PIPELINING", "SIZE 100", "8BITMIME"]}).start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n")
+    try:
+        send(s, SENDER, ["big@example.net"], "x" * 500 + "\r\n")
+        dsn = wait_dsn(s, SENDER)
+        assert "Status: 5.3.4" in dsn.as_string()
+        assert not any(c.startswith(b"MAIL") for c in sink.commands)
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_chunking_used_when_offered(tmp_path, dns):
+    sink = Sink({"extensions": ["PIPELINING", "CHUNKING", "8BITMIME", "SIZE 1000000"]}).start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n")
+    try:
+        body = "".join(f"line {i} .\r\n" for i in range(20000))
+        tok, sent = send(s, SENDER, ["c@example.net"], body)
+        m = sink.wait_messages(1)[0]
+        assert m.bdat
+        assert m.data.endswith(body.encode())
+        s.wait_queue_empty(timeout=20)
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_connection_reused_for_several_messages(tmp_path, dns):
+    sink = Sink().start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\nlimit relay-idle 5\n")
+    try:
+        for i in range(5):
+            send(s, SENDER, [f"r{i}@example.net"], f"n{i}\r\n")
+        sink.wait_messages(5)
+        s.wait_queue_empty(timeout=20)
+        assert sink.connections < 5
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_mx_pointing_to_ourselves_is_a_loop(tmp_path, dns):
+    dns.set_zone({"loop.test": {"MX": [(10, "mail.example.test")]},
+                  "mail.example.test": {"A": ["127.0.0.1"]}})
+    s = relay_server(tmp_path, dns.port)
+    try:
+        send(s, SENDER, ["x@loop.test"], "a\r\n")
+        dsn = wait_dsn(s, SENDER)
+        assert "5.4.6" in dsn.as_string()
+    finally:
+        finish_server(s)
+
+
+def test_kill_during_relay_loses_nothing(tmp_path, dns):
+    """SIGKILL while the peer holds the final reply: after a restart the
+    message is sent again (twice at most), never lost."""
+    sink = Sink({"drop_after_dot": True}).start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n")
+    try:
+        send(s, SENDER, ["k@example.net"], "kill me\r\n")
+        end = time.time() + 20
+        while not sink.dropped and time.time() < end:
+            time.sleep(0.05)
+        assert sink.dropped
+        s.kill()
+        sink.script = {}
+        s.start()
+        sink.wait_messages(1, timeout=30)
+        s.wait_queue_empty(timeout=20)
+        assert body_of(sink.messages[0].data) == b"kill me\r\n"
+    finally:
+        finish_server(s)
+        sink.stop()
