@@ -1,5 +1,6 @@
 /*
- * cmd_user: `estafeta user add|passwd|del|list`, managing users-file.
+ * cmd_user: `estafeta user add|passwd|del|list`, managing users-file;
+ * `list` also shows each user's mailbox usage next to the quota.
  *
  * SECURITY: the password never comes from the command line (it would be
  * visible in ps and shell history): it is read from the terminal with echo
@@ -26,6 +27,8 @@
 #include "lib/fsutil.h"
 #include "lib/xalloc.h"
 #include "proto/sasl.h"
+#include "store/mailbox.h"
+#include "store/store.h"
 
 #define PASSWORD_MAX 1024       /* what is read; SASL_NAME_MAX is accepted */
 #define FIELDS_MAX 1024         /* hash, cram-md5= and scram-sha-256= fields */
@@ -36,7 +39,9 @@ static const char user_usage[] =
     "       estafeta user passwd ADDRESS [--cram-md5]\n"
     "                                                change a user's password\n"
     "       estafeta user del ADDRESS                remove a user\n"
-    "       estafeta user list                       list users; '(config)'\n"
+    "       estafeta user list                       list users with what\n"
+    "                                                their mailbox holds and\n"
+    "                                                the quota; '(config)'\n"
     "                                                marks users defined in\n"
     "                                                the configuration file\n"
     "  Users are kept in the configured users-file. The password is read\n"
@@ -214,11 +219,43 @@ static int ensure_dir(const char *file)
     return r;
 }
 
+/* Every user with what their mailbox holds next to the quota:
+ * "demo@example.test  12 messages, 34 KiB of 100 MiB (0%)". The usage is
+ * read from the Maildir files alone (store_quota_usage_files): this may
+ * run as root or as another user than the server, and must not create or
+ * change anything in the mailboxes (an index made by root would lock the
+ * server out of it). */
 static int user_list(const struct config *cfg)
 {
-    for (size_t i = 0; i < cfg->nusers; i++)
-        printf("%s%s\n", cfg->users[i].address,
-               cfg->users[i].in_config ? " (config)" : "");
+    char root[4096];
+    int n = snprintf(root, sizeof(root), "%s/mail",
+                     cfg->data_dir != NULL ? cfg->data_dir : ".");
+    struct store *st = n > 0 && (size_t)n < sizeof(root)
+                           ? store_maildir_new(root, cfg->hostname)
+                           : NULL;
+    size_t width = 0;
+    for (size_t i = 0; i < cfg->nusers; i++) {
+        size_t w = strlen(cfg->users[i].address) +
+                   (cfg->users[i].in_config ? strlen(" (config)") : 0);
+        if (w > width)
+            width = w;
+    }
+    for (size_t i = 0; i < cfg->nusers; i++) {
+        const struct cfg_user *u = &cfg->users[i];
+        char name[CONFIG_ADDRESS_MAX + 16], usage[160];
+        snprintf(name, sizeof(name), "%s%s", u->address,
+                 u->in_config ? " (config)" : "");
+        uint64_t bytes, msgs;
+        if (st != NULL &&
+            store_quota_usage_files(st, u->address, &bytes, &msgs) == 0)
+            store_quota_describe(usage, sizeof(usage), bytes, msgs,
+                                 cfg->quota_bytes, cfg->quota_messages);
+        else
+            snprintf(usage, sizeof(usage), "usage unknown (%s)",
+                     st != NULL ? strerror(errno) : "no mail directory");
+        printf("%-*s  %s\n", (int)width, name, usage);
+    }
+    store_free(st);
     return fflush(stdout) == 0 ? 0 : 1;
 }
 

@@ -7,6 +7,10 @@
  * Slow work never runs on the loop: a login's password check (argon2id)
  * and the opening of the mailbox (index sync) run on the login worker
  * thread; the session waits paused (P3_WAIT).
+ *
+ * Sizes (STAT, LIST, "+OK n octets") are the store's vsize, the message as
+ * CRLF text, which is exactly what RETR sends before byte-stuffing (RFC
+ * 1939 11) also for a file another tool wrote with LF line ends.
  */
 #include "pop3d/pop3d.h"
 
@@ -577,7 +581,7 @@ static void p3_retr(struct p3_session *s, uint32_t n, bool top, uint32_t lines)
     if (top)
         p3_ok(s, "Top of message follows");
     else
-        p3_ok(s, "%llu octets", (unsigned long long)m->size);
+        p3_ok(s, "%llu octets", (unsigned long long)m->vsize);
     s->fd = fd;
     s->streaming = true;
     conn_pause(s->conn);
@@ -615,7 +619,7 @@ static void p3_transaction(struct p3_session *s, const struct pop3_cmd *c)
         for (size_t i = 0; i < s->nmsgs; i++)
             if (!s->deleted[i]) {
                 count++;
-                size += store_mailbox_msg(s->mb, i)->size;
+                size += store_mailbox_msg(s->mb, i)->vsize;
             }
         p3_ok(s, "%zu %llu", count, (unsigned long long)size);
         break;
@@ -632,7 +636,7 @@ static void p3_transaction(struct p3_session *s, const struct pop3_cmd *c)
             if (uidl)
                 p3_ok(s, "%u %s", c->num[0], p3_uidl(m, u, sizeof(u)));
             else
-                p3_ok(s, "%u %llu", c->num[0], (unsigned long long)m->size);
+                p3_ok(s, "%u %llu", c->num[0], (unsigned long long)m->vsize);
             break;
         }
         conn_printf(s->conn, "+OK\r\n");
@@ -645,7 +649,7 @@ static void p3_transaction(struct p3_session *s, const struct pop3_cmd *c)
                 conn_printf(s->conn, "%zu %s\r\n", i + 1, p3_uidl(m, u, sizeof(u)));
             else
                 conn_printf(s->conn, "%zu %llu\r\n", i + 1,
-                            (unsigned long long)m->size);
+                            (unsigned long long)m->vsize);
         }
         conn_printf(s->conn, ".\r\n");
         break;

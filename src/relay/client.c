@@ -811,7 +811,10 @@ static void client_on_event_inner(struct conn *c, enum conn_event ev,
         return;
     }
     case CONN_EV_CLOSED:
-        if (!cl->closed_called) {
+        /* st is ST_CLOSED when client_fail is closing the connection
+         * itself (the event can come from inside conn_abort): it reports
+         * its own reason. */
+        if (!cl->closed_called && cl->st != ST_CLOSED) {
             bool tls = cl->st == ST_HANDSHAKE;
             client_closed_cb(cl, CLIENT_TEMP,
                              tls ? "4.7.5 TLS handshake failed"

@@ -161,6 +161,29 @@ void relay_status_remote(const char *status, char *host_r, size_t cap)
     host_r[n] = '\0';
 }
 
+/* "451 X.Y.Z text" from a reason that may start with a reply code
+ * ("421 4.3.2 ...", "554 5.7.1 ..."), an enhanced code ("4.7.5 ...") or
+ * neither; the class is always 4: a destination problem is retried. */
+static void relay_defer_text(const char *err, char *out, size_t cap)
+{
+    const char *p = err;
+    if (p[0] >= '2' && p[0] <= '5' && p[1] >= '0' && p[1] <= '9' && p[2] >= '0' &&
+        p[2] <= '9' && (p[3] == ' ' || p[3] == '-'))
+        p += 4;
+    char enh[16] = "4.4.1";
+    size_t n = strspn(p, "0123456789.");
+    if (n >= 5 && n < sizeof(enh) && (p[0] == '2' || p[0] == '4' || p[0] == '5') &&
+        p[1] == '.' && (p[n] == ' ' || p[n] == '\0')) {
+        memcpy(enh, p, n);
+        enh[n] = '\0';
+        enh[0] = '4';
+        p += n;
+        while (*p == ' ')
+            p++;
+    }
+    snprintf(out, cap, "451 %s %.*s", enh, (int)(cap > 40 ? cap - 40 : 1), p);
+}
+
 /* ---- TLS fallback memory ---- */
 
 static bool notls_has(struct relay *r, const char *addr)
@@ -589,13 +612,11 @@ static void conn_give_up(struct rconn *c)
 {
     struct rdest *d = c->dest;
     /* Whatever went wrong (no answer, a refused or broken session), it is
-     * about the destination, not a recipient: deferred. */
-    const char *err = c->last_error[0] ? c->last_error
-                      : "no server of the destination answered";
+     * about the destination, not a recipient: deferred, keeping the
+     * enhanced code of the reason when it has one. */
     char why[400];
-    snprintf(why, sizeof(why), "451 4.4.1 %.*s", 380,
-             (err[0] == '4' || err[0] == '5') && strncmp(err + 3, " 4.", 3) == 0
-                 ? err + 10 : err);
+    relay_defer_text(c->last_error[0] ? c->last_error
+                     : "no server of the destination answered", why, sizeof(why));
     bool others = d->nconns > 1;
     if (c->job != NULL) {
         struct rjob *j = c->job;

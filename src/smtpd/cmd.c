@@ -3,6 +3,10 @@
  * checks state and arguments and replies on error, then does its work
  * (OpenSMTPD's smtp_check_<cmd> / smtp_proceed_<cmd> split, kept inside one
  * function each because the checks are short). Replies: doc/smtp.md.
+ *
+ * RCPT's quota check reads the user's mailbox indexes, which can block:
+ * it runs on the quota worker (smtpd.c) while the session is paused in
+ * SS_RCPT_WAIT, and the reply is written when the answer comes back.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -11,6 +15,7 @@
 #include <strings.h>
 
 #include "deliver/resolve.h"
+#include "store/mailbox.h"
 #include "store/store.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
@@ -209,6 +214,48 @@ static bool cmd_rcpt_verdict(struct session *s, enum resolve_status st,
     return false;
 }
 
+/* Whether one more message (of the size MAIL FROM announced) fits. */
+static bool cmd_quota_fits(const struct session *s, uint64_t bytes,
+                           uint64_t msgs)
+{
+    return store_quota_fits(bytes, msgs, s->cfg->quota_bytes,
+                            s->cfg->quota_messages,
+                            s->mail.size_given ? s->mail.size : 0);
+}
+
+/* An accepted recipient counts in the cached usage until it expires. */
+static void cmd_quota_charge(struct session *s, const char *mailbox)
+{
+    smtpd_quota_charge(s->srv, mailbox, s->mail.size_given ? s->mail.size : 0);
+}
+
+/* The reply to RCPT once everything is known, and the recipient kept. */
+static void cmd_rcpt_finish(struct session *s, enum resolve_status st,
+                            const struct session_rcpt *r, bool over_quota)
+{
+    const char *addr = r->address;
+    if (over_quota) {
+        log_kv(LOG_INFO, "smtp.rcpt", "sid", s->sid, "from", s->sender, "to", addr,
+               "result", "over-quota", NULL);
+        if (s->cfg->quota_permanent)
+            session_reply(s, 552, "5.2.2", "<%s>: Mailbox full", addr);
+        else
+            session_reply(s, 452, "4.2.2", "<%s>: Mailbox full, try again later", addr);
+        return;
+    }
+    log_kv(LOG_INFO, "smtp.rcpt", "sid", s->sid, "from", s->sender, "to", addr,
+           "result", resolve_status_name(st), NULL);
+    if (!cmd_rcpt_verdict(s, st, addr))
+        return;
+    if (s->nrcpts == s->rcpts_alloc) {
+        size_t n = s->rcpts_alloc ? s->rcpts_alloc * 2 : 8;
+        s->rcpts = xreallocarray(s->rcpts, n, sizeof(*s->rcpts));
+        s->rcpts_alloc = n;
+    }
+    s->rcpts[s->nrcpts++] = *r;
+    session_reply(s, 250, "2.1.5", "Ok");
+}
+
 static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
 {
     if (!s->in_tx) {
@@ -247,16 +294,17 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
         snprintf(r.to.domain, sizeof(r.to.domain), "%s", s->cfg->domains[0].name);
         r.to.postmaster = false; /* now an ordinary postmaster@domain */
     }
-    char addr[SESSION_ADDR_MAX];
-    if (smtp_addr_format(&r.to, addr, sizeof(addr)) < 0) {
+    struct session_rcpt sr = {.notify = r.notify};
+    if (smtp_addr_format(&r.to, sr.address, sizeof(sr.address)) < 0) {
         session_reply(s, 553, "5.1.3", "Error: recipient address too long");
         return;
     }
+    snprintf(sr.orcpt, sizeof(sr.orcpt), "%s", r.orcpt);
     /* RFC 5321 4.1.1.3 lets us decline the relaying a source route
      * implies. Address literals resolve like names: they are ours only if
      * configured as a domain. */
     enum resolve_status st = RESOLVE_NOT_LOCAL;
-    bool over_quota = false;
+    char mailbox[SESSION_ADDR_MAX] = "";
     if (!r.to.source_route) {
         struct resolve_result rr;
         st = resolve_address(s->cfg, r.to.local, strlen(r.to.local),
@@ -265,40 +313,80 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
          * the members that have room and retries the others). */
         if (st == RESOLVE_OK && rr.nmailboxes == 1 && rr.nremote == 0 &&
             (s->cfg->quota_bytes || s->cfg->quota_messages) &&
-            smtpd_store(s->srv) != NULL &&
-            store_deliver_quota(smtpd_store(s->srv), rr.mailboxes[0],
-                                s->cfg->quota_bytes, s->cfg->quota_messages,
-                                s->mail.size_given ? s->mail.size : 0) < 0 &&
-            errno == EDQUOT)
-            over_quota = true;
+            smtpd_store(s->srv) != NULL)
+            snprintf(mailbox, sizeof(mailbox), "%s", rr.mailboxes[0]);
         resolve_result_free(&rr);
-    }
-    if (over_quota) {
-        log_kv(LOG_INFO, "smtp.rcpt", "sid", s->sid, "from", s->sender, "to", addr,
-               "result", "over-quota", NULL);
-        if (s->cfg->quota_permanent)
-            session_reply(s, 552, "5.2.2", "<%s>: Mailbox full", addr);
-        else
-            session_reply(s, 452, "4.2.2", "<%s>: Mailbox full, try again later", addr);
-        return;
     }
     /* Submission: other domains are relayed (queued for the relay). */
     if (st == RESOLVE_NOT_LOCAL && !r.to.source_route && cmd_may_submit(s))
         st = RESOLVE_OK;
-    log_kv(LOG_INFO, "smtp.rcpt", "sid", s->sid, "from", s->sender, "to", addr,
-           "result", resolve_status_name(st), NULL);
-    if (!cmd_rcpt_verdict(s, st, addr))
+    if (mailbox[0] == '\0') {
+        cmd_rcpt_finish(s, st, &sr, false);
         return;
-    if (s->nrcpts == s->rcpts_alloc) {
-        size_t n = s->rcpts_alloc ? s->rcpts_alloc * 2 : 8;
-        s->rcpts = xreallocarray(s->rcpts, n, sizeof(*s->rcpts));
-        s->rcpts_alloc = n;
     }
-    struct session_rcpt *sr = &s->rcpts[s->nrcpts++];
-    snprintf(sr->address, sizeof(sr->address), "%s", addr);
-    snprintf(sr->orcpt, sizeof(sr->orcpt), "%s", r.orcpt);
-    sr->notify = r.notify;
-    session_reply(s, 250, "2.1.5", "Ok");
+    /* The usage comes from the user's indexes (SQLite, which may wait
+     * seconds for a lock): never on the loop. The cache only ever says
+     * yes: a usage read in the last SMTPD_QUOTA_CACHE_MS, counting every
+     * recipient accepted since as delivered, that still has room answers
+     * at once; anything else (a refusal included) is read afresh. Then
+     * the session pauses, and pipelined commands after this RCPT wait in
+     * the input buffer, so replies stay in command order (RFC 2920). The
+     * check at delivery is the one that counts; this one spares the queue
+     * mail that cannot be delivered. */
+    uint64_t bytes, msgs;
+    if (smtpd_quota_cached(s->srv, mailbox, &bytes, &msgs) &&
+        cmd_quota_fits(s, bytes, msgs)) {
+        cmd_quota_charge(s, mailbox);
+        cmd_rcpt_finish(s, st, &sr, false);
+        return;
+    }
+    s->quota_rcpt = sr;
+    snprintf(s->quota_mailbox, sizeof(s->quota_mailbox), "%s", mailbox);
+    s->quota_err = 0;
+    s->state = SS_RCPT_WAIT;
+    conn_pause(s->conn);
+    smtpd_submit_quota(s->srv, s);
+}
+
+/* Quota worker thread: the mailbox's usage. Reads only quota_mailbox and
+ * the store (set before the server starts), writes only the answer. */
+void cmd_quota_run(struct batch_job *job)
+{
+    struct session *s = job->arg;
+    uint64_t bytes = 0, msgs = 0;
+    errno = 0;
+    if (store_quota_usage(smtpd_store(s->srv), s->quota_mailbox, &bytes,
+                          &msgs) == 0) {
+        s->quota_bytes = bytes;
+        s->quota_msgs = msgs;
+        s->quota_err = 0;
+    } else {
+        s->quota_err = errno != 0 ? errno : EIO;
+    }
+}
+
+/* Loop thread: the usage is known; the RCPT gets its reply and reading
+ * resumes (the next pipelined command). An unknown usage accepts: the
+ * delivery checks again and decides. */
+void cmd_rcpt_quota_done(struct session *s)
+{
+    if (s->state != SS_RCPT_WAIT)
+        return;
+    s->state = SS_CMD;
+    bool over = false;
+    if (s->quota_err == 0) {
+        smtpd_quota_remember(s->srv, s->quota_mailbox, s->quota_bytes,
+                             s->quota_msgs);
+        over = !cmd_quota_fits(s, s->quota_bytes, s->quota_msgs);
+        if (!over)
+            cmd_quota_charge(s, s->quota_mailbox);
+    } else {
+        log_kv(LOG_WARN, "smtp.quota_unknown", "sid", s->sid, "mailbox",
+               s->quota_mailbox, "error", strerror(s->quota_err), NULL);
+    }
+    cmd_rcpt_finish(s, RESOLVE_OK, &s->quota_rcpt, over);
+    conn_set_timeout(s->conn, (unsigned)session_limit(s, LIM_TIMEOUT_COMMAND));
+    conn_resume(s->conn);
 }
 
 /* VRFY/EXPN argument: "<addr>", "addr" or a bare local part. */

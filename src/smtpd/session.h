@@ -35,6 +35,7 @@ enum session_state {
     SS_TLS,      /* TLS handshake running (STARTTLS or implicit TLS) */
     SS_AUTH,     /* AUTH exchange: reading the client's base64 lines */
     SS_AUTH_WAIT,/* AUTH: password check or failure delay; input paused */
+    SS_RCPT_WAIT,/* RCPT: the quota check on its worker; input paused */
 };
 
 struct session_rcpt {
@@ -85,6 +86,17 @@ struct session {
     struct session_rcpt *rcpts;
     size_t nrcpts, rcpts_alloc;
 
+    /* RCPT-time quota check (cmd.c): the recipient waits in quota_rcpt
+     * while the worker reads the usage of quota_mailbox. The worker only
+     * reads quota_mailbox and writes quota_bytes/msgs/err; the loop leaves
+     * them alone while quota_pending. */
+    struct batch_job quota_job;
+    bool quota_pending;
+    char quota_mailbox[SESSION_ADDR_MAX];
+    uint64_t quota_bytes, quota_msgs;
+    int quota_err;
+    struct session_rcpt quota_rcpt;
+
     /* message content */
     struct msgfix fix;
     bool fixing;             /* submission fix-ups (Bcc, Date, Message-ID) */
@@ -127,6 +139,8 @@ size_t session_limit(const struct session *s, int lim);
 void cmd_dispatch(struct session *s, const struct smtp_cmd *cmd);
 void cmd_tls_ready(struct session *s);
 bool cmd_may_submit(const struct session *s);
+void cmd_quota_run(struct batch_job *job);     /* quota worker thread */
+void cmd_rcpt_quota_done(struct session *s);   /* loop thread */
 
 /* auth.c */
 void auth_begin(struct session *s, const struct smtp_cmd *cmd);
@@ -162,5 +176,17 @@ bool smtpd_auth_locked(struct smtpd *srv, const struct session *s);
 void smtpd_auth_failed(struct smtpd *srv, const struct session *s);
 void smtpd_auth_succeeded(struct smtpd *srv, const struct session *s);
 void smtpd_notify_committed(struct smtpd *srv, const char *id);
+/* The RCPT quota check (cmd.c asks, smtpd.c runs the worker and keeps a
+ * short-lived cache of usages per mailbox, SMTPD_QUOTA_CACHE_MS, which
+ * cmd.c uses only to accept). */
+#define SMTPD_QUOTA_CACHE_MS 2000
+void smtpd_submit_quota(struct smtpd *srv, struct session *s);
+bool smtpd_quota_cached(struct smtpd *srv, const char *mailbox,
+                        uint64_t *bytes_r, uint64_t *msgs_r);
+void smtpd_quota_remember(struct smtpd *srv, const char *mailbox,
+                          uint64_t bytes, uint64_t msgs);
+/* A recipient accepted for mailbox: its cached usage counts one more
+ * message of `bytes` (so a burst cannot fill it past the limit unseen). */
+void smtpd_quota_charge(struct smtpd *srv, const char *mailbox, uint64_t bytes);
 
 #endif

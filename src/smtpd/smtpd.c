@@ -1,13 +1,15 @@
 /*
  * smtpd.c: the server side of src/smtpd: accepting clients (with the
  * connection limits), the per-client connection table, session lifetime,
- * the commit worker (group commit through io/batch), and shutdown.
+ * the commit worker (group commit through io/batch), the workers for
+ * password and RCPT quota checks, and shutdown.
  *
  * Session lifetime: a session is entered from the loop through
- * smtpd_on_conn() (I/O), smtpd_commit_done() (disk) and the shutdown
- * paths. Any of them may learn that the connection is gone; the session is
- * freed only when no entry is active (busy == 0) and no commit is in flight,
- * so no code ever touches a freed session.
+ * smtpd_on_conn() (I/O), smtpd_commit_done() (disk), the answers of the
+ * auth and quota workers, and the shutdown paths. Any of them may learn
+ * that the connection is gone; the session is freed only when no entry is
+ * active (busy == 0) and no worker job (commit, password check, quota
+ * check) is in flight, so no code ever touches a freed session.
  */
 #include "smtpd/smtpd.h"
 
@@ -31,6 +33,8 @@
 #include "smtpd/session.h"
 
 #define CLIENT_BUCKETS 4096
+/* RCPT quota answers remembered (direct-mapped by mailbox). */
+#define QUOTA_CACHE_SLOTS 256
 /* Input held per session: room for pipelined commands and a DATA chunk. */
 #define SESSION_IN_MAX (64u * 1024)
 
@@ -40,11 +44,19 @@ struct client_slot {
     char addr[64];
 };
 
+struct quota_cache_slot {
+    char mailbox[SESSION_ADDR_MAX];
+    uint64_t bytes, msgs;
+    struct timespec at;   /* CLOCK_MONOTONIC; tv_sec 0: empty */
+};
+
 struct smtpd {
     struct event_base *base;
     struct tls_server *tls;
     struct store *store;
     struct batch *auth_worker;
+    struct batch *quota_worker;  /* RCPT quota checks (index reads) */
+    struct quota_cache_slot *qcache;
     struct authfail *fails;     /* shared with the other protocols */
     struct queue *queue;
     struct cfgref *cfg;
@@ -62,14 +74,19 @@ struct smtpd {
     struct event *ev_all_closed;
 };
 
+static uint32_t fnv1a(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (const char *p = s; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h;
+}
+
 static size_t client_hash(const char *addr)
 {
     /* FNV-1a; the table only balances counts, it is not a security boundary
      * (a peer controls only its own address). */
-    uint32_t h = 2166136261u;
-    for (const char *p = addr; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    return h % CLIENT_BUCKETS;
+    return fnv1a(addr) % CLIENT_BUCKETS;
 }
 
 static struct client_slot *client_get(struct smtpd *srv, const char *addr)
@@ -181,7 +198,8 @@ static void session_enter(struct session *s) { s->busy++; }
 
 static void session_leave(struct session *s)
 {
-    if (--s->busy == 0 && s->finished && s->state != SS_COMMIT && !s->auth_pending)
+    if (--s->busy == 0 && s->finished && s->state != SS_COMMIT &&
+        !s->auth_pending && !s->quota_pending)
         session_free(s);
 }
 
@@ -195,7 +213,8 @@ static void smtpd_on_conn(struct conn *c, enum conn_event ev, void *arg)
     session_enter(s);
     switch (ev) {
     case CONN_EV_INPUT:
-        if (s->state != SS_CLOSED && s->state != SS_COMMIT)
+        if (s->state != SS_CLOSED && s->state != SS_COMMIT &&
+            s->state != SS_RCPT_WAIT)
             session_process(s);
         break;
     case CONN_EV_TLS_READY:
@@ -211,7 +230,8 @@ static void smtpd_on_conn(struct conn *c, enum conn_event ev, void *arg)
             conn_abort(s->conn);
             break;
         }
-        if (s->state == SS_COMMIT || s->state == SS_AUTH_WAIT) {
+        if (s->state == SS_COMMIT || s->state == SS_AUTH_WAIT ||
+            s->state == SS_RCPT_WAIT) {
             /* Our own disk is slow, not the client: wait for the commit. */
             conn_set_timeout(s->conn, (unsigned)session_limit(s, LIM_TIMEOUT_COMMAND));
             break;
@@ -361,6 +381,82 @@ void smtpd_submit_auth(struct smtpd *srv, struct session *s)
     batch_submit(srv->auth_worker, &s->auth_job);
 }
 
+/* ---- RCPT quota checks ---- */
+
+static void smtpd_quota_run(struct batch_job **jobs, size_t n, void *arg)
+{
+    (void)arg;
+    for (size_t i = 0; i < n; i++)
+        cmd_quota_run(jobs[i]);
+}
+
+static void smtpd_quota_done(struct batch_job *job)
+{
+    struct session *s = job->arg;
+    session_enter(s);
+    s->quota_pending = false;
+    if (!s->conn_gone) {
+        cmd_rcpt_quota_done(s);
+        if (s->shutdown && s->state == SS_CMD)
+            session_close(s, 421, "4.3.2", "Service shutting down");
+        else
+            conn_flush(s->conn);
+    }
+    session_leave(s);
+}
+
+void smtpd_submit_quota(struct smtpd *srv, struct session *s)
+{
+    s->quota_job.done = smtpd_quota_done;
+    s->quota_job.arg = s;
+    s->quota_job.result = 0;
+    s->quota_pending = true;
+    batch_submit(srv->quota_worker, &s->quota_job);
+}
+
+static long ms_since(const struct timespec *t)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long)(now.tv_sec - t->tv_sec) * 1000L +
+           (now.tv_nsec - t->tv_nsec) / 1000000L;
+}
+
+bool smtpd_quota_cached(struct smtpd *srv, const char *mailbox,
+                        uint64_t *bytes_r, uint64_t *msgs_r)
+{
+    struct quota_cache_slot *q = &srv->qcache[fnv1a(mailbox) % QUOTA_CACHE_SLOTS];
+    if (q->at.tv_sec == 0 || strcmp(q->mailbox, mailbox) != 0)
+        return false;
+    long age = ms_since(&q->at);
+    if (age < 0 || age >= SMTPD_QUOTA_CACHE_MS)
+        return false;
+    *bytes_r = q->bytes;
+    *msgs_r = q->msgs;
+    return true;
+}
+
+void smtpd_quota_charge(struct smtpd *srv, const char *mailbox, uint64_t bytes)
+{
+    struct quota_cache_slot *q = &srv->qcache[fnv1a(mailbox) % QUOTA_CACHE_SLOTS];
+    if (q->at.tv_sec == 0 || strcmp(q->mailbox, mailbox) != 0)
+        return;
+    q->msgs++;
+    q->bytes = bytes > UINT64_MAX - q->bytes ? UINT64_MAX : q->bytes + bytes;
+}
+
+void smtpd_quota_remember(struct smtpd *srv, const char *mailbox,
+                          uint64_t bytes, uint64_t msgs)
+{
+    struct quota_cache_slot *q = &srv->qcache[fnv1a(mailbox) % QUOTA_CACHE_SLOTS];
+    snprintf(q->mailbox, sizeof(q->mailbox), "%s", mailbox);
+    q->bytes = bytes;
+    q->msgs = msgs;
+    clock_gettime(CLOCK_MONOTONIC, &q->at);
+    if (q->at.tv_sec == 0)
+        q->at.tv_sec = 1; /* 0 means empty */
+}
+
 void smtpd_submit_commit(struct smtpd *srv, struct session *s)
 {
     s->job.done = smtpd_commit_done;
@@ -385,6 +481,8 @@ struct smtpd *smtpd_new(struct event_base *base, struct queue *queue,
         srv->sid_prefix = (uint32_t)getpid();
     srv->committer = batch_new(base, smtpd_commit_run, srv);
     srv->auth_worker = batch_new(base, smtpd_auth_run, srv);
+    srv->quota_worker = batch_new(base, smtpd_quota_run, srv);
+    srv->qcache = xcalloc(QUOTA_CACHE_SLOTS, sizeof(*srv->qcache));
     srv->ev_all_closed = event_new(base, -1, 0, smtpd_on_all_closed, srv);
     return srv;
 }
@@ -442,6 +540,7 @@ void smtpd_free(struct smtpd *srv)
     /* Finish workers first: their callbacks still use sessions. */
     batch_free(srv->committer);
     batch_free(srv->auth_worker);
+    batch_free(srv->quota_worker);
     while (srv->sessions) {
         struct session *s = srv->sessions;
         s->busy = 0;
@@ -458,5 +557,6 @@ void smtpd_free(struct smtpd *srv)
     tls_server_unref(srv->tls);
     event_free(srv->ev_all_closed);
     cfgref_put(srv->cfg);
+    free(srv->qcache);
     free(srv);
 }

@@ -21,7 +21,10 @@
 #include "lib/log.h"
 #include "lib/xalloc.h"
 
-#define IDX_VERSION 1
+/* 2 added messages.vsize; a version-1 index is upgraded in place (the
+ * column starts unknown, -1, and the next sync fills it), never rebuilt:
+ * a rebuild would change UIDVALIDITY. */
+#define IDX_VERSION 2
 #define IDX_BUSY_MS 5000
 
 struct idx {
@@ -70,9 +73,10 @@ static const char SCHEMA[] =
     " keywords TEXT NOT NULL DEFAULT '',"
     " modseq INTEGER NOT NULL,"
     " fname TEXT NOT NULL,"
-    " incur INTEGER NOT NULL);";
+    " incur INTEGER NOT NULL,"
+    " vsize INTEGER NOT NULL DEFAULT -1);";
 
-#define ROW_COLS "uid, uniq, size, flags, keywords, modseq, fname, incur"
+#define ROW_COLS "uid, uniq, size, flags, keywords, modseq, fname, incur, vsize"
 
 /* ---- errors ---- */
 
@@ -231,6 +235,36 @@ static int idx_create_schema(struct idx *ix, int folder_fd)
     return r;
 }
 
+/* Version 1 -> 2: the vsize column, unknown (-1) until the next sync
+ * reads it from the name (,W=) or the file. Under the write lock, after
+ * looking again: another connection may have just done it. */
+static int idx_upgrade_v1(struct idx *ix)
+{
+    int r = idx_exec(ix, "BEGIN IMMEDIATE", "begin");
+    if (r != IDX_OK)
+        return r;
+    char v[32];
+    r = idx_pragma(ix, "PRAGMA user_version", v, sizeof(v));
+    if (r == IDX_OK && strtol(v, NULL, 10) == 1) {
+        int rc = sqlite3_exec(ix->db, "ALTER TABLE messages ADD COLUMN "
+                                      "vsize INTEGER NOT NULL DEFAULT -1;"
+                                      "PRAGMA user_version = 2;",
+                              NULL, NULL, NULL);
+        if (rc == SQLITE_OK) {
+            log_kv(LOG_INFO, "store.index_upgrade", "path", ix->path, "to",
+                   "2", NULL);
+        } else {
+            r = idx_err(ix, rc, "upgrade");
+            if ((rc & 0xff) == SQLITE_ERROR)
+                r = IDX_DAMAGED; /* not the version-1 tables we made */
+        }
+    }
+    if (r == IDX_OK)
+        return idx_exec(ix, "COMMIT", "commit");
+    sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+    return r;
+}
+
 /* Creates the tables if the database is empty, else checks that they are
  * ours (user_version, and that our statements prepare). */
 static int idx_setup(struct idx *ix, int folder_fd, bool create)
@@ -250,6 +284,12 @@ static int idx_setup(struct idx *ix, int folder_fd, bool create)
         }
     } else if (r == IDX_OK) {
         r = idx_pragma(ix, "PRAGMA user_version", v, sizeof(v));
+        if (r == IDX_OK && strtol(v, NULL, 10) == 1) {
+            sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+            if ((r = idx_upgrade_v1(ix)) != IDX_OK)
+                return r;
+            return idx_setup(ix, folder_fd, create);
+        }
         if (r == IDX_OK && strtol(v, NULL, 10) != IDX_VERSION) {
             log_kv(LOG_WARN, "store.index_version", "path", ix->path,
                    "version", v, NULL);
@@ -438,8 +478,10 @@ static int row_read(struct idx *ix, sqlite3_stmt *st, struct idx_row *r)
     sqlite3_int64 size = sqlite3_column_int64(st, 2);
     sqlite3_int64 flags = sqlite3_column_int64(st, 3);
     sqlite3_int64 modseq = sqlite3_column_int64(st, 5);
+    sqlite3_int64 vsize = sqlite3_column_int64(st, 8);
     if (uid < 1 || uid >= ix->uidnext || size < 0 || flags < 0 ||
-        flags > 63 || modseq < 0 || sqlite3_column_text(st, 1) == NULL ||
+        flags > 63 || modseq < 0 || vsize < -1 ||
+        sqlite3_column_text(st, 1) == NULL ||
         sqlite3_column_text(st, 6) == NULL) {
         log_kv(LOG_WARN, "store.index_row", "path", ix->path, NULL);
         return IDX_DAMAGED;
@@ -452,6 +494,7 @@ static int row_read(struct idx *ix, sqlite3_stmt *st, struct idx_row *r)
     r->modseq = (uint64_t)modseq;
     r->fname = col_text(st, 6);
     r->incur = sqlite3_column_int(st, 7) != 0;
+    r->vsize = vsize;
     return IDX_OK;
 }
 
@@ -514,11 +557,12 @@ int idx_insert(struct idx *ix, struct idx_row *row)
     /* UIDs are 32 bits (IMAP); at the end a rebuild starts a new
      * UIDVALIDITY from 1. Not reachable in practice. */
     if (ix->uidnext >= UINT32_MAX || row->size > INT64_MAX ||
+        row->vsize < -1 ||
         ix->highestmodseq >= INT64_MAX)
         return IDX_DAMAGED;
     sqlite3_stmt *st;
     int r = idx_prepare(ix, "INSERT INTO messages(" ROW_COLS ") "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", &st);
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", &st);
     if (r != IDX_OK)
         return r;
     uint32_t uid = ix->uidnext;
@@ -532,6 +576,7 @@ int idx_insert(struct idx *ix, struct idx_row *row)
     sqlite3_bind_int64(st, 6, (sqlite3_int64)modseq);
     sqlite3_bind_text(st, 7, row->fname, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 8, row->incur);
+    sqlite3_bind_int64(st, 9, row->vsize >= 0 ? row->vsize : -1);
     r = idx_done(ix, st, "insert");
     if (r != IDX_OK)
         return r;
@@ -571,6 +616,45 @@ int idx_update(struct idx *ix, struct idx_row *row, bool bump)
         row->modseq = modseq;
     }
     return r;
+}
+
+int idx_set_vsize(struct idx *ix, const char *uniq, int64_t vsize)
+{
+    if (vsize < 0)
+        return IDX_OK;
+    sqlite3_stmt *st;
+    int r = idx_prepare(ix, "UPDATE messages SET vsize = ? WHERE uniq = ?", &st);
+    if (r != IDX_OK)
+        return r;
+    sqlite3_bind_int64(st, 1, vsize);
+    sqlite3_bind_text(st, 2, uniq, -1, SQLITE_STATIC);
+    return idx_done(ix, st, "vsize");
+}
+
+int idx_keyword_letters(struct idx *ix, char letters_r[27])
+{
+    sqlite3_stmt *st;
+    int r = idx_prepare(ix, "SELECT DISTINCT keywords FROM messages "
+                            "WHERE keywords != ''", &st);
+    if (r != IDX_OK)
+        return r;
+    bool seen[26] = {false};
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(st, 0);
+        for (; t != NULL && *t != '\0'; t++)
+            if (*t >= 'a' && *t <= 'z')
+                seen[*t - 'a'] = true;
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return idx_err(ix, rc, "select");
+    size_t k = 0;
+    for (int i = 0; i < 26; i++)
+        if (seen[i])
+            letters_r[k++] = (char)('a' + i);
+    letters_r[k] = '\0';
+    return IDX_OK;
 }
 
 int idx_delete(struct idx *ix, const char *uniq)

@@ -2,7 +2,8 @@
  * index_sqlite: the index of one Maildir folder (doc/store.md "The index"),
  * a SQLite database `<folder>/estafeta.index` in WAL mode. It records the
  * folder's UIDVALIDITY, next UID and highest modseq, and per message its
- * UID, unique name, size, flags, keywords, modseq and where the file is now.
+ * UID, unique name, size, CRLF size, flags, keyword letters, modseq and
+ * where the file is now.
  * The Maildir files stay the source of truth; this is the durable UID map
  * and a cache of what the names say (mailbox_maildir.c keeps it in step).
  *
@@ -44,8 +45,11 @@ struct idx_row {
     bool incur;      /* in cur/ (else new/) */
     uint64_t size;
     unsigned flags;  /* STORE_F_* */
-    char *keywords;  /* other info letters, ASCII order (kept on rename) */
+    char *keywords;  /* other info letters, ASCII order (kept on rename):
+                        a..z are keywords (dovecot-keywords), the rest
+                        letters we do not know */
     uint64_t modseq;
+    int64_t vsize;   /* octets as CRLF text; -1: not known yet */
 };
 
 struct idx;
@@ -78,6 +82,11 @@ int idx_insert(struct idx *ix, struct idx_row *row);
  * gives it a new modseq (written into row->modseq). */
 int idx_update(struct idx *ix, struct idx_row *row, bool bump);
 int idx_delete(struct idx *ix, const char *uniq);
+/* Records the CRLF size of a message (no modseq: the content of a Maildir
+ * file never changes). A negative vsize does nothing. */
+int idx_set_vsize(struct idx *ix, const char *uniq, int64_t vsize);
+/* The keyword letters a..z that some row holds, in order, into letters_r. */
+int idx_keyword_letters(struct idx *ix, char letters_r[27]);
 
 void idx_row_clear(struct idx_row *row);
 void idx_rows_free(struct idx_row *rows, size_t n);

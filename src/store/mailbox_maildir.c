@@ -164,6 +164,25 @@ static char *name_build(const char *uniq, unsigned flags, const char *kw)
     return out;
 }
 
+/* The ",W=<n>" field of a file name's unique part (Dovecot writes the
+ * CRLF size there, and so do we), or -1 when it has none. */
+static int64_t name_vsize(const char *name)
+{
+    size_t ulen = strcspn(name, ":");
+    for (const char *p = name; (p = strstr(p, ",W=")) != NULL; p += 3) {
+        if ((size_t)(p - name) >= ulen)
+            break;
+        const char *d = p + 3;
+        uint64_t v = 0;
+        size_t nd = 0;
+        while (d[nd] >= '0' && d[nd] <= '9' && nd < 19)
+            v = v * 10 + (uint64_t)(d[nd++] - '0');
+        if (nd > 0 && (d[nd] == ',' || d[nd] == ':' || d[nd] == '\0'))
+            return (int64_t)v;
+    }
+    return -1;
+}
+
 /* ================= directory scans ================= */
 
 struct md_ent {
@@ -446,6 +465,7 @@ static int md_sync_locked(struct md_mailbox *mb, struct idx_row **rows_r,
         row->keywords = xstrdup(e->kw);
         row->incur = e->incur;
         row->size = (uint64_t)sb.st_size;
+        row->vsize = name_vsize(e->fname); /* else read after the sync */
         row->flags = e->flags;
         e->uniq = NULL;
         e->fname = NULL;
@@ -479,18 +499,68 @@ out:
     return IDX_OK;
 }
 
+/* The folder's keyword table, read under the write lock (so it matches
+ * the names the sync reads). A file we cannot read keeps the table we
+ * had: keywords must not vanish from the view for a passing error. */
+static void md_kw_refresh(struct md_mailbox *mb)
+{
+    struct md_kwtable t;
+    if (md_kw_read(mb->dirfd, &t) < 0) {
+        log_kv(LOG_WARN, "store.keywords_read", "folder", mb->dir, "error",
+               strerror(errno), NULL);
+        return;
+    }
+    md_kw_expose(&t, &mb->base);
+    md_kw_free(&t);
+}
+
 static int md_sync_once(struct md_mailbox *mb, struct idx_row **rows_r,
                         size_t *n_r)
 {
     int r = idx_begin(mb->ix);
     if (r != IDX_OK)
         return r;
+    md_kw_refresh(mb);
     r = md_sync_locked(mb, rows_r, n_r);
     if (r == IDX_OK && (r = idx_commit(mb->ix)) != IDX_OK)
         idx_rows_free(*rows_r, *n_r);
     if (r != IDX_OK)
         idx_rollback(mb->ix);
     return r;
+}
+
+/* The CRLF sizes the index does not know yet (files of other tools
+ * without ",W=", rows of a version-1 index): read from the files outside
+ * the write lock, since Maildir files never change and reading many
+ * must not hold up deliveries, then recorded in one short transaction.
+ * A file that cannot be read now is tried at the next sync. */
+static void md_fill_vsizes(struct md_mailbox *mb, struct idx_row *rows,
+                           size_t n)
+{
+    size_t found = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (rows[k].vsize >= 0)
+            continue;
+        int fd = openat(rows[k].incur ? mb->curfd : mb->newfd, rows[k].fname,
+                        O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC |
+                            O_NOCTTY);
+        struct stat sb;
+        uint64_t v;
+        if (fd >= 0 && fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) &&
+            store_crlf_fd(fd, &v) == 0 && v <= INT64_MAX) {
+            rows[k].vsize = (int64_t)v;
+            found++;
+        }
+        if (fd >= 0)
+            close(fd);
+    }
+    if (found == 0 || idx_begin(mb->ix) != IDX_OK)
+        return;
+    int r = IDX_OK;
+    for (size_t k = 0; r == IDX_OK && k < n; k++)
+        r = idx_set_vsize(mb->ix, rows[k].uniq, rows[k].vsize);
+    if (r != IDX_OK || idx_commit(mb->ix) != IDX_OK)
+        idx_rollback(mb->ix);
 }
 
 /* Sync, rebuilding the index once if it turns out damaged. */
@@ -506,6 +576,8 @@ static int md_sync(struct md_mailbox *mb, struct idx_row **rows_r, size_t *n_r)
     }
     if (r == IDX_DAMAGED)
         errno = EIO;
+    if (r == IDX_OK)
+        md_fill_vsizes(mb, *rows_r, *n_r);
     return r == IDX_OK ? 0 : -1;
 }
 
@@ -540,7 +612,10 @@ static void snap_set(struct md_mailbox *mb, size_t i, struct idx_row *row,
     l->incur = row->incur;
     m->uid = row->uid;
     m->size = row->size;
+    /* Not known only if the file could not be read just now. */
+    m->vsize = row->vsize >= 0 ? (uint64_t)row->vsize : row->size;
     m->flags = row->flags;
+    m->keywords = md_kw_mask(&mb->base, row->keywords);
     m->modseq = row->modseq;
 }
 
@@ -604,6 +679,8 @@ static void md_mb_free(struct md_mailbox *mb)
     }
     free(mb->base.msgs);
     free(mb->locs);
+    for (size_t i = 0; i < STORE_KEYWORDS_MAX; i++)
+        free(mb->base.kw[i]);
     idx_close(mb->ix);
     if (mb->lockfd >= 0)
         close(mb->lockfd); /* releases the POP3 lock */
@@ -729,17 +806,96 @@ int md_msg_open(struct store_mailbox *b, size_t i, int *fd_r)
     return -1;
 }
 
-int md_msg_set_flags(struct store_mailbox *b, size_t i, unsigned flags)
+/* The new flags and info letters of a row under op: system flags by
+ * op; keyword letters a..z for the slots given in `want` (SET: every
+ * slot with a name is set to want[], letters without a name stay; ADD /
+ * REMOVE: the wanted slots are set / cleared); every other letter of the
+ * row (those we do not know) is kept. letters_r has room for 64. */
+static unsigned kw_apply(const struct idx_row *row, const struct md_kwtable *t,
+                         enum store_flags_op op, unsigned flags,
+                         bool keep_keywords, const bool want[STORE_KEYWORDS_MAX],
+                         char letters_r[64])
+{
+    unsigned nf = op == STORE_FLAGS_SET ? flags
+                  : op == STORE_FLAGS_ADD ? row->flags | flags
+                                          : row->flags & ~flags;
+    bool seen[128] = {false};
+    for (const char *c = row->keywords; *c != '\0'; c++)
+        if ((unsigned char)*c < 128)
+            seen[(unsigned char)*c] = true;
+    for (size_t k = 0; !keep_keywords && k < STORE_KEYWORDS_MAX; k++) {
+        bool named = t->name[k] != NULL && store_keyword_valid(t->name[k]);
+        if (op == STORE_FLAGS_SET && named)
+            seen['a' + k] = want[k];
+        else if (op == STORE_FLAGS_ADD && want[k])
+            seen['a' + k] = true;
+        else if (op == STORE_FLAGS_REMOVE && want[k])
+            seen['a' + k] = false;
+    }
+    size_t n = 0;
+    for (unsigned u = 'A'; u <= 'z' && n < 63; u++)
+        if (seen[u])
+            letters_r[n++] = (char)u;
+    letters_r[n] = '\0';
+    return nf;
+}
+
+/* The slots of the given keyword names in t, adding the names t does not
+ * have yet (unless op is REMOVE) to free slots whose letter no message of
+ * the folder uses (a letter whose name was lost must not come to mean
+ * something else). *added_r tells whether t changed. Index lock held. */
+static int kw_slots(struct idx *ix, struct md_kwtable *t,
+                    enum store_flags_op op, const char *const *keywords,
+                    size_t n, bool want[STORE_KEYWORDS_MAX], bool *added_r)
+{
+    char used[27];
+    bool have_used = false;
+    *added_r = false;
+    for (size_t j = 0; j < n; j++) {
+        int slot = md_kw_lookup(t, keywords[j]);
+        if (slot < 0 && op == STORE_FLAGS_REMOVE)
+            continue;
+        if (slot < 0) {
+            if (!have_used) {
+                int r = idx_keyword_letters(ix, used);
+                if (r != IDX_OK) {
+                    errno = EIO;
+                    return -1;
+                }
+                have_used = true;
+            }
+            for (int k = 0; k < STORE_KEYWORDS_MAX && slot < 0; k++)
+                if (t->name[k] == NULL && strchr(used, 'a' + k) == NULL)
+                    slot = k;
+            if (slot < 0) {
+                errno = EMLINK;
+                return -1;
+            }
+            t->name[slot] = xstrdup(keywords[j]);
+            *added_r = true;
+        }
+        want[slot] = true;
+    }
+    return 0;
+}
+
+int md_msg_update_flags(struct store_mailbox *b, size_t i,
+                        enum store_flags_op op, unsigned flags,
+                        bool keep_keywords, const char *const *keywords,
+                        size_t nkeywords)
 {
     struct md_mailbox *mb = MB(b);
     struct store_msg *m = &b->msgs[i];
     struct idx_row row;
+    struct md_kwtable t;
     int r = idx_begin(mb->ix);
     if (r != IDX_OK) {
         errno = EIO;
         return -1;
     }
-    /* The row, not the snapshot: another session may have renamed it. */
+    /* The row, not the snapshot: another session may have renamed it or
+     * changed its flags; what we change is computed from what it has now,
+     * under the lock, so no concurrent change is lost. */
     r = idx_find(mb->ix, m->unique, &row);
     if (r != IDX_OK) {
         int err = r == IDX_FAIL ? errno : EIO;
@@ -747,15 +903,39 @@ int md_msg_set_flags(struct store_mailbox *b, size_t i, unsigned flags)
         errno = err; /* ENOENT: expunged meanwhile */
         return -1;
     }
+    /* The keyword table as it is now: another session may just have
+     * added a name (doc/store.md "Keywords": the index lock serialises
+     * every writer of dovecot-keywords). */
+    if (md_kw_read(mb->dirfd, &t) < 0) {
+        int err = errno;
+        idx_rollback(mb->ix);
+        idx_row_clear(&row);
+        errno = err;
+        return -1;
+    }
     struct md_loc at = {row.fname, row.incur};
     row.fname = NULL;
     int err = 0;
-    char *name = name_build(row.uniq, flags, row.keywords);
+    char *name = NULL;
+    bool want[STORE_KEYWORDS_MAX] = {false}, added = false;
+    if (!keep_keywords &&
+        kw_slots(mb->ix, &t, op, keywords, nkeywords, want, &added) < 0) {
+        err = errno;
+        goto fail;
+    }
+    char letters[64];
+    unsigned nf = kw_apply(&row, &t, op, flags, keep_keywords, want, letters);
+    /* Named before any file carries its letter, so a crash in between
+     * leaves at most an unused name. */
+    if (added && md_kw_write(mb->dirfd, &t) < 0) {
+        err = errno;
+        goto fail;
+    }
+    name = name_build(row.uniq, nf, letters);
     /* A message in new/ without flags stays there: reading (POP3) must
      * not change names; in cur/ the name says whether anything changes. */
     bool stays = at.incur ? strcmp(name, at.fname) == 0
-                          : flags == 0 && row.flags == 0 &&
-                                row.keywords[0] == '\0';
+                          : nf == 0 && letters[0] == '\0';
     if (!stays) {
         for (int attempt = 0;; attempt++) {
             if (renameat(at.incur ? mb->curfd : mb->newfd, at.fname,
@@ -777,7 +957,9 @@ int md_msg_set_flags(struct store_mailbox *b, size_t i, unsigned flags)
         at.incur = true;
         row.fname = xstrdup(at.fname);
         row.incur = true;
-        row.flags = flags;
+        row.flags = nf;
+        free(row.keywords);
+        row.keywords = xstrdup(letters);
         r = idx_update(mb->ix, &row, true);
         if (r == IDX_OK)
             r = idx_commit(mb->ix);
@@ -786,7 +968,10 @@ int md_msg_set_flags(struct store_mailbox *b, size_t i, unsigned flags)
     } else {
         idx_rollback(mb->ix);
     }
-    m->flags = flags;
+    md_kw_expose(&t, b);
+    md_kw_free(&t);
+    m->flags = nf;
+    m->keywords = md_kw_mask(b, letters);
     m->modseq = row.modseq;
     free(mb->locs[i].fname);
     mb->locs[i] = at;
@@ -799,6 +984,7 @@ int md_msg_set_flags(struct store_mailbox *b, size_t i, unsigned flags)
     return 0;
 fail:
     idx_rollback(mb->ix);
+    md_kw_free(&t);
     free(at.fname);
     free(name);
     idx_row_clear(&row);
@@ -871,8 +1057,8 @@ int md_mailbox_expunge(struct store_mailbox *b, const size_t *idx,
     return 0;
 }
 
-static int md_usage_add(struct mdstore *s, const struct mdpath *p,
-                        uint64_t *bytes, uint64_t *msgs)
+int md_folder_usage(struct mdstore *s, const struct mdpath *p,
+                    uint64_t *bytes, uint64_t *msgs)
 {
     struct md_mailbox *mb;
     if (md_open_path(s, p, 0, &mb) < 0)
@@ -882,46 +1068,6 @@ static int md_usage_add(struct mdstore *s, const struct mdpath *p,
         (*msgs)++;
     }
     md_mb_free(mb);
-    return 0;
-}
-
-int md_quota_usage(struct store *st, const char *user,
-                          uint64_t *bytes_r, uint64_t *messages_r)
-{
-    struct mdstore *s = (struct mdstore *)st;
-    struct mdpath p;
-    if (md_names(user, NULL, &p) < 0)
-        return -1;
-    int rootfd = md_walk(s, &p);
-    if (rootfd < 0)
-        return errno == ENOENT ? 0 : -1; /* no mail yet: nothing used */
-    char **names = NULL;
-    size_t nn = 0;
-    int r = fs_dir_names(rootfd, &names, &nn);
-    close(rootfd);
-    if (r < 0)
-        return -1;
-    uint64_t bytes = 0, msgs = 0;
-    r = md_usage_add(s, &p, &bytes, &msgs);
-    if (r < 0 && errno == ENOENT)
-        r = 0;
-    /* Every Maildir++ folder, whatever its name (also one made by another
-     * tool): each name is one directory entry, opened without links. */
-    for (size_t i = 0; r == 0 && i < nn; i++) {
-        const char *nm = names[i];
-        size_t len = strlen(nm);
-        if (nm[0] != '.' || len < 2 || len >= sizeof(p.folder) ||
-            strcmp(nm, "..") == 0)
-            continue;
-        memcpy(p.folder, nm, len + 1);
-        if (md_usage_add(s, &p, &bytes, &msgs) < 0 && errno != ENOENT)
-            r = -1;
-    }
-    fs_names_free(names, nn);
-    if (r < 0)
-        return -1;
-    *bytes_r = bytes;
-    *messages_r = msgs;
     return 0;
 }
 
@@ -965,7 +1111,7 @@ struct md_itx *md_index_begin(struct mdstore *s, const struct mdpath *p)
 }
 
 void md_index_end(struct md_itx *t, const char *name, uint64_t size,
-                  bool visible)
+                  uint64_t vsize, bool visible)
 {
     if (t == NULL)
         return;
@@ -975,6 +1121,7 @@ void md_index_end(struct md_itx *t, const char *name, uint64_t size,
         row.fname = (char *)name;
         row.keywords = (char *)"";
         row.size = size;
+        row.vsize = vsize <= INT64_MAX ? (int64_t)vsize : -1;
         int r = idx_insert(t->ix, &row);
         if (r == IDX_OK)
             r = idx_commit(t->ix);

@@ -16,6 +16,9 @@
  * new/, fsync new/. A crash leaves the message either absent (a stale tmp/
  * file, cleaned up later) or complete. Never a partial file in new/.
  *
+ * Unique names carry ",S=<size>,W=<CRLF size>" as Dovecot writes them, so
+ * other tools (and a rebuilt index) know both sizes without reading.
+ *
  * Contract of store_deliver():
  *  - mailbox is a user address from the configuration ("local@domain");
  *    the backend still refuses a name that could escape its directory
@@ -33,6 +36,7 @@
 #ifndef ESTAFETA_STORE_STORE_H
 #define ESTAFETA_STORE_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -57,9 +61,51 @@ int store_deliver(struct store *s, const char *mailbox, const char *folder,
  * message of incoming_size octets fits within max_bytes and max_messages
  * (0 = unlimited) on top of what the user has in all folders
  * (store_quota_usage, mailbox.h), or -1 with errno EDQUOT when it would
- * exceed one of them (other errno: usage unknown, a temporary failure). */
+ * exceed one of them (other errno: usage unknown, a temporary failure).
+ *
+ * It also keeps the user's quota warning (doc/store.md "Quota"): when the
+ * delivery will take the user to STORE_QUOTA_WARN_PERCENT of a limit, the
+ * next successful store_deliver() to that user puts one "Your mailbox is
+ * almost full" message into the INBOX (at once if the message is refused
+ * and the user is already that full); no second one until usage has been
+ * seen below the threshold. The state is kept in the store, not memory. */
 int store_deliver_quota(struct store *s, const char *user, uint64_t max_bytes,
                         uint64_t max_messages, uint64_t incoming_size);
+
+#define STORE_QUOTA_WARN_PERCENT 90
+
+/* Pure quota arithmetic, shared by the delivery check, the SMTP RCPT
+ * check and the tools (no sum can wrap): */
+/* Whether one more message of incoming octets fits (0 limits: unlimited). */
+bool store_quota_fits(uint64_t bytes, uint64_t messages, uint64_t max_bytes,
+                      uint64_t max_messages, uint64_t incoming);
+/* Whether usage is at or above STORE_QUOTA_WARN_PERCENT of a limit. */
+bool store_quota_high(uint64_t bytes, uint64_t messages, uint64_t max_bytes,
+                      uint64_t max_messages);
+/* "12 messages, 34 KiB of 100 MiB (0%)": usage next to the limits (the
+ * percentage is of the fuller one); "12 messages, 34 KiB (no quota)"
+ * without limits. Always NUL-terminated; returns out. */
+char *store_quota_describe(char *out, size_t cap, uint64_t bytes,
+                           uint64_t messages, uint64_t max_bytes,
+                           uint64_t max_messages);
+/* Octets as "512 B", "34 KiB", "1.5 MiB", "100 MiB". */
+char *store_size_format(char *out, size_t cap, uint64_t bytes);
+
+/* The octets of a message as CRLF text, its RFC 822 size (Dovecot's
+ * "virtual size"): what POP3 RETR sends before byte-stuffing and IMAP
+ * RFC822.SIZE counts. A bare LF or bare CR counts as CRLF, and a last line
+ * without a line end gets one (the proto/pop3.h writer does the same).
+ * Fed in any pieces, the result is the same. */
+struct store_crlf {
+    uint64_t n;
+    bool cr;   /* the last octet was a CR */
+    bool bol;  /* at the start of a line */
+};
+void store_crlf_init(struct store_crlf *c);
+void store_crlf_feed(struct store_crlf *c, const void *p, size_t len);
+uint64_t store_crlf_finish(const struct store_crlf *c);
+/* The CRLF size of what fd reads to its end; -1 with errno. */
+int store_crlf_fd(int fd, uint64_t *vsize_r);
 
 /* Absolute path of a mailbox's Maildir (for tests and tools); -1 EINVAL for
  * a bad name. Does not create it. */

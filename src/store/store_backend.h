@@ -23,6 +23,16 @@
 /* The flag bits that exist (mailbox.h STORE_F_*). */
 #define STORE_F_ALL 63u
 
+/* The quota warning state of a user (doc/store.md "Quota"). */
+enum store_qwarn {
+    STORE_QWARN_ARMED = 0,  /* below the threshold when last seen */
+    STORE_QWARN_DUE = 1,    /* the next delivery crosses it: warn after it */
+    STORE_QWARN_SENT = 2,   /* warned; armed again once seen below */
+};
+struct store_qstate {
+    enum store_qwarn state;
+    uint64_t max_bytes, max_messages; /* the limits when it became DUE */
+};
 struct store_ops {
     void (*free)(struct store *s);
     int (*deliver)(struct store *s, const char *mailbox, const char *folder,
@@ -39,13 +49,30 @@ struct store_ops {
     void (*mailbox_close)(struct store_mailbox *mb);
     int (*mailbox_refresh)(struct store_mailbox *mb);
     int (*msg_open)(struct store_mailbox *mb, size_t i, int *fd_r);
-    int (*msg_set_flags)(struct store_mailbox *mb, size_t i, unsigned flags);
+    /* keep_keywords: SET changes only the system flags (store_msg_set_flags);
+     * keywords are already validated (store_keyword_valid). */
+    int (*msg_update_flags)(struct store_mailbox *mb, size_t i,
+                            enum store_flags_op op, unsigned flags,
+                            bool keep_keywords, const char *const *keywords,
+                            size_t nkeywords);
     /* idx: sorted, no duplicates, all < count. */
     int (*mailbox_expunge)(struct store_mailbox *mb, const size_t *idx,
                            size_t n);
     int (*quota_usage)(struct store *s, const char *user, uint64_t *bytes_r,
                        uint64_t *messages_r);
+    int (*quota_usage_files)(struct store *s, const char *user,
+                             uint64_t *bytes_r, uint64_t *messages_r);
     int (*user_create)(struct store *s, const char *user);
+    /* The user's quota warning state (quota.c). peek reads it without a
+     * lock (ENOENT: none kept, i.e. armed); lock takes the user's state
+     * lock (creating the record if `create`; else ENOENT when none) and
+     * reads it; unlock writes *st durably when st is not NULL, then
+     * releases. Between lock and unlock the caller may deliver. */
+    int (*quota_state_peek)(struct store *s, const char *user,
+                            struct store_qstate *st_r);
+    int (*quota_state_lock)(struct store *s, const char *user, bool create,
+                            void **h_r, struct store_qstate *st_r);
+    int (*quota_state_unlock)(void *h, const struct store_qstate *st);
 };
 
 struct store {
@@ -60,12 +87,19 @@ struct store_mailbox {
     uint32_t uidvalidity, uidnext;
     struct store_msg *msgs;
     size_t n, cap;
+    /* The folder's keyword names by slot (NULL: none, or not a valid
+     * name), owned by the backend. */
+    char *kw[STORE_KEYWORDS_MAX];
 };
 
 /* 0 with the position of the '@' in *at_r, or -1 EINVAL. */
 int store_check_mailbox(const char *mailbox, size_t *at_r);
 /* 0 (with *inbox_r true for NULL or "INBOX" in any case), or -1 EINVAL. */
 int store_check_folder(const char *folder, bool *inbox_r);
+
+/* After a successful delivery to `mailbox` (store_deliver): sends the
+ * quota warning if one is due (quota.c). */
+void store_quota_delivered(struct store *s, const char *mailbox);
 
 /* The standard folders store_user_create makes besides the INBOX. */
 extern const char *const store_std_folders[];
@@ -102,11 +136,51 @@ int md_mailbox_open(struct store *s, const char *user, const char *folder,
 void md_mailbox_close(struct store_mailbox *mb);
 int md_mailbox_refresh(struct store_mailbox *mb);
 int md_msg_open(struct store_mailbox *mb, size_t i, int *fd_r);
-int md_msg_set_flags(struct store_mailbox *mb, size_t i, unsigned flags);
+int md_msg_update_flags(struct store_mailbox *mb, size_t i,
+                        enum store_flags_op op, unsigned flags,
+                        bool keep_keywords, const char *const *keywords,
+                        size_t nkeywords);
 int md_mailbox_expunge(struct store_mailbox *mb, const size_t *idx, size_t n);
 int md_quota_usage(struct store *s, const char *user, uint64_t *bytes_r,
                    uint64_t *messages_r);
+/* Adds a folder's bytes and messages after syncing its index
+ * (mailbox_maildir.c); -1 ENOENT if there is no such Maildir. */
+int md_folder_usage(struct mdstore *s, const struct mdpath *p,
+                    uint64_t *bytes, uint64_t *msgs);
+int md_quota_usage_files(struct store *s, const char *user,
+                         uint64_t *bytes_r, uint64_t *messages_r);
 int md_user_create(struct store *s, const char *user);
+int md_quota_state_peek(struct store *s, const char *user,
+                        struct store_qstate *st_r);
+int md_quota_state_lock(struct store *s, const char *user, bool create,
+                        void **h_r, struct store_qstate *st_r);
+int md_quota_state_unlock(void *h, const struct store_qstate *st);
+
+/* ---- dovecot-keywords (keywords_maildir.c) ---- */
+
+#define MD_KEYWORDS_FILE "dovecot-keywords"
+
+/* A folder's keyword table as its dovecot-keywords file has it: the name
+ * of each slot as written (NULL: free), valid keyword or not, so that a
+ * rewrite keeps every entry other tools made. */
+struct md_kwtable {
+    char *name[STORE_KEYWORDS_MAX];
+};
+/* Reads dirfd's dovecot-keywords the way Dovecot does ("N name" lines;
+ * other lines ignored); a missing file is an empty table. 0 or -1/errno. */
+int md_kw_read(int dirfd, struct md_kwtable *t);
+/* Writes the table as Dovecot does ("N name\n" by slot), atomically
+ * (temp file, fsync, rename, fsync of the directory), with an mtime later
+ * than the file it replaces (Dovecot rereads it when the mtime changes). */
+int md_kw_write(int dirfd, const struct md_kwtable *t);
+void md_kw_free(struct md_kwtable *t);
+/* The slot of a valid name, compared without regard to case; -1 if none. */
+int md_kw_lookup(const struct md_kwtable *t, const char *name);
+/* The exposed table (valid names only) into mb->kw, replacing it. */
+void md_kw_expose(const struct md_kwtable *t, struct store_mailbox *mb);
+/* The keyword bit mask of a string of info letters (a..z with a valid
+ * name in mb->kw). */
+uint32_t md_kw_mask(const struct store_mailbox *mb, const char *letters);
 
 /* Delivery's part of the index (mailbox_maildir.c): md_index_begin takes
  * the index's write lock before the message becomes visible, so no reader
@@ -116,6 +190,6 @@ int md_user_create(struct store *s, const char *user);
 struct md_itx;
 struct md_itx *md_index_begin(struct mdstore *s, const struct mdpath *p);
 void md_index_end(struct md_itx *t, const char *name, uint64_t size,
-                  bool visible);
+                  uint64_t vsize, bool visible);
 
 #endif

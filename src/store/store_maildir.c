@@ -41,8 +41,14 @@ int store_deliver(struct store *s, const char *mailbox, const char *folder,
                   const char *prefix, size_t prefix_len, store_read_fn read,
                   void *read_arg, char *uid_r, size_t uid_cap)
 {
-    return s->ops->deliver(s, mailbox, folder, prefix, prefix_len, read,
-                           read_arg, uid_r, uid_cap);
+    int r = s->ops->deliver(s, mailbox, folder, prefix, prefix_len, read,
+                            read_arg, uid_r, uid_cap);
+    if (r == 0) {
+        int err = errno;
+        store_quota_delivered(s, mailbox);
+        errno = err;
+    }
+    return r;
 }
 
 int store_mailbox_path(struct store *s, const char *mailbox, char *out,
@@ -55,24 +61,6 @@ int store_clean_tmp(struct store *s, const char *mailbox, const char *folder,
                     long max_age)
 {
     return s->ops->clean_tmp(s, mailbox, folder, max_age);
-}
-
-int store_deliver_quota(struct store *s, const char *user, uint64_t max_bytes,
-                        uint64_t max_messages, uint64_t incoming_size)
-{
-    if (max_bytes == 0 && max_messages == 0)
-        return 0;
-    uint64_t bytes, msgs;
-    if (store_quota_usage(s, user, &bytes, &msgs) < 0)
-        return -1;
-    /* Written so that no sum can wrap. */
-    if ((max_bytes != 0 &&
-         (bytes > max_bytes || incoming_size > max_bytes - bytes)) ||
-        (max_messages != 0 && msgs >= max_messages)) {
-        errno = EDQUOT;
-        return -1;
-    }
-    return 0;
 }
 
 /* ---- mailbox.h ---- */
@@ -136,7 +124,45 @@ int store_msg_set_flags(struct store_mailbox *mb, size_t i, unsigned flags)
         errno = EINVAL;
         return -1;
     }
-    return mb->store->ops->msg_set_flags(mb, i, flags);
+    return mb->store->ops->msg_update_flags(mb, i, STORE_FLAGS_SET, flags, true,
+                                            NULL, 0);
+}
+
+int store_msg_update_flags(struct store_mailbox *mb, size_t i,
+                           enum store_flags_op op, unsigned flags,
+                           const char *const *keywords, size_t nkeywords)
+{
+    if (i >= mb->n || (flags & ~STORE_F_ALL) != 0 ||
+        (op != STORE_FLAGS_SET && op != STORE_FLAGS_ADD &&
+         op != STORE_FLAGS_REMOVE) ||
+        (nkeywords > 0 && keywords == NULL)) {
+        errno = EINVAL;
+        return -1;
+    }
+    for (size_t k = 0; k < nkeywords; k++)
+        if (!store_keyword_valid(keywords[k])) {
+            errno = EINVAL;
+            return -1;
+        }
+    return mb->store->ops->msg_update_flags(mb, i, op, flags, false, keywords,
+                                            nkeywords);
+}
+
+const char *store_mailbox_keyword(const struct store_mailbox *mb, size_t n)
+{
+    return n < STORE_KEYWORDS_MAX ? mb->kw[n] : NULL;
+}
+
+size_t store_msg_keywords(const struct store_mailbox *mb, size_t i,
+                          const char **names_r)
+{
+    size_t k = 0;
+    if (i >= mb->n)
+        return 0;
+    for (size_t n = 0; n < STORE_KEYWORDS_MAX; n++)
+        if ((mb->msgs[i].keywords & (1u << n)) && mb->kw[n] != NULL)
+            names_r[k++] = mb->kw[n];
+    return k;
 }
 
 static int cmp_size(const void *a, const void *b)
@@ -181,6 +207,14 @@ int store_quota_usage(struct store *s, const char *user, uint64_t *bytes_r,
     return s->ops->quota_usage(s, user, bytes_r, messages_r);
 }
 
+int store_quota_usage_files(struct store *s, const char *user,
+                            uint64_t *bytes_r, uint64_t *messages_r)
+{
+    *bytes_r = 0;
+    *messages_r = 0;
+    return s->ops->quota_usage_files(s, user, bytes_r, messages_r);
+}
+
 int store_user_create(struct store *s, const char *user)
 {
     return s->ops->user_create(s, user);
@@ -189,6 +223,76 @@ int store_user_create(struct store *s, const char *user)
 const char *const store_std_folders[STORE_STD_FOLDERS] = {
     "Sent", "Drafts", "Trash", "Junk", "Archive",
 };
+
+/* ================= CRLF size ================= */
+
+void store_crlf_init(struct store_crlf *c)
+{
+    *c = (struct store_crlf){0, false, true};
+}
+
+void store_crlf_feed(struct store_crlf *c, const void *p, size_t len)
+{
+    if (len == 0)
+        return;
+    const unsigned char *b = p, *end = b + len;
+    while (b < end) {
+        if (c->cr) {
+            /* CRLF counts 2; a bare CR gets its LF: 2 as well. */
+            c->n++;
+            c->cr = false;
+            c->bol = true;
+            if (*b == '\n') {
+                b++;
+                continue;
+            }
+        }
+        /* A run of ordinary octets in one step. */
+        const unsigned char *q = b;
+        while (q < end && *q != '\r' && *q != '\n')
+            q++;
+        if (q > b) {
+            c->n += (uint64_t)(q - b);
+            c->bol = false;
+            b = q;
+            continue;
+        }
+        if (*b == '\r') {
+            c->n++;
+            c->cr = true;
+        } else { /* a bare LF: CRLF */
+            c->n += 2;
+            c->bol = true;
+        }
+        b++;
+    }
+}
+
+uint64_t store_crlf_finish(const struct store_crlf *c)
+{
+    if (c->cr)
+        return c->n + 1;
+    return c->bol ? c->n : c->n + 2; /* the unended last line gets CRLF */
+}
+
+int store_crlf_fd(int fd, uint64_t *vsize_r)
+{
+    char chunk[16384];
+    struct store_crlf c;
+    store_crlf_init(&c);
+    for (;;) {
+        ssize_t r = read(fd, chunk, sizeof(chunk));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            break;
+        store_crlf_feed(&c, chunk, (size_t)r);
+    }
+    *vsize_r = store_crlf_finish(&c);
+    return 0;
+}
 
 /* ================= name validation ================= */
 
@@ -247,6 +351,8 @@ bad:
 
 #define HOST_MAX MD_HOST_MAX
 #define COPY_CHUNK (64u * 1024u)
+/* ",S=" + 20 digits + ",W=" + 20 digits + NUL */
+#define SIZES_ROOM 47
 
 static struct mdstore *MD(struct store *s) { return (struct mdstore *)s; }
 
@@ -426,12 +532,13 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
     int n = snprintf(tmpname, sizeof(tmpname), "%lld.M%06ldP%ldQ%luR%016llx.%s",
                      (long long)tv.tv_sec, (long)tv.tv_usec, (long)getpid(), q,
                      (unsigned long long)rnd, s->host);
-    /* ",S=" and up to 20 digits must still fit, in the name and in uid_r. */
-    if (n < 0 || (size_t)n + 24 > sizeof(tmpname)) {
+    /* ",S=" and ",W=" with up to 20 digits each must still fit, in the
+     * name and in uid_r. */
+    if (n < 0 || (size_t)n + SIZES_ROOM > sizeof(tmpname)) {
         errno = ENAMETOOLONG;
         return -1;
     }
-    if (uid_r != NULL && uid_cap < (size_t)n + 24) {
+    if (uid_r != NULL && uid_cap < (size_t)n + SIZES_ROOM) {
         errno = ERANGE;
         return -1;
     }
@@ -448,6 +555,9 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
         goto fail_tmp;
     }
     size = prefix_len;
+    struct store_crlf crlf;
+    store_crlf_init(&crlf);
+    store_crlf_feed(&crlf, prefix, prefix_len);
     chunk = xmalloc(COPY_CHUNK);
     for (;;) {
         ssize_t r = rd(rd_arg, chunk, COPY_CHUNK);
@@ -461,6 +571,7 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
             err = errno;
             goto fail_tmp;
         }
+        store_crlf_feed(&crlf, chunk, (size_t)r);
         size += (uint64_t)r;
     }
     if (fsync(fd) < 0) {
@@ -473,8 +584,13 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
         err = errno;
         goto fail_tmp;
     }
-    /* Fits in NAME_MAX: 24 bytes were kept free above. */
-    snprintf(name, sizeof(name), "%s,S=%llu", tmpname, (unsigned long long)size);
+    /* Fits in NAME_MAX: SIZES_ROOM bytes were kept free above. W= is the
+     * size as CRLF text (Dovecot's virtual size): equal to S= for what
+     * SMTP gave us, but written always, as Dovecot does, so a reader never
+     * has to read the file to know it. */
+    uint64_t vsize = store_crlf_finish(&crlf);
+    snprintf(name, sizeof(name), "%s,S=%llu,W=%llu", tmpname,
+             (unsigned long long)size, (unsigned long long)vsize);
     /* The index's write lock spans the rename, so a reader syncing the
      * index never sees the file without its row (doc/store.md "UIDs at
      * delivery"). Without an index the next open assigns the UID. */
@@ -495,7 +611,7 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
         unlinkat(newfd, name, 0);
         goto out;
     }
-    md_index_end(itx, name, size, true);
+    md_index_end(itx, name, size, vsize, true);
     itx = NULL;
     if (uid_r != NULL)
         snprintf(uid_r, uid_cap, "%s", name);
@@ -507,7 +623,7 @@ fail_tmp:
     unlinkat(tmpfd, tmpname, 0);
 out:
     if (itx != NULL)
-        md_index_end(itx, NULL, 0, false);
+        md_index_end(itx, NULL, 0, 0, false);
     free(chunk);
     if (fd >= 0)
         close(fd);
@@ -585,10 +701,14 @@ static const struct store_ops md_ops = {
     .mailbox_close = md_mailbox_close,
     .mailbox_refresh = md_mailbox_refresh,
     .msg_open = md_msg_open,
-    .msg_set_flags = md_msg_set_flags,
+    .msg_update_flags = md_msg_update_flags,
     .mailbox_expunge = md_mailbox_expunge,
     .quota_usage = md_quota_usage,
+    .quota_usage_files = md_quota_usage_files,
     .user_create = md_user_create,
+    .quota_state_peek = md_quota_state_peek,
+    .quota_state_lock = md_quota_state_lock,
+    .quota_state_unlock = md_quota_state_unlock,
 };
 
 struct store *store_maildir_new(const char *root, const char *hostname)

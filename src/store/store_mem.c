@@ -4,7 +4,8 @@
  * the same name validation and the same behaviour on a failing read() as the
  * Maildir backend (doc/store.md, last section), and the mailbox semantics of
  * mailbox.h in their simplest form: UIDs assigned at delivery, snapshots,
- * an exclusive flag per mailbox instead of a lock file.
+ * an exclusive flag per mailbox instead of a lock file, a keyword table per
+ * folder (26 slots, like the Maildir letters), and the quota warning state.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,9 +26,11 @@
 struct mem_msg {
     char *data;
     size_t len;
+    uint64_t vsize;
     uint32_t uid;
     char *unique;
     unsigned flags;
+    uint32_t keywords; /* bits over the box's kw[] */
     uint64_t modseq;
 };
 
@@ -37,6 +41,13 @@ struct mem_box {
     uint32_t uidvalidity, uidnext;
     uint64_t highestmodseq;
     bool locked;
+    char *kw[STORE_KEYWORDS_MAX]; /* the folder's keywords by slot */
+};
+
+/* A user's quota warning state (memory is this backend's store). */
+struct mem_qstate {
+    char *user;
+    struct store_qstate st;
 };
 
 struct memstore {
@@ -46,6 +57,11 @@ struct memstore {
     size_t n, cap;
     unsigned long counter;
     uint32_t last_uidvalidity;
+    /* Quota warning states, under their own lock, held while a warning is
+     * delivered (which takes mu): always qmu before mu. */
+    pthread_mutex_t qmu;
+    struct mem_qstate *qstates;
+    size_t nqstates;
 };
 
 struct mem_mailbox {
@@ -139,6 +155,11 @@ static int mem_deliver(struct store *st, const char *mailbox, const char *folder
     struct mem_msg *m = &b->msgs[b->n++];
     m->len = content.len;
     m->data = content.data != NULL ? content.data : xstrdup("");
+    struct store_crlf crlf;
+    store_crlf_init(&crlf);
+    store_crlf_feed(&crlf, m->data, m->len);
+    m->vsize = store_crlf_finish(&crlf);
+    m->keywords = 0;
     m->uid = b->uidnext++;
     m->unique = xstrdup(name);
     m->flags = 0;
@@ -219,16 +240,27 @@ static struct mem_msg *mem_find_uid(struct mem_box *b, uint32_t uid)
     return NULL;
 }
 
+/* Lock held: the snapshot's copy of the box's keyword table. */
+static void mem_snap_kw(struct store_mailbox *sb, const struct mem_box *b)
+{
+    for (size_t k = 0; k < STORE_KEYWORDS_MAX; k++) {
+        free(sb->kw[k]);
+        sb->kw[k] = b->kw[k] != NULL ? xstrdup(b->kw[k]) : NULL;
+    }
+}
+
 /* Lock held: snapshot entries for the box's messages above the last UID
  * the snapshot has; flags and modseq of the others brought up to date. */
 static void mem_snap_merge(struct mem_mailbox *mb, struct mem_box *b)
 {
     struct store_mailbox *sb = &mb->base;
     uint32_t last = sb->n > 0 ? sb->msgs[sb->n - 1].uid : 0;
+    mem_snap_kw(sb, b);
     for (size_t i = 0; i < sb->n; i++) {
         struct mem_msg *m = mem_find_uid(b, sb->msgs[i].uid);
         if (m != NULL) {
             sb->msgs[i].flags = m->flags;
+            sb->msgs[i].keywords = m->keywords;
             sb->msgs[i].modseq = m->modseq;
         }
     }
@@ -244,7 +276,9 @@ static void mem_snap_merge(struct mem_mailbox *mb, struct mem_box *b)
             .uid = m->uid,
             .unique = xstrdup(m->unique),
             .size = m->len,
+            .vsize = m->vsize,
             .flags = m->flags,
+            .keywords = m->keywords,
             .modseq = m->modseq,
         };
     }
@@ -256,6 +290,8 @@ static void mem_mb_free(struct mem_mailbox *mb)
 {
     for (size_t i = 0; i < mb->base.n; i++)
         free((char *)mb->base.msgs[i].unique);
+    for (size_t k = 0; k < STORE_KEYWORDS_MAX; k++)
+        free(mb->base.kw[k]);
     free(mb->base.msgs);
     free(mb->key);
     free(mb);
@@ -339,8 +375,10 @@ static int mem_msg_open(struct store_mailbox *sb, size_t i, int *fd_r)
     return 0;
 }
 
-static int mem_msg_set_flags(struct store_mailbox *sb, size_t i,
-                             unsigned flags)
+static int mem_msg_update_flags(struct store_mailbox *sb, size_t i,
+                                enum store_flags_op op, unsigned flags,
+                                bool keep_keywords, const char *const *keywords,
+                                size_t nkeywords)
 {
     struct mem_mailbox *mb = MMB(sb);
     struct memstore *s = MS(sb->store);
@@ -352,11 +390,54 @@ static int mem_msg_set_flags(struct store_mailbox *sb, size_t i,
         errno = ENOENT;
         return -1;
     }
-    if (m->flags != flags) {
-        m->flags = flags;
+    /* The slots of the names, adding new ones (not for REMOVE); checked
+     * before anything changes, so EMLINK leaves the table as it was. */
+    uint32_t want = 0;
+    size_t free_slots = 0, fresh = 0;
+    for (size_t k = 0; k < STORE_KEYWORDS_MAX; k++)
+        free_slots += b->kw[k] == NULL;
+    for (size_t j = 0; !keep_keywords && j < nkeywords; j++) {
+        bool known = false;
+        for (size_t k = 0; k < STORE_KEYWORDS_MAX && !known; k++)
+            known = b->kw[k] != NULL && strcasecmp(b->kw[k], keywords[j]) == 0;
+        for (size_t p = 0; p < j && !known; p++)
+            known = strcasecmp(keywords[p], keywords[j]) == 0;
+        fresh += !known && op != STORE_FLAGS_REMOVE;
+    }
+    if (fresh > free_slots) {
+        pthread_mutex_unlock(&s->mu);
+        errno = EMLINK;
+        return -1;
+    }
+    for (size_t j = 0; !keep_keywords && j < nkeywords; j++) {
+        int slot = -1;
+        for (size_t k = 0; k < STORE_KEYWORDS_MAX && slot < 0; k++)
+            if (b->kw[k] != NULL && strcasecmp(b->kw[k], keywords[j]) == 0)
+                slot = (int)k;
+        for (size_t k = 0; slot < 0 && op != STORE_FLAGS_REMOVE &&
+                           k < STORE_KEYWORDS_MAX; k++)
+            if (b->kw[k] == NULL) {
+                b->kw[k] = xstrdup(keywords[j]);
+                slot = (int)k;
+            }
+        if (slot >= 0)
+            want |= 1u << slot;
+    }
+    unsigned nf = op == STORE_FLAGS_SET ? flags
+                  : op == STORE_FLAGS_ADD ? m->flags | flags
+                                          : m->flags & ~flags;
+    uint32_t nk = keep_keywords ? m->keywords
+                  : op == STORE_FLAGS_SET ? want
+                  : op == STORE_FLAGS_ADD ? m->keywords | want
+                                          : m->keywords & ~want;
+    if (m->flags != nf || m->keywords != nk) {
+        m->flags = nf;
+        m->keywords = nk;
         m->modseq = ++b->highestmodseq;
     }
+    mem_snap_kw(sb, b);
     sb->msgs[i].flags = m->flags;
+    sb->msgs[i].keywords = m->keywords;
     sb->msgs[i].modseq = m->modseq;
     pthread_mutex_unlock(&s->mu);
     return 0;
@@ -418,6 +499,84 @@ static int mem_quota_usage(struct store *st, const char *user,
     return 0;
 }
 
+static int mem_quota_usage_files(struct store *st, const char *user,
+                                 uint64_t *bytes_r, uint64_t *messages_r)
+{
+    return mem_quota_usage(st, user, bytes_r, messages_r);
+}
+
+/* qmu held. */
+static struct mem_qstate *mem_qfind(struct memstore *s, const char *user,
+                                    bool add)
+{
+    for (size_t i = 0; i < s->nqstates; i++)
+        if (strcmp(s->qstates[i].user, user) == 0)
+            return &s->qstates[i];
+    if (!add)
+        return NULL;
+    s->qstates = xreallocarray(s->qstates, s->nqstates + 1, sizeof(*s->qstates));
+    struct mem_qstate *q = &s->qstates[s->nqstates++];
+    q->user = xstrdup(user);
+    q->st = (struct store_qstate){STORE_QWARN_ARMED, 0, 0};
+    return q;
+}
+
+static int mem_quota_state_peek(struct store *st, const char *user,
+                                struct store_qstate *st_r)
+{
+    struct memstore *s = MS(st);
+    pthread_mutex_lock(&s->qmu);
+    struct mem_qstate *q = mem_qfind(s, user, false);
+    if (q != NULL)
+        *st_r = q->st;
+    pthread_mutex_unlock(&s->qmu);
+    if (q == NULL) {
+        errno = ENOENT;
+        return -1;
+    }
+    return 0;
+}
+
+struct mem_qlock {
+    struct memstore *s;
+    char *user;
+};
+
+static int mem_quota_state_lock(struct store *st, const char *user, bool create,
+                                void **h_r, struct store_qstate *st_r)
+{
+    struct memstore *s = MS(st);
+    size_t at;
+    if (store_check_mailbox(user, &at) < 0)
+        return -1;
+    pthread_mutex_lock(&s->qmu);
+    struct mem_qstate *q = mem_qfind(s, user, create);
+    if (q == NULL) {
+        pthread_mutex_unlock(&s->qmu);
+        errno = ENOENT;
+        return -1;
+    }
+    *st_r = q->st;
+    struct mem_qlock *h = xcalloc(1, sizeof(*h));
+    h->s = s;
+    h->user = xstrdup(user);
+    *h_r = h;
+    return 0; /* qmu stays held until unlock */
+}
+
+static int mem_quota_state_unlock(void *hv, const struct store_qstate *st)
+{
+    struct mem_qlock *h = hv;
+    if (st != NULL) {
+        struct mem_qstate *q = mem_qfind(h->s, h->user, true);
+        q->st = *st;
+    }
+    pthread_mutex_unlock(&h->s->qmu);
+    free(h->user);
+    free(h);
+    return 0;
+}
+
 static int mem_user_create(struct store *st, const char *user)
 {
     struct memstore *s = MS(st);
@@ -444,8 +603,14 @@ static void mem_free(struct store *st)
         }
         free(s->boxes[i].msgs);
         free(s->boxes[i].key);
+        for (size_t k = 0; k < STORE_KEYWORDS_MAX; k++)
+            free(s->boxes[i].kw[k]);
     }
     free(s->boxes);
+    for (size_t i = 0; i < s->nqstates; i++)
+        free(s->qstates[i].user);
+    free(s->qstates);
+    pthread_mutex_destroy(&s->qmu);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -459,10 +624,14 @@ static const struct store_ops mem_ops = {
     .mailbox_close = mem_mailbox_close,
     .mailbox_refresh = mem_mailbox_refresh,
     .msg_open = mem_msg_open,
-    .msg_set_flags = mem_msg_set_flags,
+    .msg_update_flags = mem_msg_update_flags,
     .mailbox_expunge = mem_mailbox_expunge,
     .quota_usage = mem_quota_usage,
+    .quota_usage_files = mem_quota_usage_files,
     .user_create = mem_user_create,
+    .quota_state_peek = mem_quota_state_peek,
+    .quota_state_lock = mem_quota_state_lock,
+    .quota_state_unlock = mem_quota_state_unlock,
 };
 
 struct store *store_mem_new(void)
@@ -470,6 +639,7 @@ struct store *store_mem_new(void)
     struct memstore *s = xcalloc(1, sizeof(*s));
     s->base.ops = &mem_ops;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->qmu, NULL);
     return &s->base;
 }
 

@@ -19,7 +19,13 @@ Script keys (all optional):
     raw_after_greeting
                  bytes sent right after the greeting (hostile tests)
     tls          (certfile, keyfile): offer STARTTLS
+    auth         {user: password}: offer AUTH PLAIN LOGIN (after TLS when
+                 tls is given) and record successful logins in sink.logins
+    starttls_inject
+                 bytes sent right after "220 go ahead" (STARTTLS response
+                 injection: a client must discard them)
 """
+import base64
 import socket
 import socketserver
 import ssl
@@ -99,16 +105,40 @@ class _Handler(socketserver.StreamRequestHandler):
                                                      "SMTPUTF8", "DSN", "ENHANCEDSTATUSCODES"]))
                     if sc.get("tls") and not tls:
                         ext.append("STARTTLS")
+                    if sc.get("auth") and (tls or not sc.get("tls")):
+                        ext.append("AUTH PLAIN LOGIN")
                     lines = ["sink.test"] + ext
                     for i, e in enumerate(lines):
                         self.send(("250 " if i == len(lines) - 1 else "250-") + e)
                 elif verb == "STARTTLS" and sc.get("tls") and not tls:
                     self.send("220 2.0.0 go ahead")
+                    if sc.get("starttls_inject"):
+                        self.sock.sendall(sc["starttls_inject"])
                     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
                     ctx.load_cert_chain(*sc["tls"])
                     self.sock = ctx.wrap_socket(self.sock, server_side=True)
                     self.buf = b""
                     tls = True
+                elif verb == "AUTH" and sc.get("auth"):
+                    parts = cmd.split()
+                    user = pw = None
+                    if len(parts) >= 2 and parts[1].upper() == "PLAIN":
+                        if len(parts) == 3:
+                            raw = parts[2]
+                        else:
+                            self.send("334 ")
+                            raw = self.readline().decode().strip()
+                        _, user, pw = base64.b64decode(raw).decode().split("\0")
+                    elif len(parts) >= 2 and parts[1].upper() == "LOGIN":
+                        self.send("334 VXNlcm5hbWU6")
+                        user = base64.b64decode(self.readline().strip()).decode()
+                        self.send("334 UGFzc3dvcmQ6")
+                        pw = base64.b64decode(self.readline().strip()).decode()
+                    if user is not None and sc["auth"].get(user) == pw:
+                        self.sink.logins.append((user, tls))
+                        self.send("235 2.7.0 ok")
+                    else:
+                        self.send("535 5.7.8 bad credentials")
                 elif verb == "MAIL":
                     msg = Message()
                     msg.tls = tls
@@ -200,6 +230,7 @@ class Sink:
         self.messages = []
         self.dropped = []
         self.commands = []
+        self.logins = []
         self.connections = 0
         self.server = _Server((host, port), _Handler)
         self.server.sink = self

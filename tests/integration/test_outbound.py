@@ -444,3 +444,145 @@ def test_kill_during_relay_loses_nothing(tmp_path, dns):
     finally:
         finish_server(s)
         sink.stop()
+
+
+# ---------------------------------------------------------------- TLS, AUTH
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    from helpers import make_pki
+    return make_pki(tmp_path_factory.mktemp("relaypki"))
+
+
+def test_starttls_opportunistic_with_unverifiable_certificate(tmp_path, dns, pki):
+    """Default policy `may`: STARTTLS when offered, even with a certificate
+    nobody vouches for (RFC 7435); the message goes encrypted."""
+    sink = Sink({"tls": (pki["mail_cert"], pki["mail_key"])}).start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n")
+    try:
+        send(s, SENDER, ["tls@example.net"], "secret\r\n")
+        m = sink.wait_messages(1)[0]
+        assert m.tls
+        wait_for_log(s, r"relay\.tls .*verified=no", timeout=10)
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_starttls_verify_against_ca_and_name(tmp_path, dns, pki):
+    """`verify`: the certificate must chain to relay-tls-ca and carry the
+    MX host's name; a wrong name defers (4.7.5), never sends in clear."""
+    sink = Sink({"tls": (pki["mail_cert"], pki["mail_key"])}).start()
+    # localhost is a name of the test certificate (mail.example.test too,
+    # but that is this server's own name: a loop); mx.wrong.net is not
+    dns.set_zone({"example.net": {"MX": [(10, "localhost")]},
+                  "wrong.net": {"MX": [(10, "mx.wrong.net")]},
+                  "mx.wrong.net": {"A": ["127.0.0.1"]}})
+    s = relay_server(tmp_path, dns.port,
+                     f"mx-port {sink.port}\nrelay-tls verify\nrelay-tls-ca {pki['ca']}\n")
+    try:
+        send(s, SENDER, ["v@example.net"], "verified\r\n")
+        m = sink.wait_messages(1)[0]
+        assert m.tls
+        wait_for_log(s, r"relay\.tls .*verified=yes", timeout=10)
+        send(s, SENDER, ["w@wrong.net"], "must not go\r\n")
+        wait_for_log(s, r"relay\.deferred .*4\.7\.5", timeout=30)
+        assert len(sink.messages) == 1
+        assert s.queue_files("msg")
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_encrypt_policy_without_starttls_defers(tmp_path, dns):
+    sink = Sink().start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\nrelay-tls encrypt\n")
+    try:
+        send(s, SENDER, ["e@example.net"], "x\r\n")
+        wait_for_log(s, r"relay\.deferred .*4\.7\.10", timeout=30)
+        assert sink.messages == []
+        assert not any(c.startswith(b"MAIL") for c in sink.commands)
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_starttls_response_injection_is_discarded(tmp_path, dns, pki):
+    """Bytes a server sends after its 220 to STARTTLS (before the handshake)
+    must never be read as replies inside TLS (CVE-2011-0411 class)."""
+    sink = Sink({"tls": (pki["mail_cert"], pki["mail_key"]),
+                 "starttls_inject": b"250-injected\r\n250 injected\r\n"}).start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n")
+    try:
+        send(s, SENDER, ["i@example.net"], "x\r\n")
+        # either the handshake fails on the junk (and the message is sent
+        # again in plaintext, `may`), or the junk is dropped: never read as
+        # the EHLO reply
+        end = time.time() + 30
+        while not sink.messages and time.time() < end:
+            time.sleep(0.1)
+        assert s.running()
+        assert b"injected" not in s.log().encode()
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_auth_to_smarthost(tmp_path, dns, pki):
+    sink = Sink({"tls": (pki["mail_cert"], pki["mail_key"]),
+                 "auth": {"relayuser": "relay pass"}}).start()
+    pwfile = tmp_path / "smarthost.pw"
+    pwfile.write_text("relay pass\n")
+    os.chmod(pwfile, 0o644)
+    s = relay_server(tmp_path, dns.port,
+                     f"route * [127.0.0.1]:{sink.port} tls=encrypt auth=relayuser "
+                     f"password-file={pwfile}\n")
+    try:
+        send(s, SENDER, ["a@anywhere.test"], "authenticated\r\n")
+        m = sink.wait_messages(1)[0]
+        assert m.tls
+        assert sink.logins == [("relayuser", True)]
+        assert b"relay pass" not in s.log().encode()
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_smarthost_refuses_credentials_defers(tmp_path, dns, pki):
+    sink = Sink({"tls": (pki["mail_cert"], pki["mail_key"]),
+                 "auth": {"relayuser": "other"}}).start()
+    pwfile = tmp_path / "smarthost.pw"
+    pwfile.write_text("wrong\n")
+    os.chmod(pwfile, 0o644)
+    s = relay_server(tmp_path, dns.port,
+                     f"route * [127.0.0.1]:{sink.port} tls=encrypt auth=relayuser "
+                     f"password-file={pwfile}\n")
+    try:
+        send(s, SENDER, ["a@anywhere.test"], "x\r\n")
+        wait_for_log(s, r"relay\.deferred .*authentication to the smarthost failed", timeout=30)
+        assert sink.messages == []
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_delay_warning_sent_once(tmp_path, dns):
+    sink = Sink({"rcpt": "451 4.3.0 later"}).start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\nlimit delay-warning 1\n")
+    try:
+        send(s, SENDER, ["slow@example.net"], "x\r\n")
+        dsn = wait_dsn(s, SENDER, timeout=30)
+        text = status_part(dsn)
+        assert "Action: delayed" in text
+        assert "Will-Retry-Until:" in text
+        time.sleep(5)   # several more attempts happen meanwhile
+        reports = [m for _, m in s.messages(SENDER) if b"multipart/report" in m]
+        assert len(reports) == 1
+        assert s.queue_files("msg")
+    finally:
+        finish_server(s)
+        sink.stop()

@@ -6,6 +6,7 @@ added or removed by another tool, and the standard folders made for a new
 user on the first login."""
 
 import os
+import poplib
 import re
 
 import pytest
@@ -15,7 +16,8 @@ from helpers import (POP3Raw, Server, deliver_wait, finish_server, give_to_serve
                      token)
 
 LOCALS = ("order", "order2", "stable", "flags", "lost0", "lost1", "lost2", "lost3",
-          "lost4", "other", "gone", "fresh", "fresh2", "down", "lf", "race", "race2")
+          "lost4", "other", "gone", "fresh", "fresh2", "down", "lf", "race", "race2",
+          "lfsize", "kwnames")
 USERS = {"%s@example.test" % n: "pw-%s" % n for n in LOCALS}
 
 
@@ -405,6 +407,89 @@ def test_lf_bare_cr_and_unended_last_line_from_another_tool(ss):
             assert top == want[:len(top)] and len(top) >= 2, (name, top, want)
         c.cmd_expect("NOOP", "+OK")
         c.cmd_expect("QUIT", "+OK Logging out, 0 messages deleted")
+
+
+def test_list_size_of_lf_file_is_what_retr_sends(ss):
+    """RFC 1939: LIST, STAT and "+OK n octets" give the size RETR sends
+    (before byte-stuffing). A file dropped into the Maildir by hand with LF
+    line ends (or a bare CR, or no final line end) is sent as CRLF lines, so
+    its size is larger than the file's: the index learns it once and LIST
+    gives exactly what poplib counts for RETR."""
+    u = addr("lfsize")
+    deliver(ss, u)          # the Maildir and its index
+    listing(ss, "lfsize")
+    files = {
+        "1900000011.M1P1.lfonly": b"Subject: lf only\n\nline one\n.dot\n\nlast\n",
+        "1900000012.M1P1.mixed": b"Subject: mixed\r\n\nA\r.\rB\r\n.\nend",
+        "1900000013.M1P1.crlf,S=20": b"Subject: ok\r\n\r\nx\r\n",
+    }
+    for name, content in files.items():
+        _drop_file(ss, "lfsize", name, content)
+    p = poplib.POP3("127.0.0.1", ss.pop3_port, timeout=10)
+    try:
+        p.user(u)
+        p.pass_(USERS[u])
+        resp, lines, _ = p.list()
+        sizes = {int(n): int(sz) for n, sz in (l.split() for l in lines)}
+        count, total = p.stat()
+        assert count == len(sizes) == 4 and total == sum(sizes.values())
+        ids = {int(n): uq.decode() for n, uq in (l.split() for l in p.uidl()[1])}
+        for n, size in sizes.items():
+            resp, body, octets = p.retr(n)
+            got = b"".join(x + b"\r\n" for x in body)
+            assert octets == len(got) == size, (ids[n], octets, len(got), size, resp)
+            assert resp == b"+OK %d octets" % size, resp
+            assert p.list(n) == b"+OK %d %d" % (n, size)
+            name = ids[n]
+            if name in files:
+                want = b"".join(x + b"\r\n" for x in _lines_crlf(files[name]))
+                assert got == want, (name, got, want)
+                assert size > len(files[name]) or name.endswith(",S=20"), name
+        p.quit()
+    finally:
+        p.close()
+    # Known now: the index holds the CRLF size; a second session says the same.
+    p = poplib.POP3("127.0.0.1", ss.pop3_port, timeout=10)
+    try:
+        p.user(u)
+        p.pass_(USERS[u])
+        again = {int(n): int(sz) for n, sz in (l.split() for l in p.list()[1])}
+        assert again == sizes
+        p.quit()
+    finally:
+        p.close()
+
+
+def test_keyword_letters_of_another_tool_kept(ss):
+    """A Maildir used by Dovecot: keyword letters (a..z, named in
+    dovecot-keywords) and unknown letters stay in the names through POP3
+    sessions, deletions and an index rebuild; dovecot-keywords is left as
+    it was; our own names carry Dovecot's ,S= and ,W= fields."""
+    u = addr("kwnames")
+    _, _, mine = deliver(ss, u)
+    assert re.fullmatch(r"\d+\.M\d+P\d+Q\d+R[0-9a-f]{16}\.[^,]+,S=(\d+),W=\1", mine), mine
+    d = maildir_dir(ss, "kwnames")
+    (d / "dovecot-keywords").write_bytes(b"0 $Forwarded\n1 Junk\n")
+    give_to_server(d / "dovecot-keywords")
+    names = ["1800000001.M1P1.dc,S=14,W=14:2,RSab", "1800000002.M1P1.dc,S=14,W=14:2,Sbz",
+             "1800000003.M1P1.dc,S=14,W=14:2,ac"]
+    for n in names:
+        f = d / "cur" / n
+        f.write_bytes(b"Subject: k\r\n\r\n")
+        give_to_server(f)
+    for _ in range(2):
+        listing(ss, "kwnames")
+    for f in index_files(ss, "kwnames"):
+        f.unlink()
+    with POP3Raw(ss.pop3_port) as c:
+        c.login_ok(u, USERS[u])
+        ids = dict((uq, i) for i, uq in c.uidl())
+        c.cmd_expect("DELE %d" % ids[pop3_uidl(names[2].split(":")[0])],
+                     "+OK Message %d deleted" % ids[pop3_uidl(names[2].split(":")[0])])
+        c.cmd_expect("QUIT", "+OK Logging out, 1 message deleted")
+    left = sorted(p.name for p in (d / "cur").iterdir())
+    assert left == names[:2], left
+    assert (d / "dovecot-keywords").read_bytes() == b"0 $Forwarded\n1 Junk\n"
 
 
 def test_file_renamed_by_another_tool_during_session(ss):

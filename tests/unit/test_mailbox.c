@@ -794,20 +794,6 @@ TEST(quota_over_folders)
     CHECK_EQ_INT(bytes, 7 + 3 + 11 + 4 + 5);
     CHECK_EQ_INT(msgs, 5);
 
-    /* The delivery hook. */
-    CHECK(store_deliver_quota(s, USER, 0, 0, 1000000) == 0);
-    CHECK(store_deliver_quota(s, USER, 40, 0, 10) == 0);
-    errno = 0;
-    CHECK(store_deliver_quota(s, USER, 40, 0, 11) == -1 && errno == EDQUOT);
-    CHECK(store_deliver_quota(s, USER, 0, 6, 1) == 0);
-    errno = 0;
-    CHECK(store_deliver_quota(s, USER, 0, 5, 1) == -1 && errno == EDQUOT);
-    CHECK(store_deliver_quota(s, USER, 20, 0, 0) == -1 && errno == EDQUOT);
-    CHECK(store_deliver_quota(s, USER, UINT64_MAX, 0, UINT64_MAX) == -1 &&
-          errno == EDQUOT);
-    CHECK(store_deliver_quota(s, "nobody@example.org", 1, 1, 1) == 0);
-    CHECK(store_deliver_quota(s, "bad/@x", 1, 1, 1) == -1 && errno == EINVAL);
-
     /* Expunge lowers it. */
     struct store_mailbox *mb = NULL;
     CHECK(store_mailbox_open(s, USER, "Sent", 0, &mb) == 0);
@@ -817,6 +803,28 @@ TEST(quota_over_folders)
     CHECK(store_quota_usage(s, USER, &bytes, &msgs) == 0);
     CHECK_EQ_INT(bytes, 7 + 3 + 4 + 5);
     CHECK_EQ_INT(msgs, 4);
+    /* The files alone (for tools) say the same, and write nothing. */
+    uint64_t fb = 0, fm = 0;
+    CHECK(store_quota_usage_files(s, USER, &fb, &fm) == 0);
+    CHECK_EQ_INT(fb, 19);
+    CHECK_EQ_INT(fm, 4);
+    CHECK(store_quota_usage_files(s, "nobody@example.org", &fb, &fm) == 0 &&
+          fb == 0 && fm == 0);
+
+    /* The delivery hook. */
+    CHECK(store_deliver_quota(s, USER, 0, 0, 1000000) == 0);
+    CHECK(store_deliver_quota(s, USER, 40, 0, 21) == 0);
+    errno = 0;
+    CHECK(store_deliver_quota(s, USER, 40, 0, 22) == -1 && errno == EDQUOT);
+    CHECK(store_deliver_quota(s, USER, 0, 5, 1) == 0);
+    errno = 0;
+    CHECK(store_deliver_quota(s, USER, 0, 4, 1) == -1 && errno == EDQUOT);
+    CHECK(store_deliver_quota(s, USER, 18, 0, 0) == -1 && errno == EDQUOT);
+    CHECK(store_deliver_quota(s, USER, UINT64_MAX, 0, UINT64_MAX) == -1 &&
+          errno == EDQUOT);
+    CHECK(store_deliver_quota(s, "nobody@example.org", 1, 1, 1) == 0);
+    CHECK(store_deliver_quota(s, "bad/@x", 1, 1, 1) == -1 && errno == EINVAL);
+
     store_free(s);
     rm_rf(root);
     free(root);
@@ -1070,6 +1078,402 @@ out:
     store_free(s);
 }
 
+/* ---- keywords (doc/store.md "Keywords") ---- */
+
+/* The whole content of a file (static buffer), or "" if unreadable. */
+static const char *slurp(const char *path)
+{
+    static char buf[8192];
+    buf[0] = '\0';
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return buf;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    return buf;
+}
+
+static bool has_file(const char *root, const char *sub, const char *name)
+{
+    char path[8192];
+    box_dir(root, sub, path, sizeof(path));
+    size_t len = strlen(path);
+    snprintf(path + len, sizeof(path) - len, "/%s", name);
+    return access(path, F_OK) == 0;
+}
+
+static int kw_add(struct store_mailbox *mb, size_t i, const char *kw)
+{
+    const char *k[1] = {kw};
+    return store_msg_update_flags(mb, i, STORE_FLAGS_ADD, 0, k, 1);
+}
+
+TEST(keywords_in_names)
+{
+    char *root = make_tmpdir();
+    if (root == NULL)
+        return;
+    struct store *s = store_maildir_new(root, "h");
+    char uid[2][STORE_UID_SIZE], path[4096], name[STORE_UID_SIZE + 16];
+    CHECK(deliver(s, USER, NULL, "one\r\n", uid[0], sizeof(uid[0])) == 0);
+    CHECK(deliver(s, USER, NULL, "two\r\n", uid[1], sizeof(uid[1])) == 0);
+    struct store_mailbox *mb = NULL, *mb2 = NULL;
+    CHECK(store_mailbox_open(s, USER, NULL, 0, &mb) == 0);
+    CHECK(store_mailbox_open(s, USER, NULL, 0, &mb2) == 0);
+    if (mb == NULL || mb2 == NULL)
+        goto out;
+    for (size_t n = 0; n < STORE_KEYWORDS_MAX; n++)
+        CHECK(store_mailbox_keyword(mb, n) == NULL);
+    uint64_t ms = store_mailbox_msg(mb, 0)->modseq;
+
+    /* Flags and two new keywords at once: letters a, b after the flags. */
+    const char *k2[] = {"$Forwarded", "Junk"};
+    CHECK(store_msg_update_flags(mb, 0, STORE_FLAGS_ADD, STORE_F_SEEN, k2, 2) == 0);
+    snprintf(name, sizeof(name), "%s:2,Sab", uid[0]);
+    CHECK(has_file(root, "cur", name));
+    box_dir(root, "dovecot-keywords", path, sizeof(path));
+    CHECK_EQ_STR(slurp(path), "0 $Forwarded\n1 Junk\n");
+    const struct store_msg *m = store_mailbox_msg(mb, 0);
+    CHECK_EQ_INT(m->flags, STORE_F_SEEN);
+    CHECK_EQ_INT(m->keywords, 3);
+    CHECK(m->modseq > ms);
+    CHECK_EQ_STR(store_mailbox_keyword(mb, 0), "$Forwarded");
+    CHECK_EQ_STR(store_mailbox_keyword(mb, 1), "Junk");
+    CHECK(store_mailbox_keyword(mb, 2) == NULL);
+    const char *names[STORE_KEYWORDS_MAX];
+    CHECK_EQ_INT(store_msg_keywords(mb, 0, names), 2);
+    CHECK_EQ_STR(names[0], "$Forwarded");
+    CHECK_EQ_STR(names[1], "Junk");
+
+    /* Known names are matched without regard to case; nothing is added
+     * to the file. The other session sees the change on refresh. */
+    CHECK(kw_add(mb2, 1, "JUNK") == 0);
+    snprintf(name, sizeof(name), "%s:2,b", uid[1]);
+    CHECK(has_file(root, "cur", name));
+    CHECK_EQ_STR(slurp(path), "0 $Forwarded\n1 Junk\n");
+    CHECK_EQ_INT(store_mailbox_msg(mb2, 1)->keywords, 2);
+    CHECK(store_mailbox_refresh(mb) == 0);
+    CHECK_EQ_INT(store_mailbox_msg(mb, 1)->keywords, 2);
+
+    /* Setting the same again changes nothing (no new modseq). */
+    ms = store_mailbox_msg(mb, 1)->modseq;
+    CHECK(kw_add(mb, 1, "junk") == 0);
+    CHECK_EQ_INT(store_mailbox_msg(mb, 1)->modseq, ms);
+
+    /* REMOVE; an unknown name there is no error and adds nothing. */
+    const char *rm[] = {"jUnK", "NeverSeen"};
+    CHECK(store_msg_update_flags(mb, 1, STORE_FLAGS_REMOVE, 0, rm, 2) == 0);
+    snprintf(name, sizeof(name), "%s:2,", uid[1]);
+    CHECK(has_file(root, "cur", name));
+    CHECK_EQ_INT(store_mailbox_msg(mb, 1)->keywords, 0);
+    CHECK(store_mailbox_msg(mb, 1)->modseq > ms);
+    CHECK_EQ_STR(slurp(path), "0 $Forwarded\n1 Junk\n");
+
+    /* SET: exactly these flags and keywords (a new one takes slot c). */
+    const char *set[] = {"Work"};
+    CHECK(store_msg_update_flags(mb, 0, STORE_FLAGS_SET, STORE_F_FLAGGED, set,
+                                 1) == 0);
+    snprintf(name, sizeof(name), "%s:2,Fc", uid[0]);
+    CHECK(has_file(root, "cur", name));
+    CHECK_EQ_STR(slurp(path), "0 $Forwarded\n1 Junk\n2 Work\n");
+    CHECK_EQ_INT(store_mailbox_msg(mb, 0)->keywords, 4);
+    CHECK_EQ_INT(store_mailbox_msg(mb, 0)->flags, STORE_F_FLAGGED);
+
+    /* store_msg_set_flags keeps the keywords. */
+    CHECK(store_msg_set_flags(mb, 0, STORE_F_SEEN) == 0);
+    snprintf(name, sizeof(name), "%s:2,Sc", uid[0]);
+    CHECK(has_file(root, "cur", name));
+    CHECK_EQ_INT(store_mailbox_msg(mb, 0)->keywords, 4);
+
+    /* Bad arguments change nothing. */
+    const char *badk[] = {"ok", "not ok"};
+    errno = 0;
+    CHECK(store_msg_update_flags(mb, 0, STORE_FLAGS_ADD, 0, badk, 2) == -1 &&
+          errno == EINVAL);
+    CHECK(store_msg_update_flags(mb, 0, STORE_FLAGS_ADD, 64, NULL, 0) == -1 &&
+          errno == EINVAL);
+    CHECK(store_msg_update_flags(mb, 0, (enum store_flags_op)7, 0, NULL, 0) == -1 &&
+          errno == EINVAL);
+    CHECK(store_msg_update_flags(mb, 5, STORE_FLAGS_ADD, 0, NULL, 0) == -1 &&
+          errno == EINVAL);
+    CHECK(has_file(root, "cur", name));
+    CHECK_EQ_STR(slurp(path), "0 $Forwarded\n1 Junk\n2 Work\n");
+
+    /* Expunged by the other session: ENOENT, nothing written. */
+    size_t zero = 0;
+    CHECK(store_mailbox_refresh(mb2) == 0);
+    CHECK(store_mailbox_expunge(mb2, &zero, 1) == 0);
+    errno = 0;
+    CHECK(kw_add(mb, 0, "Late") == -1 && errno == ENOENT);
+    CHECK_EQ_STR(slurp(path), "0 $Forwarded\n1 Junk\n2 Work\n");
+out:
+    store_mailbox_close(mb);
+    store_mailbox_close(mb2);
+    store_free(s);
+    rm_rf(root);
+    free(root);
+}
+
+/* The index lost: keywords come back from the names and dovecot-keywords
+ * (with a new UIDVALIDITY, as every rebuild). */
+TEST(keywords_survive_rebuild)
+{
+    char *root = make_tmpdir();
+    if (root == NULL)
+        return;
+    struct store *s = store_maildir_new(root, "h");
+    char uid[3][STORE_UID_SIZE];
+    for (int i = 0; i < 3; i++)
+        CHECK(deliver(s, USER, NULL, "x\r\n", uid[i], sizeof(uid[i])) == 0);
+    struct store_mailbox *mb = NULL;
+    CHECK(store_mailbox_open(s, USER, NULL, 0, &mb) == 0);
+    if (mb == NULL)
+        goto out;
+    const char *k0[] = {"Alpha", "Beta"}, *k2[] = {"Gamma"};
+    CHECK(store_msg_update_flags(mb, 0, STORE_FLAGS_ADD, STORE_F_SEEN, k0, 2) == 0);
+    CHECK(store_msg_update_flags(mb, 2, STORE_FLAGS_ADD, 0, k2, 1) == 0);
+    uint32_t uv = store_mailbox_uidvalidity(mb);
+    store_mailbox_close(mb);
+    mb = NULL;
+    sleep(1); /* a new UIDVALIDITY is the clock's, or one more */
+    index_files_remove(root);
+    CHECK(store_mailbox_open(s, USER, NULL, 0, &mb) == 0);
+    if (mb == NULL)
+        goto out;
+    CHECK(store_mailbox_uidvalidity(mb) > uv);
+    CHECK_EQ_INT(store_mailbox_count(mb), 3);
+    const char *names[STORE_KEYWORDS_MAX];
+    for (size_t i = 0; i < store_mailbox_count(mb); i++) {
+        const struct store_msg *m = store_mailbox_msg(mb, i);
+        size_t n = store_msg_keywords(mb, i, names);
+        if (strcmp(m->unique, uid[0]) == 0) {
+            CHECK_EQ_INT(m->flags, STORE_F_SEEN);
+            CHECK(n == 2 && strcmp(names[0], "Alpha") == 0 &&
+                  strcmp(names[1], "Beta") == 0);
+        } else if (strcmp(m->unique, uid[2]) == 0) {
+            CHECK(n == 1 && strcmp(names[0], "Gamma") == 0);
+        } else {
+            CHECK_EQ_INT(n, 0);
+        }
+    }
+out:
+    store_mailbox_close(mb);
+    store_free(s);
+    rm_rf(root);
+    free(root);
+}
+
+/* A folder Dovecot (or another tool) has used: its dovecot-keywords with
+ * a hole, an entry that is no atom, letters without an entry. We read
+ * what it names, keep what we do not know, and add in its format. */
+TEST(keywords_dovecot_folder)
+{
+    char *root = make_tmpdir();
+    if (root == NULL)
+        return;
+    struct store *s = store_maildir_new(root, "h");
+    char uid[STORE_UID_SIZE], path[4096], cur[4096], kwf[4096];
+    CHECK(deliver(s, USER, NULL, "x\r\n", uid, sizeof(uid)) == 0);
+    box_dir(root, "cur", cur, sizeof(cur));
+    box_dir(root, "dovecot-keywords", kwf, sizeof(kwf));
+    put_file(cur, "1000000000.M1P1.dovecot,S=4,W=4:2,Sabcz", "hi\r\n");
+    /* Slot 1 (b) has no entry; slot 4 (e) is not an atom; a line without
+     * a number and one out of range are ignored, as Dovecot does. */
+    char dir[4096];
+    box_dir(root, "", dir, sizeof(dir));
+    put_file(dir, "dovecot-keywords",
+             "0 $Junk\n2 NonJunk\nfoo\n4 has space(\n30 Far\n");
+    struct stat st0;
+    CHECK(stat(kwf, &st0) == 0);
+    struct store_mailbox *mb = NULL;
+    CHECK(store_mailbox_open(s, USER, NULL, 0, &mb) == 0);
+    if (mb == NULL)
+        goto out;
+    CHECK_EQ_STR(store_mailbox_keyword(mb, 0), "$Junk");
+    CHECK(store_mailbox_keyword(mb, 1) == NULL);
+    CHECK_EQ_STR(store_mailbox_keyword(mb, 2), "NonJunk");
+    CHECK(store_mailbox_keyword(mb, 4) == NULL);
+    size_t dv = 0;
+    for (size_t i = 0; i < store_mailbox_count(mb); i++)
+        if (strncmp(store_mailbox_msg(mb, i)->unique, "1000000000.", 11) == 0)
+            dv = i;
+    const struct store_msg *m = store_mailbox_msg(mb, dv);
+    CHECK_EQ_INT(m->flags, STORE_F_SEEN);
+    CHECK_EQ_INT(m->keywords, (1u << 0) | (1u << 2)); /* a, c */
+    CHECK_EQ_INT(m->vsize, 4);
+    /* A new keyword: not slot 1, whose letter b a file still carries
+     * (its meaning lost, it must not come to mean something else), not
+     * slot 4 (taken), so slot 3 (d). */
+    size_t ours = dv == 0 ? 1 : 0;
+    CHECK(kw_add(mb, ours, "Newer") == 0);
+    CHECK_EQ_STR(slurp(kwf), "0 $Junk\n2 NonJunk\n3 Newer\n4 has space(\n");
+    struct stat st1;
+    CHECK(stat(kwf, &st1) == 0);
+    CHECK(st1.st_mtim.tv_sec > st0.st_mtim.tv_sec); /* Dovecot rereads it */
+    snprintf(path, sizeof(path), "%s:2,d", uid);
+    CHECK(has_file(root, "cur", path));
+    /* SET on the Dovecot message: named keywords change, the letters b
+     * and z (no name) stay untouched. */
+    const char *set[] = {"Newer"};
+    CHECK(store_msg_update_flags(mb, dv, STORE_FLAGS_SET, STORE_F_SEEN, set,
+                                 1) == 0);
+    CHECK(has_file(root, "cur", "1000000000.M1P1.dovecot,S=4,W=4:2,Sbdz"));
+    CHECK_EQ_INT(store_mailbox_msg(mb, dv)->keywords, 1u << 3);
+out:
+    store_mailbox_close(mb);
+    store_free(s);
+    rm_rf(root);
+    free(root);
+}
+
+/* 26 keywords per folder (a..z): the 27th is refused with EMLINK and
+ * nothing changes; removing a keyword does not free its slot (files may
+ * still carry its letter), but known names keep working. */
+TEST(keywords_limit)
+{
+    char *root = make_tmpdir();
+    if (root == NULL)
+        return;
+    struct store *s = store_maildir_new(root, "h");
+    char uid[STORE_UID_SIZE], kwf[4096], name[STORE_UID_SIZE + 64];
+    CHECK(deliver(s, USER, NULL, "x\r\n", uid, sizeof(uid)) == 0);
+    CHECK(deliver(s, USER, NULL, "y\r\n", NULL, 0) == 0);
+    box_dir(root, "dovecot-keywords", kwf, sizeof(kwf));
+    struct store_mailbox *mb = NULL;
+    CHECK(store_mailbox_open(s, USER, NULL, 0, &mb) == 0);
+    if (mb == NULL)
+        goto out;
+    char kw[STORE_KEYWORDS_MAX][16];
+    const char *all[STORE_KEYWORDS_MAX];
+    for (int i = 0; i < STORE_KEYWORDS_MAX; i++) {
+        snprintf(kw[i], sizeof(kw[i]), "kw%02d", i);
+        all[i] = kw[i];
+    }
+    /* 25 one by one, then the 26th and a 27th in one call: refused as a
+     * whole. */
+    for (int i = 0; i < 25; i++)
+        CHECK(kw_add(mb, 0, kw[i]) == 0);
+    const char *two[] = {kw[25], "one-too-many"};
+    errno = 0;
+    CHECK(store_msg_update_flags(mb, 1, STORE_FLAGS_ADD, 0, two, 2) == -1 &&
+          errno == EMLINK);
+    CHECK(store_mailbox_keyword(mb, 25) == NULL);
+    CHECK(kw_add(mb, 1, kw[25]) == 0);
+    errno = 0;
+    CHECK(kw_add(mb, 1, "one-too-many") == -1 && errno == EMLINK);
+    CHECK(kw_add(mb, 0, "ANOTHER") == -1 && errno == EMLINK);
+    /* All 26 on one message: letters a..z after the flags. */
+    CHECK(store_msg_update_flags(mb, 0, STORE_FLAGS_SET, STORE_F_SEEN, all,
+                                 STORE_KEYWORDS_MAX) == 0);
+    snprintf(name, sizeof(name), "%s:2,Sabcdefghijklmnopqrstuvwxyz", uid);
+    CHECK(has_file(root, "cur", name));
+    CHECK_EQ_INT(store_mailbox_msg(mb, 0)->keywords, 0x3ffffff);
+    const char *f = slurp(kwf);
+    CHECK(strncmp(f, "0 kw00\n1 kw01\n", 14) == 0);
+    CHECK(strstr(f, "25 kw25\n") != NULL && strstr(f, "many") == NULL);
+    /* Removing leaves the table full; a known name still works. */
+    const char *rm[] = {"KW03"};
+    CHECK(store_msg_update_flags(mb, 0, STORE_FLAGS_REMOVE, 0, rm, 1) == 0);
+    CHECK(kw_add(mb, 0, "one-too-many") == -1 && errno == EMLINK);
+    CHECK(kw_add(mb, 0, "Kw03") == 0);
+    CHECK_EQ_INT(store_mailbox_msg(mb, 0)->keywords, 0x3ffffff);
+out:
+    store_mailbox_close(mb);
+    store_free(s);
+    rm_rf(root);
+    free(root);
+}
+
+#define KWC_N 12
+
+/* Child of keywords_concurrent: adds KWC_N keywords named <tag>NN to
+ * messages 0 and 1 (alternating), one call each. */
+static int kwc_child(const char *root, char tag)
+{
+    struct store *s = store_maildir_new(root, "h");
+    struct store_mailbox *mb = NULL;
+    int bad = 0;
+    if (store_mailbox_open(s, USER, NULL, 0, &mb) < 0)
+        bad = 100;
+    for (int i = 0; mb != NULL && i < KWC_N; i++) {
+        char kw[16];
+        snprintf(kw, sizeof(kw), "%c%02d", tag, i);
+        /* Both on message 0 (a read-modify-write race), every other one
+         * also on message 1. */
+        if (kw_add(mb, 0, kw) < 0 || (i % 2 == 0 && kw_add(mb, 1, kw) < 0))
+            bad++;
+    }
+    store_mailbox_close(mb);
+    store_free(s);
+    return bad;
+}
+
+/* Two processes adding keywords at once: none lost, no letter given
+ * twice, every name once in dovecot-keywords. */
+TEST(keywords_concurrent)
+{
+    char *root = make_tmpdir();
+    if (root == NULL)
+        return;
+    struct store *s = store_maildir_new(root, "h");
+    char uid[2][STORE_UID_SIZE];
+    CHECK(deliver(s, USER, NULL, "x\r\n", uid[0], sizeof(uid[0])) == 0);
+    CHECK(deliver(s, USER, NULL, "y\r\n", uid[1], sizeof(uid[1])) == 0);
+    struct store_mailbox *mb = NULL;
+    CHECK(store_mailbox_open(s, USER, NULL, 0, &mb) == 0);
+    store_mailbox_close(mb);
+    mb = NULL;
+    pid_t pid[2];
+    for (int c = 0; c < 2; c++) {
+        pid[c] = fork();
+        if (pid[c] == 0) {
+            char tag[2] = {c == 0 ? 'p' : 'q', '\0'};
+            execl(self_path, self_path, "--kw-child", root, tag, (char *)NULL);
+            _exit(127);
+        }
+    }
+    for (int c = 0; c < 2; c++) {
+        int status = -1;
+        CHECK(pid[c] > 0 && waitpid(pid[c], &status, 0) == pid[c]);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    CHECK(store_mailbox_open(s, USER, NULL, 0, &mb) == 0);
+    if (mb == NULL)
+        goto out;
+    /* 2 * KWC_N names in distinct slots, each exactly once. */
+    size_t named = 0;
+    for (size_t n = 0; n < STORE_KEYWORDS_MAX; n++) {
+        const char *k = store_mailbox_keyword(mb, n);
+        if (k == NULL)
+            continue;
+        named++;
+        for (size_t j = 0; j < n; j++)
+            CHECK(store_mailbox_keyword(mb, j) == NULL ||
+                  strcmp(store_mailbox_keyword(mb, j), k) != 0);
+    }
+    CHECK_EQ_INT(named, 2 * KWC_N);
+    char kwf[4096];
+    box_dir(root, "dovecot-keywords", kwf, sizeof(kwf));
+    const char *f = slurp(kwf);
+    size_t lines = 0;
+    for (const char *c = f; *c; c++)
+        lines += *c == '\n';
+    CHECK_EQ_INT(lines, 2 * KWC_N);
+    const char *names[STORE_KEYWORDS_MAX];
+    CHECK_EQ_INT(store_msg_keywords(mb, 0, names), 2 * KWC_N);
+    CHECK_EQ_INT(store_msg_keywords(mb, 1, names), KWC_N);
+    for (size_t i = 0; i < store_msg_keywords(mb, 1, names); i++) {
+        int num = atoi(names[i] + 1);
+        CHECK(num % 2 == 0);
+    }
+out:
+    store_mailbox_close(mb);
+    store_free(s);
+    rm_rf(root);
+    free(root);
+}
+
 /* Child of exclusive_open: 0 if the lock is refused with EWOULDBLOCK. */
 static int try_lock(const char *root)
 {
@@ -1087,6 +1491,8 @@ int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--try-lock") == 0)
         return try_lock(argv[2]);
+    if (argc == 4 && strcmp(argv[1], "--kw-child") == 0)
+        return kwc_child(argv[2], argv[3][0]);
     if (argc < 1 || realpath(argv[0], self_path) == NULL)
         return 1;
     log_set_level(LOG_ERR); /* rebuilds are logged at warn: expected here */
@@ -1107,5 +1513,10 @@ int main(int argc, char **argv)
     RUN(concurrent_delivery_and_sessions);
     RUN(concurrent_processes);
     RUN(mem_mailbox);
+    RUN(keywords_in_names);
+    RUN(keywords_survive_rebuild);
+    RUN(keywords_dovecot_folder);
+    RUN(keywords_limit);
+    RUN(keywords_concurrent);
     return harness_done("test_mailbox");
 }
