@@ -453,6 +453,7 @@ void config_free(struct config *cfg)
     }
     free(cfg->tls_certs);
     free(cfg->plaintext_nets);
+    free(cfg->etrn_nets);
     free(cfg->local_socket);
     for (size_t i = 0; i < cfg->nroutes; i++)
         config_route_free(&cfg->routes[i]);
@@ -548,7 +549,7 @@ enum directive_id {
     D_EXPN, D_LIMIT, D_TLS_CERT, D_AUTH_MECHS, D_PLAINTEXT_NETS,
     D_SENDER_MATCH, D_LOCAL_SOCKET, D_QUOTA, D_QUOTA_EXCEEDED,
     D_ROUTE, D_RELAY_TLS, D_RELAY_TLS_CA, D_DNS_RESOLVER, D_DNS_TRUST_ANCHOR,
-    D_MX_PORT, D__COUNT
+    D_MX_PORT, D_ETRN_NETS, D__COUNT
 };
 
 struct parser {
@@ -1025,9 +1026,22 @@ static int d_auth_mechs(struct parser *p, char **a, size_t n)
     return 0;
 }
 
+static int parse_nets(struct parser *p, char **a, size_t n, struct cfg_net **nets,
+                      size_t *nnets);
+
 static int d_plaintext_nets(struct parser *p, char **a, size_t n)
 {
-    struct config *cfg = p->cfg;
+    return parse_nets(p, a, n, &p->cfg->plaintext_nets, &p->cfg->nplaintext_nets);
+}
+
+static int d_etrn_nets(struct parser *p, char **a, size_t n)
+{
+    return parse_nets(p, a, n, &p->cfg->etrn_nets, &p->cfg->netrn_nets);
+}
+
+static int parse_nets(struct parser *p, char **a, size_t n, struct cfg_net **nets,
+                      size_t *nnets)
+{
     for (size_t i = 0; i < n; i++) {
         char host[INET6_ADDRSTRLEN + 1];
         const char *slash = strchr(a[i], '/');
@@ -1056,10 +1070,8 @@ static int d_plaintext_nets(struct parser *p, char **a, size_t n)
                 return perr(p, "invalid prefix length in '%s'", Q(a[i]));
             net.prefix = (unsigned)v;
         }
-        cfg->plaintext_nets = xreallocarray(cfg->plaintext_nets,
-                                            cfg->nplaintext_nets + 1,
-                                            sizeof(*cfg->plaintext_nets));
-        cfg->plaintext_nets[cfg->nplaintext_nets++] = net;
+        *nets = xreallocarray(*nets, *nnets + 1, sizeof(**nets));
+        (*nets)[(*nnets)++] = net;
     }
     return 0;
 }
@@ -1130,13 +1142,23 @@ static int d_quota_exceeded(struct parser *p, char **a, size_t n)
     return 0;
 }
 
-bool config_plaintext_peer(const struct config *cfg, const char *peer)
+static bool peer_in(const struct cfg_net *nets, size_t n, const char *peer)
 {
     unsigned char addr[16];
     int family = strchr(peer, ':') ? AF_INET6 : AF_INET;
     if (inet_pton(family, peer, addr) != 1)
         return false;
-    return config_net_match(cfg->plaintext_nets, cfg->nplaintext_nets, family, addr);
+    return config_net_match(nets, n, family, addr);
+}
+
+bool config_plaintext_peer(const struct config *cfg, const char *peer)
+{
+    return peer_in(cfg->plaintext_nets, cfg->nplaintext_nets, peer);
+}
+
+bool config_etrn_peer(const struct config *cfg, const char *peer)
+{
+    return peer_in(cfg->etrn_nets, cfg->netrn_nets, peer);
 }
 
 bool config_net_match(const struct cfg_net *nets, size_t n, int family,
@@ -1264,6 +1286,7 @@ static const struct directive directives[D__COUNT] = {
     [D_DNS_RESOLVER] = {"dns-resolver", 1, MAX_WORDS, true, d_dns_resolver},
     [D_DNS_TRUST_ANCHOR] = {"dns-trust-anchor", 1, 1, true, d_dns_trust_anchor},
     [D_MX_PORT] = {"mx-port", 1, 1, true, d_mx_port},
+    [D_ETRN_NETS] = {"etrn-networks", 1, MAX_WORDS, true, d_etrn_nets},
 };
 
 static int parse_line(struct parser *p, char *line, char **words)

@@ -118,6 +118,8 @@ struct config {
     struct cfg_tls_cert *tls_certs; size_t ntls_certs; /* first = default */
     struct cfg_net *plaintext_nets; size_t nplaintext_nets; /* PLAIN/LOGIN
                                allowed without TLS from these networks */
+    struct cfg_net *etrn_nets; size_t netrn_nets; /* ETRN allowed without
+                               authentication from these networks */
 
     struct cfg_listener *listeners; size_t nlisteners;
     struct cfg_domain *domains;     size_t ndomains; /* in file order: the
@@ -183,6 +185,8 @@ bool config_net_match(const struct cfg_net *nets, size_t n, int family,
 /* True if a client address as text ("192.0.2.1", "2001:db8::1") is in
  * auth-plaintext-networks; false for anything that is not an address. */
 bool config_plaintext_peer(const struct config *cfg, const char *peer);
+/* The same for etrn-networks. */
+bool config_etrn_peer(const struct config *cfg, const char *peer);
 
 /*
  * What local@domain means here, one step only: steps 1-8 of the order in

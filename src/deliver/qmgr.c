@@ -44,6 +44,7 @@ struct qmgr {
     struct qmgr_item *in_relay;                 /* handed to the relay */
     char current[QUEUE_ID_SIZE];                /* being delivered now */
     struct relay *relay;
+    bool flush;                                 /* qmgr_flush asked */
     bool stopping;
 };
 
@@ -573,11 +574,18 @@ static time_t qmgr_promote(struct qmgr *m, time_t now)
     return next;
 }
 
+static void qmgr_do_flush(struct qmgr *m);
+
 static void *qmgr_thread(void *arg)
 {
     struct qmgr *m = arg;
     pthread_mutex_lock(&m->mu);
     while (!m->stopping) {
+        if (m->flush) {
+            m->flush = false;
+            qmgr_do_flush(m);
+            continue;
+        }
         time_t now = time(NULL);
         time_t next = qmgr_promote(m, now);
         struct qmgr_item *it = m->ready_head;
@@ -691,8 +699,11 @@ static bool qmgr_known(struct qmgr *m, const char *id)
     return false;
 }
 
-void qmgr_flush(struct qmgr *m)
+/* On the delivery thread (called with the lock held; drops it while the
+ * queue directory is read). */
+static void qmgr_do_flush(struct qmgr *m)
 {
+    pthread_mutex_unlock(&m->mu);
     struct qmgr_rescan rs = {m, NULL, 0};
     queue_list(m->queue, qmgr_rescan_cb, &rs);
     pthread_mutex_lock(&m->mu);
@@ -715,11 +726,19 @@ void qmgr_flush(struct qmgr *m)
         free(rs.ids[i]);
     }
     free(rs.ids);
-    pthread_cond_signal(&m->cv);
-    pthread_mutex_unlock(&m->mu);
     char count[32];
     snprintf(count, sizeof(count), "%zu", added);
     log_kv(LOG_INFO, "queue.flush", "new", count, NULL);
+}
+
+void qmgr_flush(struct qmgr *m)
+{
+    /* Cheap for the caller (the event loop: ETRN, SIGUSR1): the delivery
+     * thread reads the queue directory. */
+    pthread_mutex_lock(&m->mu);
+    m->flush = true;
+    pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&m->mu);
 }
 
 struct qmgr *qmgr_start(struct queue *q, struct store *st, struct cfgref *cfg,

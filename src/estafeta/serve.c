@@ -185,6 +185,13 @@ static void serve_on_usr1(evutil_socket_t sig, short what, void *arg)
     qmgr_flush(sv->qmgr);
 }
 
+static void serve_on_etrn(const char *node, void *arg)
+{
+    (void)node;
+    struct serve *sv = arg;
+    qmgr_flush(sv->qmgr);
+}
+
 static void serve_on_hup(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
@@ -499,6 +506,7 @@ int cmd_serve(int argc, char **argv)
         goto out;
     }
     buf_free(&rerr);
+    smtpd_set_flush(sv.smtpd, serve_on_etrn, &sv);
     struct serve_accept_arg *args = xcalloc(sv.nlisteners ? sv.nlisteners : 1,
                                             sizeof(*args));
     for (size_t i = 0; i < sv.nlisteners; i++) {

@@ -97,6 +97,8 @@ static bool cmd_sender_owned(const struct session *s, const struct smtp_addr *fr
     return owned;
 }
 
+static bool cmd_etrn_allowed(const struct session *s);
+
 static void cmd_helo(struct session *s, const struct smtp_cmd *cmd, bool esmtp)
 {
     if (cmd->arg == NULL || cmd->arg_len == 0 ||
@@ -132,6 +134,8 @@ static void cmd_helo(struct session *s, const struct smtp_cmd *cmd, bool esmtp)
         conn_printf(s->conn, "250-STARTTLS\r\n");
     if (mechs[0] != '\0')
         conn_printf(s->conn, "250-AUTH %s\r\n", mechs);
+    if (mechs[0] != '\0' || cmd_etrn_allowed(s))
+        conn_printf(s->conn, "250-ETRN\r\n");
     conn_printf(s->conn, "250 DSN\r\n");
 }
 
@@ -459,6 +463,50 @@ static void cmd_vrfy_expn(struct session *s, const struct smtp_cmd *cmd, bool ex
     resolve_result_free(&rr);
 }
 
+/* ETRN (RFC 1985) for authenticated clients and etrn-networks: the whole
+ * deferred queue is retried now (a flush is cheap and covers the node),
+ * so the reply is always "started". */
+static bool cmd_etrn_allowed(const struct session *s)
+{
+    return s->authenticated || config_etrn_peer(s->cfg, s->peer);
+}
+
+static void cmd_etrn(struct session *s, const struct smtp_cmd *cmd)
+{
+    if (!s->helo_seen) {
+        session_reply(s, 503, "5.5.1", "Error: send HELO/EHLO first");
+        return;
+    }
+    if (s->in_tx) {
+        session_reply(s, 503, "5.5.1", "Error: ETRN not allowed in a mail transaction");
+        return;
+    }
+    const char *a = cmd->arg;
+    size_t n = cmd->arg_len;
+    if (a != NULL && n > 0 && (a[0] == '@' || a[0] == '#')) {
+        a++;
+        n--;
+    }
+    if (a == NULL || n == 0 || n > 255 || !smtp_helo_valid(a, n)) {
+        session_reply(s, 501, "5.5.4", "Syntax: ETRN [@]domain | #queue");
+        return;
+    }
+    char node[256];
+    memcpy(node, a, n);
+    node[n] = '\0';
+    if (!cmd_etrn_allowed(s)) {
+        session_reply(s, 459, "4.7.1", "<%s>: ETRN is only for authenticated "
+                      "clients", node);
+        return;
+    }
+    if (!smtpd_request_flush(s->srv, node)) {
+        session_reply(s, 458, "4.3.0", "Unable to queue messages for node <%s>", node);
+        return;
+    }
+    log_kv(LOG_INFO, "smtp.etrn", "sid", s->sid, "client", s->peer, "node", node, NULL);
+    session_reply(s, 250, "2.0.0", "Queuing for node <%s> started", node);
+}
+
 static void cmd_help(struct session *s)
 {
     conn_printf(s->conn,
@@ -522,11 +570,13 @@ void cmd_dispatch(struct session *s, const struct smtp_cmd *cmd)
     case SMTP_CMD_STARTTLS:
         cmd_starttls(s, cmd);
         break;
+    case SMTP_CMD_ETRN:
+        cmd_etrn(s, cmd);
+        break;
     case SMTP_CMD_TURN:
     case SMTP_CMD_SEND:
     case SMTP_CMD_SOML:
     case SMTP_CMD_SAML:
-    case SMTP_CMD_ETRN:
     case SMTP_CMD_ATRN:
         /* RFC 5321 4.2.4: recognised but not implemented. TURN stays
          * refused: it would hand mail to an unauthenticated peer. */

@@ -176,6 +176,8 @@ bool smtpd_auth_locked(struct smtpd *srv, const struct session *s);
 void smtpd_auth_failed(struct smtpd *srv, const struct session *s);
 void smtpd_auth_succeeded(struct smtpd *srv, const struct session *s);
 void smtpd_notify_committed(struct smtpd *srv, const char *id);
+/* ETRN: asks the queue to retry now; false if nothing is wired to it. */
+bool smtpd_request_flush(struct smtpd *srv, const char *node);
 /* The RCPT quota check (cmd.c asks, smtpd.c runs the worker and keeps a
  * short-lived cache of usages per mailbox, SMTPD_QUOTA_CACHE_MS, which
  * cmd.c uses only to accept). */

@@ -62,6 +62,8 @@ struct smtpd {
     struct cfgref *cfg;
     smtpd_committed_fn committed;
     void *committed_arg;
+    void (*flush)(const char *node, void *arg);   /* ETRN */
+    void *flush_arg;
     struct batch *committer;
     struct session *sessions;
     size_t nsessions;
@@ -120,6 +122,21 @@ struct queue *smtpd_queue(struct smtpd *srv) { return srv->queue; }
 struct tls_server *smtpd_tls(struct smtpd *srv) { return srv->tls; }
 struct store *smtpd_store(struct smtpd *srv) { return srv->store; }
 void smtpd_set_store(struct smtpd *srv, struct store *st) { srv->store = st; }
+
+void smtpd_set_flush(struct smtpd *srv, void (*flush)(const char *node, void *arg),
+                     void *arg)
+{
+    srv->flush = flush;
+    srv->flush_arg = arg;
+}
+
+bool smtpd_request_flush(struct smtpd *srv, const char *node)
+{
+    if (srv->flush == NULL)
+        return false;
+    srv->flush(node, srv->flush_arg);
+    return true;
+}
 struct event_base *smtpd_base(struct smtpd *srv) { return srv->base; }
 
 void smtpd_set_tls(struct smtpd *srv, struct tls_server *ts)

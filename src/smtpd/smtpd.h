@@ -24,6 +24,8 @@
 
 #include <stddef.h>
 
+#include <stdbool.h>
+
 #include "conf/cfgref.h"
 #include "conf/config.h"
 
@@ -43,6 +45,10 @@ void smtpd_set_config(struct smtpd *srv, struct cfgref *cfg);
 /* The mailbox store, for quota checks at RCPT time (not owned). */
 struct store;
 void smtpd_set_store(struct smtpd *srv, struct store *st);
+/* ETRN (RFC 1985) from an authenticated client or one in etrn-networks
+ * calls flush(node, arg) on the event loop: it must not block. */
+void smtpd_set_flush(struct smtpd *srv, void (*flush)(const char *node, void *arg),
+                     void *arg);
 void smtpd_accept(struct smtpd *srv, int fd, const char *peer,
                   enum listener_role role);
 /* A client of the local submission socket, identified by its uid. */

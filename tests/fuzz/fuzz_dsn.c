@@ -1,3 +1,8 @@
+/*
+ * Fuzz target for proto/dsn: arbitrary recipient fields and an arbitrary
+ * original; every report line must end in CRLF within DSN_LINE_MAX, and the
+ * copy filter must give the same result fed whole or split.
+ */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +24,7 @@ static void check_lines(const char *p, size_t n) {
     }
     if (n < 2 || p[n-2] != '\r' || p[n-1] != '\n') abort();
 }
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 4) return 0;
     uint8_t f = data[0], g = data[1], split = data[2]; uint8_t mx = data[3];

@@ -14,7 +14,8 @@ directory the caller gives (a pytest tmp dir).
     pf.log()                        # Postfix's own log (maillog_file)
     pf.stop()                       # postfix -c DIR stop; kill -9 fallback
 
-or `with Postfix(...) as pf:` (starts, and always stops on exit).
+or `with Postfix(...) as pf:` (starts, and always stops on exit). Instances
+still running when the interpreter exits are stopped by an atexit hook.
 
 How it runs (what was found to work with Postfix 3.7 on Debian, as root):
 
@@ -28,8 +29,8 @@ How it runs (what was found to work with Postfix 3.7 on Debian, as root):
    create-missing` makes the queue subdirectories (owned by postfix, public/
    and maildrop/ group postdrop) and the data_directory. No explicit
    `postfix set-permissions` is needed (it would also re-chmod the shared
-   files under /usr, so it is not run). check-warn's complaints (e.g. a
-   parent directory mode) only go to the log and never stop the start.
+   files under /usr, so it is not run). None of check-warn's complaints
+   appear with this layout; they would only be logged, never stop the start.
  - The root directory is made traversable (o+x, as helpers.make_traversable
    does for estafeta) so that the virtual(8) delivery agent, running as the
    postfix user, reaches the Maildir base, which is owned by postfix.
@@ -44,7 +45,8 @@ How it runs (what was found to work with Postfix 3.7 on Debian, as root):
    myhostname/mydomain given, smtp_/lmtp_dns_support_level = disabled with
    native host lookups, and no mail ever leaves: every non-virtual transport
    is error:, so the smtp client is never run (no smtp/relay/lmtp services
-   in master.cf). inet_protocols = ipv4.
+   in master.cf); a recipient in any other domain is refused at RCPT with
+   550 5.7.1. inet_protocols = ipv4.
  - Listening address: only the smtpd line of master.cf names ADDR:PORT.
    inet_interfaces stays 127.0.0.1 even when ADDR is another 127.0.0.x:
    Postfix refuses (fatal, exit 1) an inet_interfaces address that is not

@@ -90,6 +90,7 @@ class _Handler(socketserver.StreamRequestHandler):
             msg = None
             while True:
                 line = self.readline()
+                sc = self.sink.script   # the test may change it meanwhile
                 self.sink.commands.append(line)
                 cmd = line.decode("utf-8", "replace").rstrip("\r\n")
                 verb = cmd.split(" ", 1)[0].upper()

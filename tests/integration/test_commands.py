@@ -129,12 +129,22 @@ def test_expn_on(server_on):
 
 @pytest.mark.parametrize("verb", ["TURN", "SEND FROM:<a@remote.test>",
                                   "SOML FROM:<a@remote.test>",
-                                  "SAML FROM:<a@remote.test>", "ETRN example.test",
+                                  "SAML FROM:<a@remote.test>",
                                   "ATRN example.test"])
 def test_obsolete_commands_refused(server, verb):
     with SMTPRaw(server.port) as c:
         c.hello()
         c.cmd_expect(verb, 502, "5.5.1")
+        c.cmd_expect("NOOP", 250, "2.0.0")
+
+
+def test_etrn_refused_for_anonymous_clients(server):
+    """ETRN (RFC 1985, issue 5) is for authenticated clients and
+    etrn-networks only: an anonymous MX client gets 459, the session goes on."""
+    with SMTPRaw(server.port) as c:
+        c.hello()
+        c.cmd_expect("ETRN example.test", 459, "4.7.1")
+        c.cmd_expect("ETRN", 501, "5.5.4")
         c.cmd_expect("NOOP", 250, "2.0.0")
 
 

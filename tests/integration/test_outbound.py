@@ -19,7 +19,8 @@ def relay_server(tmp_path, dns_port, extra="", name="estafeta"):
     """A server whose MX hosts listen on mx_port (sinks bind 127.0.0.x on
     that port), with fast retries."""
     conf = (f"dns-resolver 127.0.0.1@{dns_port}\n"
-            "limit relay-retry-min 1\nlimit relay-retry-max 2\n"
+            + ("" if "relay-retry" in extra else
+               "limit relay-retry-min 1\nlimit relay-retry-max 2\n") +
             "limit retry-min 1\nlimit retry-max 2\n"
             + ("" if "relay-idle" in extra else "limit relay-idle 1\n") + extra)
     sub = free_port()
@@ -586,3 +587,45 @@ def test_delay_warning_sent_once(tmp_path, dns):
     finally:
         finish_server(s)
         sink.stop()
+
+
+def test_etrn_starts_the_queue_for_authenticated_clients(tmp_path, dns):
+    """RFC 1985: ETRN from an authenticated client (or etrn-networks)
+    retries deferred mail now; an anonymous one gets 459."""
+    sink = Sink({"rcpt": "451 4.3.0 later"}).start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n"
+                     "limit relay-retry-min 3600\nlimit relay-retry-max 3600\n")
+    try:
+        send(s, SENDER, ["etrn@example.net"], "x\r\n")
+        wait_for_log(s, r"relay\.deferred", timeout=30)
+        sink.script = {}
+        with smtplib.SMTP("127.0.0.1", s.port, timeout=10) as c:
+            c.ehlo("client.remote.test")
+            code, msg = c.docmd("ETRN", "example.net")
+            assert code == 459, (code, msg)
+        assert sink.messages == []
+        with submission(s) as c:
+            assert "etrn" in c.esmtp_features
+            code, msg = c.docmd("ETRN", "bogus..domain")
+            assert code == 501
+            code, msg = c.docmd("ETRN", "@example.net")
+            assert code == 250, (code, msg)
+        sink.wait_messages(1, timeout=20)
+        s.wait_queue_empty(timeout=20)
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_etrn_networks(tmp_path, dns):
+    s = relay_server(tmp_path, dns.port, "etrn-networks 127.0.0.0/8\n")
+    try:
+        with smtplib.SMTP("127.0.0.1", s.port, timeout=10) as c:
+            c.ehlo("client.remote.test")
+            assert "etrn" in c.esmtp_features
+            code, msg = c.docmd("ETRN", "example.net")
+            assert code == 250, (code, msg)
+        wait_for_log(s, r"queue\.flush", timeout=10)
+    finally:
+        finish_server(s)
