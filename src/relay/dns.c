@@ -988,9 +988,14 @@ struct dns *dns_new(struct event_base *base, const struct dns_config *c,
         }
     }
     if (c->nservers == 0 && (r = ub_ctx_resolvconf(d->ctx, NULL)) != 0) {
-        buf_appendf(err_r, "/etc/resolv.conf: %s",
-                    r == UB_READFILE ? strerror(errno) : ub_strerror(r));
-        goto fail;
+        if (r != UB_READFILE) {
+            buf_appendf(err_r, "/etc/resolv.conf: %s", ub_strerror(r));
+            goto fail;
+        }
+        /* No resolv.conf (a bare container): unbound then resolves from
+         * the root servers itself, which works anywhere with a network. */
+        log_kv(LOG_WARN, "dns.no_resolv_conf", "error", strerror(errno),
+               "action", "resolving from the root servers", NULL);
     }
     /* libunbound applies the configuration (reads the trust anchor, sets
      * up the modules) at the first query, and a failure there would turn

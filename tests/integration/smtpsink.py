@@ -225,6 +225,10 @@ class _Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
 
 
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
 class Sink:
     def __init__(self, script=None, host="127.0.0.1", port=0):
         self.script = script or {}
@@ -233,7 +237,8 @@ class Sink:
         self.commands = []
         self.logins = []
         self.connections = 0
-        self.server = _Server((host, port), _Handler)
+        cls = _Server6 if ":" in host else _Server
+        self.server = cls((host, port), _Handler)
         self.server.sink = self
         self.host = host
         self.port = self.server.server_address[1]

@@ -629,3 +629,86 @@ def test_etrn_networks(tmp_path, dns):
         wait_for_log(s, r"queue\.flush", timeout=10)
     finally:
         finish_server(s)
+
+
+def test_ipv6_address_of_the_mx(tmp_path, dns):
+    """An MX host with only an AAAA record is reached over IPv6; with both,
+    a dead IPv4 address falls back to the IPv6 one."""
+    sink = Sink(host="::1").start()
+    dns.set_zone({"six.test": {"MX": [(10, "mx.six.test")]},
+                  "mx.six.test": {"AAAA": ["::1"]},
+                  "both.test": {"MX": [(10, "mx.both.test")]},
+                  "mx.both.test": {"A": ["127.0.0.9"], "AAAA": ["::1"]}})
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n")
+    try:
+        send(s, SENDER, ["v6@six.test"], "over ipv6\r\n")
+        sink.wait_messages(1)
+        send(s, SENDER, ["v6@both.test"], "fallback to ipv6\r\n")
+        sink.wait_messages(2)
+        s.wait_queue_empty(timeout=20)
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_connections_per_destination_limit(tmp_path, dns):
+    """With relay-connections-per-destination 1, ten messages go over one
+    connection at a time (and all arrive)."""
+    sink = Sink().start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n"
+                     "limit relay-connections-per-destination 1\nlimit relay-idle 5\n")
+    try:
+        import threading
+        active = {"now": 0, "max": 0}
+        orig = sink.server.RequestHandlerClass.handle
+
+        def counting(handler):
+            active["now"] += 1
+            active["max"] = max(active["max"], active["now"])
+            try:
+                orig(handler)
+            finally:
+                active["now"] -= 1
+        sink.server.RequestHandlerClass = type("H", (sink.server.RequestHandlerClass,),
+                                               {"handle": counting})
+        threads = [threading.Thread(target=send, args=(s, SENDER, [f"c{i}@example.net"],
+                                                       f"m{i}\r\n"))
+                   for i in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        sink.wait_messages(10, timeout=60)
+        s.wait_queue_empty(timeout=20)
+        assert active["max"] == 1
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_queue_bounce_by_the_administrator_sends_a_dsn(tmp_path, dns):
+    """`estafeta queue bounce` fails the pending recipients; the server then
+    sends the sender a DSN and the message leaves the queue."""
+    import subprocess
+    from helpers import estafeta_bin
+    sink = Sink({"rcpt": "451 4.3.0 later"}).start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n"
+                     "limit relay-retry-min 3600\nlimit relay-retry-max 3600\n")
+    try:
+        send(s, SENDER, ["stuck@example.net"], "x\r\n")
+        wait_for_log(s, r"relay\.deferred", timeout=30)
+        p = subprocess.run([str(estafeta_bin()), "queue", "bounce", "--all", "-c",
+                            str(s.config_path)], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        dsn = wait_dsn(s, SENDER)
+        text = status_part(dsn)
+        assert "Final-Recipient: rfc822; stuck@example.net" in text
+        assert "Action: failed" in text
+        assert "administrator" in dsn.as_string()
+        s.wait_queue_empty(timeout=20)
+        assert sink.messages == []
+    finally:
+        finish_server(s)
+        sink.stop()

@@ -63,6 +63,8 @@ static void count_cb(const char *id, void *arg)
 }
 
 /* Queues one message for the given recipients; returns its id in id_r. */
+static int64_t enqueue_created; /* 0: now */
+
 static int enqueue(struct queue *q, const char *sender, const char **rcpts,
                    size_t n, const char *body, char *id_r)
 {
@@ -78,7 +80,7 @@ static int enqueue(struct queue *q, const char *sender, const char **rcpts,
                                    .status = (char *)""};
     struct queue_env env = {
         .sender = (char *)sender,
-        .created = (int64_t)time(NULL),
+        .created = enqueue_created ? enqueue_created : (int64_t)time(NULL),
         .envid = (char *)"",
         .client_addr = (char *)"127.0.0.1",
         .client_helo = (char *)"test",
@@ -203,11 +205,52 @@ TEST(test_vanished_user_fails_permanently)
     config_free(cfg);
 }
 
+/* A recipient still pending after queue-lifetime fails with 4.4.7 and the
+ * sender gets one DSN; the message is removed. */
+TEST(test_expired_message_bounces)
+{
+    struct config *cfg = load_cfg();
+    if (cfg == NULL)
+        return;
+    struct queue *q = queue_mem_new();
+    struct store *st = store_mem_new();
+    const char *rcpts[] = {"far@remote.test"};
+    char id[QUEUE_ID_SIZE];
+    enqueue_created = (int64_t)time(NULL) - (int64_t)cfg->limits[LIM_QUEUE_LIFETIME] - 10;
+    CHECK_EQ_INT(enqueue(q, "s@x.test", rcpts, 1, "Subject: old\r\n\r\nx\r\n", id), 0);
+    enqueue_created = 0;
+    CHECK_EQ_INT(qmgr_deliver_one(q, st, cfg, id), 1);
+    struct list_ctx lc = {0, ""};
+    queue_list(q, count_cb, &lc);
+    CHECK_EQ_INT(lc.n, 1);
+    struct queue_env *env = NULL;
+    CHECK_EQ_INT(queue_load(q, lc.id, &env), 0);
+    if (env != NULL) {
+        CHECK_EQ_STR(env->sender, "");
+        CHECK_EQ_STR(env->rcpts[0].address, "s@x.test");
+        queue_env_free(env);
+    }
+    struct queue_body *b;
+    CHECK_EQ_INT(queue_body_open(q, lc.id, &b), 0);
+    char text[8192];
+    ssize_t n = queue_body_read(b, text, sizeof(text) - 1);
+    queue_body_close(b);
+    CHECK(n > 0);
+    text[n > 0 ? n : 0] = '\0';
+    CHECK(strstr(text, "Action: failed") != NULL);
+    CHECK(strstr(text, "Status: 4.4.7") != NULL);
+    CHECK(strstr(text, "Final-Recipient: rfc822; far@remote.test") != NULL);
+    store_free(st);
+    queue_close(q);
+    config_free(cfg);
+}
+
 int main(void)
 {
     RUN(test_expansion_one_copy_per_mailbox);
     RUN(test_forwarding_split_into_new_message);
     RUN(test_vanished_user_fails_permanently);
+    RUN(test_expired_message_bounces);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf /tmp/estafeta-qmgr-*");
     if (system(cmd) != 0)
