@@ -467,6 +467,7 @@ def run_load(target, size, sessions, messages, reuse=True, deliver_timeout=None,
                      queue is empty again, per message
       cpu_accept_ms_per_msg  the same, only until smtp-source exits
       peak_rss_kib   peak RSS of the server during the run (see ProcGroup)
+      pss_end_kib    its PSS at the end (shared pages counted once)
     """
     if load_timeout is None:
         load_timeout = 60 + messages * size / 2e6 + messages / 50
@@ -497,6 +498,7 @@ def run_load(target, size, sessions, messages, reuse=True, deliver_timeout=None,
     finally:
         peak = sampler.finish()
     hwm = g.hwm_kib()
+    pss = g.pss_kib()
     got = count_files(target.maildir_new) if target.maildir_new is not None else messages
     if got != messages:
         raise BenchError("%s: %d messages in the Maildir, %d sent" % (target.name, got,
@@ -511,6 +513,7 @@ def run_load(target, size, sessions, messages, reuse=True, deliver_timeout=None,
         "cpu_sys_ms_per_msg": (cpu1[1] - cpu0[1]) * 1000.0 / messages,
         "cpu_accept_ms_per_msg": (sum(cpu_acc) - sum(cpu0)) * 1000.0 / messages,
         "peak_rss_kib": max(peak, hwm),
+        "pss_end_kib": pss,
         "procs": sampler.max_procs,
     }
 

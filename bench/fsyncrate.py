@@ -7,6 +7,7 @@ scratch directory on the same filesystem as the servers' data:
            bytes, fsync it, rename into new/, and every BATCH files one
            fsync of new/ (BATCH=1: per file, as qmail/Maildir; larger:
            group commit)
+  parallel newfile in 8 threads at once (several fsyncs in flight)
   append   what a log-structured spool does: append SIZE bytes to one open
            file and fdatasync it
 
@@ -49,6 +50,26 @@ def _newfile(base, size, count, seconds, batch):
     return n, time.monotonic() - t0
 
 
+def _parallel(base, size, count, seconds, threads, batch):
+    """_newfile in `threads` threads at once (each its own tmp/ and new/):
+    what a committer that keeps several fsyncs in flight could reach."""
+    import threading
+    results = [None] * threads
+
+    def work(i):
+        d = os.path.join(base, "t%d" % i)
+        os.makedirs(d)
+        results[i] = _newfile(d, size, count // threads, seconds, batch)
+
+    ts = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    t0 = time.monotonic()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return sum(r[0] for r in results if r), time.monotonic() - t0
+
+
 def _append(base, size, count, seconds):
     path = os.path.join(base, "log")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -74,6 +95,8 @@ def measure(where, size=1024, count=20000, seconds=3.0):
     try:
         for name, fn in (("newfile+fsync+rename, dir fsync each", lambda d: _newfile(d, size, count, seconds, 1)),
                          ("newfile+fsync+rename, dir fsync per 32", lambda d: _newfile(d, size, count, seconds, 32)),
+                         ("newfile+fsync+rename, 8 threads, dir fsync per 32",
+                          lambda d: _parallel(d, size, 3 * count, seconds, 8, 32)),
                          ("append+fdatasync", lambda d: _append(d, size, count, seconds))):
             d = os.path.join(base, str(len(out)))
             os.makedirs(d)

@@ -93,6 +93,7 @@ struct rconn {
     struct rconn *all_next;     /* relay->conns */
     struct rdest *dest;
     struct relay *relay;
+    struct cfgref *cfg;         /* the client keeps pointers into it */
     int fd;
     struct event *ev;           /* connect wait, then idle timer */
     size_t addr_i;              /* address being tried */
@@ -601,6 +602,7 @@ static void relay_on_reap(evutil_socket_t fd, short what, void *arg)
         struct rconn *c = r->reap;
         r->reap = c->next;
         client_free(c->cl);
+        cfgref_put(c->cfg);
         free(c);
     }
     relay_run_all(r);
@@ -667,7 +669,7 @@ static void conn_on_connect(evutil_socket_t fd, short what, void *arg)
         conn_next_address(c);
         return;
     }
-    const struct config *cfg = relay_cfg(r);
+    const struct config *cfg = c->cfg->cfg;
     struct client_params p = {
         .cfg = cfg,
         .tls = r->tls,
@@ -714,6 +716,7 @@ static void conn_open(struct rdest *d)
     struct rconn *c = xcalloc(1, sizeof(*c));
     c->dest = d;
     c->relay = r;
+    c->cfg = cfgref_get(r->cfg);
     c->fd = -1;
     d->nconns++;
     d->nopening++;
@@ -838,6 +841,7 @@ static void conn_on_closed(struct smtp_client *cl, enum client_outcome how,
     /* freed from the reap event, never inside its own callback */
     struct rconn *husk = xcalloc(1, sizeof(*husk));
     husk->cl = old;
+    husk->cfg = cfgref_get(c->cfg);
     husk->next = r->reap;
     r->reap = husk;
     static const struct timeval now = {0, 0};
@@ -1122,6 +1126,7 @@ void relay_stop(struct relay *r)
         if (c->fd >= 0)
             close(c->fd);
         client_free(c->cl);
+        cfgref_put(c->cfg);
         free(c);
     }
     while (r->msgs != NULL) {
