@@ -314,7 +314,7 @@ class EstafetaTarget:
 class PostfixTarget:
     """Postfix from Debian, its own instance (tests/integration/postfix.py:
     nothing under /etc or /var is touched), virtual Maildir delivery for
-    bench.test (catch-all to bench), tuned as TUNING_README advises for an
+    bench.test (catch-all to bench), tuned for an
     inbound benchmark: no client DNS lookups (smtpd_peername_lookup = no),
     in_flow_delay = 0, no per-client connection count/rate limits, enough
     smtpd processes for every session, no STARTTLS, no DNS anywhere

@@ -21,6 +21,8 @@
 #include "store/mailbox.h"
 #include "store/store.h"
 
+#define QMGR_BOX_LOCKS 64
+
 struct qmgr_item {
     struct qmgr_item *next;
     char id[QUEUE_ID_SIZE];
@@ -36,13 +38,19 @@ struct qmgr {
     struct queue *queue;
     struct store *store;
     struct cfgref *cfg;
-    pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct qmgr_item *ready_head, *ready_tail;  /* due now, FIFO */
     struct qmgr_item *waiting;                  /* retries, unordered */
     struct qmgr_item *in_relay;                 /* handed to the relay */
-    char current[QUEUE_ID_SIZE];                /* being delivered now */
+    char (*current)[QUEUE_ID_SIZE];             /* per worker: being
+                                                   delivered now */
+    pthread_t *threads;
+    size_t nthreads;
+    /* With a quota, the check and the delivery of one mailbox must not
+     * interleave with another worker's (or both could pass the check and
+     * overfill it): striped locks by mailbox name. */
+    pthread_mutex_t box_locks[QMGR_BOX_LOCKS];
     struct relay *relay;
     bool flush;                                 /* qmgr_flush asked */
     bool stopping;
@@ -189,18 +197,38 @@ static int qmgr_reinject_rcpts(struct queue *q, const struct queue_env *env,
 }
 
 static int qmgr_report(struct qmgr *m, struct queue *q, const struct config *cfg,
-                       struct queue_env *env);
+                       struct queue_env *env, bool *dirty);
 
-/* Records a recipient's new state durably and in env. */
-static int qmgr_set_state(struct queue *q, struct queue_env *env, size_t i,
-                          enum queue_rcpt_state ns, const char *text)
+/*
+ * Records a recipient's new state in env; qmgr_flush_states writes what
+ * changed at the end of the pass, unless the message is then removed: a
+ * message finished in one pass never gets a state file (two fsyncs, a file
+ * and an unlink saved per message). A crash before the removal delivers it
+ * again, which the at-least-once rule of doc/queue.md allows; a crash can
+ * never lose it, since nothing is removed before its copies are durable.
+ */
+static void qmgr_set_state(struct queue_env *env, bool *dirty, size_t i,
+                           enum queue_rcpt_state ns, const char *text)
 {
-    if (queue_rcpt_update(q, env->id, i, ns, text) < 0)
-        return -1;
     env->rcpts[i].state = ns;
     free(env->rcpts[i].status);
     env->rcpts[i].status = xstrdup(text);
-    return 0;
+    dirty[i] = true;
+}
+
+static int qmgr_flush_states(struct queue *q, const struct queue_env *env, bool *dirty)
+{
+    int rc = 0;
+    for (size_t i = 0; i < env->nrcpts; i++) {
+        if (!dirty[i])
+            continue;
+        if (queue_rcpt_update(q, env->id, i, env->rcpts[i].state,
+                              env->rcpts[i].status) < 0)
+            rc = -1;
+        else
+            dirty[i] = false;
+    }
+    return rc;
 }
 
 /*
@@ -269,7 +297,20 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
      * quota-exceeded permanent (the recipient fails). */
     int *box_ok = xcalloc(boxes.n ? boxes.n : 1, sizeof(*box_ok));
     for (size_t k = 0; k < boxes.n; k++) {
-        if (qmgr_deliver_mailbox(q, st, cfg, env, boxes.v[k]) == 0)
+        pthread_mutex_t *lock = NULL;
+        if (m != NULL && (cfg->quota_bytes || cfg->quota_messages)) {
+            uint32_t h = 2166136261u;
+            for (const char *c = boxes.v[k]; *c; c++)
+                h = (h ^ (unsigned char)*c) * 16777619u;
+            lock = &m->box_locks[h % QMGR_BOX_LOCKS];
+            pthread_mutex_lock(lock);
+        }
+        int dr = qmgr_deliver_mailbox(q, st, cfg, env, boxes.v[k]);
+        int derr = errno;
+        if (lock != NULL)
+            pthread_mutex_unlock(lock);
+        errno = derr;
+        if (dr == 0)
             box_ok[k] = 1;
         else if (errno == EDQUOT && cfg->quota_permanent)
             box_ok[k] = -1;
@@ -315,6 +356,7 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
     int status = 1;
     size_t remote_pending = 0, local_pending = 0;
     bool *remote = xcalloc(n ? n : 1, sizeof(*remote));
+    bool *dirty = xcalloc(n ? n : 1, sizeof(*dirty));
     for (size_t i = 0; i < n; i++) {
         struct queue_rcpt *r = &env->rcpts[i];
         if (r->state != QUEUE_RCPT_PENDING)
@@ -373,10 +415,7 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
             }
             continue;
         }
-        if (qmgr_set_state(q, env, i, ns, text) < 0) {
-            status = -1;
-            continue;
-        }
+        qmgr_set_state(env, dirty, i, ns, text);
         if (ns == QUEUE_RCPT_FAILED)
             log_kv(LOG_WARN, "deliver.failed", "qid", id, "rcpt", r->address,
                    "status", text, NULL);
@@ -399,8 +438,8 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
             char text[100];
             snprintf(text, sizeof(text), "250 2.0.0 queued for the relay as %s", rid);
             for (size_t i = 0; i < n; i++)
-                if (remote[i] && qmgr_set_state(q, env, i, QUEUE_RCPT_DONE, text) < 0)
-                    status = -1;
+                if (remote[i])
+                    qmgr_set_state(env, dirty, i, QUEUE_RCPT_DONE, text);
             remote_pending = 0;
             log_kv(LOG_INFO, "queue.reinjected", "qid", id, "new_qid", rid, NULL);
             qmgr_notify(m, rid);
@@ -441,9 +480,13 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
     }
 
     /* Failed (and successful, where asked) recipients not yet reported. */
-    if (qmgr_report(m, q, cfg, env) < 0 && status == 1)
+    if (qmgr_report(m, q, cfg, env, dirty) < 0 && status == 1)
         status = 0; /* keep the message until its DSN is queued */
 
+    /* States are written before the relay loads the message (it must see
+     * local recipients done), and whenever the message stays. */
+    if (status != 1 && qmgr_flush_states(q, env, dirty) < 0)
+        status = -1;
     if (status == 0 && relay != NULL && remote_pending > 0 && local_pending == 0 &&
         (it == NULL || it->relay_due <= now)) {
         status = 2;
@@ -464,6 +507,7 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
     free(split);
     free(box_ok);
     free(remote);
+    free(dirty);
     queue_env_free(env);
     return status;
 }
@@ -477,7 +521,7 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
  * could not be queued (the recipients stay unreported: tried again).
  */
 static int qmgr_report(struct qmgr *m, struct queue *q, const struct config *cfg,
-                       struct queue_env *env)
+                       struct queue_env *env, bool *dirty)
 {
     size_t n = env->nrcpts, nb = 0;
     struct bounce_rcpt *br = xcalloc(n ? n : 1, sizeof(*br));
@@ -525,8 +569,7 @@ static int qmgr_report(struct qmgr *m, struct queue *q, const struct config *cfg
                 struct queue_rcpt *r = &env->rcpts[which[k]];
                 char text[QMGR_STATUS_MAX];
                 snprintf(text, sizeof(text), "%.3000s%s", r->status, QMGR_REPORTED);
-                if (qmgr_set_state(q, env, which[k], r->state, text) < 0)
-                    rc = -1;
+                qmgr_set_state(env, dirty, which[k], r->state, text);
             }
             if (did[0] != '\0' && m != NULL)
                 qmgr_notify(m, did);
@@ -576,9 +619,17 @@ static time_t qmgr_promote(struct qmgr *m, time_t now)
 
 static void qmgr_do_flush(struct qmgr *m);
 
+struct qmgr_worker {
+    struct qmgr *m;
+    size_t index;
+};
+
 static void *qmgr_thread(void *arg)
 {
-    struct qmgr *m = arg;
+    struct qmgr_worker *w = arg;
+    struct qmgr *m = w->m;
+    char *current = m->current[w->index];
+    free(w);
     pthread_mutex_lock(&m->mu);
     while (!m->stopping) {
         if (m->flush) {
@@ -602,13 +653,13 @@ static void *qmgr_thread(void *arg)
         if (m->ready_head == NULL)
             m->ready_tail = NULL;
         struct cfgref *cfg = cfgref_get(m->cfg);
-        snprintf(m->current, sizeof(m->current), "%s", it->id);
+        snprintf(current, QUEUE_ID_SIZE, "%s", it->id);
         pthread_mutex_unlock(&m->mu);
 
         int r = qmgr_deliver(m, m->queue, m->store, cfg->cfg, it->id, it);
 
         pthread_mutex_lock(&m->mu);
-        m->current[0] = '\0';
+        current[0] = '\0';
         if (r == 1) {
             free(it);
         } else if (r == 2) {
@@ -689,8 +740,9 @@ static void qmgr_rescan_cb(const char *id, void *arg)
 
 static bool qmgr_known(struct qmgr *m, const char *id)
 {
-    if (strcmp(m->current, id) == 0)
-        return true;
+    for (size_t k = 0; k < m->nthreads; k++)
+        if (strcmp(m->current[k], id) == 0)
+            return true;
     struct qmgr_item *lists[3] = {m->ready_head, m->waiting, m->in_relay};
     for (int k = 0; k < 3; k++)
         for (struct qmgr_item *it = lists[k]; it != NULL; it = it->next)
@@ -750,6 +802,8 @@ struct qmgr *qmgr_start(struct queue *q, struct store *st, struct cfgref *cfg,
     m->cfg = cfgref_get(cfg);
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->cv, NULL);
+    for (size_t k = 0; k < QMGR_BOX_LOCKS; k++)
+        pthread_mutex_init(&m->box_locks[k], NULL);
     if (with_relay) {
         m->relay = relay_start(q, cfg, qmgr_relay_done, m, err_r);
         if (m->relay == NULL) {
@@ -761,9 +815,20 @@ struct qmgr *qmgr_start(struct queue *q, struct store *st, struct cfgref *cfg,
         }
     }
     queue_list(q, qmgr_list_cb, m);
-    if (pthread_create(&m->thread, NULL, qmgr_thread, m) != 0) {
-        log_kv(LOG_CRIT, "qmgr.thread", "error", "pthread_create failed", NULL);
-        abort();
+    /* Several workers, so that one message's fsyncs overlap another's;
+     * a message is only ever in one worker's hands (it is in exactly one
+     * list or `current`). */
+    m->nthreads = cfg->cfg->limits[LIM_DELIVERY_THREADS];
+    m->current = xcalloc(m->nthreads, sizeof(*m->current));
+    m->threads = xcalloc(m->nthreads, sizeof(*m->threads));
+    for (size_t k = 0; k < m->nthreads; k++) {
+        struct qmgr_worker *w = xcalloc(1, sizeof(*w));
+        w->m = m;
+        w->index = k;
+        if (pthread_create(&m->threads[k], NULL, qmgr_thread, w) != 0) {
+            log_kv(LOG_CRIT, "qmgr.thread", "error", "pthread_create failed", NULL);
+            abort();
+        }
     }
     return m;
 }
@@ -795,9 +860,12 @@ void qmgr_stop(struct qmgr *m)
         return;
     pthread_mutex_lock(&m->mu);
     m->stopping = true;
-    pthread_cond_signal(&m->cv);
+    pthread_cond_broadcast(&m->cv);
     pthread_mutex_unlock(&m->mu);
-    pthread_join(m->thread, NULL);
+    for (size_t k = 0; k < m->nthreads; k++)
+        pthread_join(m->threads[k], NULL);
+    free(m->threads);
+    free(m->current);
     /* No more submissions; what the relay has in flight is dropped (its
      * recipients stay pending in the queue). */
     relay_stop(m->relay);
@@ -811,6 +879,8 @@ void qmgr_stop(struct qmgr *m)
     }
     cfgref_put(m->cfg);
     pthread_mutex_destroy(&m->mu);
+    for (size_t k = 0; k < QMGR_BOX_LOCKS; k++)
+        pthread_mutex_destroy(&m->box_locks[k]);
     pthread_cond_destroy(&m->cv);
     free(m);
 }

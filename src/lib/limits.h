@@ -63,6 +63,7 @@ enum limit_id {
     LIM_TIMEOUT_DNS,
     LIM_MX_ADDRESSES,
     LIM_BOUNCE_SIZE,
+    LIM_DELIVERY_THREADS,
     LIM__COUNT
 };
 

@@ -309,7 +309,11 @@ static void fs_msg_abort(struct queue_msg *qm)
     errno = saved;
 }
 
-/* Steps 1-4 of doc/queue.md "Commit" for one message: 0 or an errno. */
+/* fsyncs of one batch in flight at once (doc/performance.md). */
+#define QUEUE_FS_FSYNC_THREADS 8
+
+/* Steps 1-3 of doc/queue.md "Commit" for one message (the fsync of step 4
+ * is done for the whole batch by fs_commit): 0 or an errno. */
 static int fs_commit_one(struct fsmsg *m, const struct queue_env *env)
 {
     struct queue_env e = *env;
@@ -330,15 +334,41 @@ static int fs_commit_one(struct fsmsg *m, const struct queue_env *env)
     qfile_footer_make(m->base.size, eb.data, eb.len, &f);
     qfile_footer_encode(&f, foot);
     if (fs_append(m, eb.data, eb.len) < 0 ||
-        fs_append(m, foot, sizeof(foot)) < 0 || fs_flush(m) < 0 ||
-        fsync(m->fd) < 0)
+        fs_append(m, foot, sizeof(foot)) < 0 || fs_flush(m) < 0)
         err = errno != 0 ? errno : EIO;
     buf_free(&eb);
-    int fd = m->fd;
-    m->fd = -1;
-    if (close(fd) < 0 && err == 0)
-        err = errno != 0 ? errno : EIO;
     return err;
+}
+
+/* Step 4 for the batch: every file's fsync in flight together. */
+static void fs_commit_sync(struct queue_msg **msgs, size_t n, int *results_r)
+{
+    int *fds = xcalloc(n ? n : 1, sizeof(*fds));
+    int *errs = xcalloc(n ? n : 1, sizeof(*errs));
+    size_t *which = xcalloc(n ? n : 1, sizeof(*which));
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (results_r[i] != 0)
+            continue;
+        fds[k] = ((struct fsmsg *)msgs[i])->fd;
+        which[k++] = i;
+    }
+    fs_fsync_many(fds, k, errs, QUEUE_FS_FSYNC_THREADS);
+    for (size_t j = 0; j < k; j++)
+        if (errs[j] != 0)
+            results_r[which[j]] = errs[j];
+    for (size_t i = 0; i < n; i++) {
+        struct fsmsg *m = (struct fsmsg *)msgs[i];
+        if (m->fd < 0)
+            continue;
+        int fd = m->fd;
+        m->fd = -1;
+        if (close(fd) < 0 && results_r[i] == 0)
+            results_r[i] = errno != 0 ? errno : EIO;
+    }
+    free(fds);
+    free(errs);
+    free(which);
 }
 
 static int fs_commit(struct queue *q, struct queue_msg **msgs,
@@ -348,9 +378,11 @@ static int fs_commit(struct queue *q, struct queue_msg **msgs,
     size_t renamed = 0;
     int first_err = 0;
 
+    for (size_t i = 0; i < n; i++)
+        results_r[i] = fs_commit_one((struct fsmsg *)msgs[i], &envs[i]);
+    fs_commit_sync(msgs, n, results_r);
     for (size_t i = 0; i < n; i++) {
         struct fsmsg *m = (struct fsmsg *)msgs[i];
-        results_r[i] = fs_commit_one(m, &envs[i]);
         if (results_r[i] == 0 &&
             renameat(fq->infd, m->base.id, fq->msgfd, m->base.id) < 0)
             results_r[i] = errno != 0 ? errno : EIO;
@@ -775,18 +807,24 @@ static int fs_remove(struct queue *q, const char *id)
         return -1;
     }
     /* Message first, fsync, then its state (doc/queue.md "Removal"); an
-     * active message, else a held one. */
+     * active message, else a held one. Without a state file there is
+     * nothing to order, and no fsync. */
+    st_name(id, name);
     int dirfd = fq->msgfd;
+    bool has_st = faccessat(dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0 ||
+                  errno != ENOENT;
     if (unlinkat(dirfd, id, 0) < 0) {
         if (errno != ENOENT)
             return -1;
         dirfd = fq->holdfd;
+        has_st = true; /* held: rare, keep the careful order */
         if (unlinkat(dirfd, id, 0) < 0)
             return -1;
     }
+    if (!has_st)
+        return 0;
     if (fsync(dirfd) < 0)
         return -1; /* keep the .st: if the unlink is lost, so are no states */
-    st_name(id, name);
     if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
         log_kv(LOG_WARN, "queue.remove.state_left", "id", id, "error",
                strerror(errno), NULL); /* an orphan: recovery removes it */
