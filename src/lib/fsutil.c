@@ -1,9 +1,6 @@
 /* fsutil: see fsutil.h for the contract. */
 #include "lib/fsutil.h"
 
-#include <pthread.h>
-#include <stdatomic.h>
-
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -207,46 +204,4 @@ void fs_names_free(char **names, size_t n)
     for (size_t i = 0; i < n; i++)
         free(names[i]);
     free(names);
-}
-
-/* Enough to keep an SSD's queue busy; more only adds threads. */
-#define FS_FSYNC_THREADS_MAX 16
-
-struct fs_fsync_work {
-    const int *fds;
-    int *errs;
-    size_t n;
-    _Atomic size_t next;
-};
-
-static void *fs_fsync_worker(void *arg)
-{
-    struct fs_fsync_work *w = arg;
-    for (;;) {
-        size_t i = atomic_fetch_add(&w->next, 1);
-        if (i >= w->n)
-            break;
-        w->errs[i] = fsync(w->fds[i]) < 0 ? (errno != 0 ? errno : EIO) : 0;
-    }
-    return NULL;
-}
-
-void fs_fsync_many(const int *fds, size_t n, int *errs_r, size_t threads)
-{
-    struct fs_fsync_work w = {.fds = fds, .errs = errs_r, .n = n};
-    atomic_init(&w.next, 0);
-    if (threads > n)
-        threads = n;
-    if (threads > FS_FSYNC_THREADS_MAX)
-        threads = FS_FSYNC_THREADS_MAX;
-    pthread_t tid[FS_FSYNC_THREADS_MAX];
-    size_t started = 0;
-    for (size_t t = 1; t < threads; t++) {
-        if (pthread_create(&tid[started], NULL, fs_fsync_worker, &w) != 0)
-            break;
-        started++;
-    }
-    fs_fsync_worker(&w);
-    for (size_t t = 0; t < started; t++)
-        pthread_join(tid[t], NULL);
 }

@@ -22,12 +22,6 @@
  *    directory) into a malloc'd array of malloc'd strings, freed with
  *    fs_names_free(names, n). 0, or -1/errno if the directory cannot be
  *    opened or read to the end (nothing is returned then). dirfd stays open.
- *  - fs_fsync_many(fds, n, errs_r, threads): fsync each of fds[0..n) with
- *    up to `threads` flushes in flight at once (a disk completes concurrent
- *    flushes far faster than the same ones one after another: see
- *    doc/performance.md); errs_r[i] is 0 or that fsync's errno. Uses the
- *    calling thread plus at most threads-1 short-lived threads; falls back
- *    to one at a time if a thread cannot be started.
  */
 #ifndef ESTAFETA_LIB_FSUTIL_H
 #define ESTAFETA_LIB_FSUTIL_H
@@ -46,6 +40,5 @@ int fs_open_subdir(int dirfd, const char *name);
 void fs_close_keep_errno(int fd);
 int fs_dir_names(int dirfd, char ***names_r, size_t *n_r);
 void fs_names_free(char **names, size_t n);
-void fs_fsync_many(const int *fds, size_t n, int *errs_r, size_t threads);
 
 #endif

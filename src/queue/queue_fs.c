@@ -309,11 +309,8 @@ static void fs_msg_abort(struct queue_msg *qm)
     errno = saved;
 }
 
-/* fsyncs of one batch in flight at once (doc/performance.md). */
-#define QUEUE_FS_FSYNC_THREADS 8
-
-/* Steps 1-3 of doc/queue.md "Commit" for one message (the fsync of step 4
- * is done for the whole batch by fs_commit): 0 or an errno. */
+/* Steps 1-3 of doc/queue.md "Commit" for one message (the flush of step 4
+ * is one syncfs for the whole batch, in fs_commit): 0 or an errno. */
 static int fs_commit_one(struct fsmsg *m, const struct queue_env *env)
 {
     struct queue_env e = *env;
@@ -340,23 +337,9 @@ static int fs_commit_one(struct fsmsg *m, const struct queue_env *env)
     return err;
 }
 
-/* Step 4 for the batch: every file's fsync in flight together. */
-static void fs_commit_sync(struct queue_msg **msgs, size_t n, int *results_r)
+/* Closes the batch's files; step 4's flush is one syncfs in fs_commit. */
+static void fs_commit_close(struct queue_msg **msgs, size_t n, int *results_r)
 {
-    int *fds = xcalloc(n ? n : 1, sizeof(*fds));
-    int *errs = xcalloc(n ? n : 1, sizeof(*errs));
-    size_t *which = xcalloc(n ? n : 1, sizeof(*which));
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (results_r[i] != 0)
-            continue;
-        fds[k] = ((struct fsmsg *)msgs[i])->fd;
-        which[k++] = i;
-    }
-    fs_fsync_many(fds, k, errs, QUEUE_FS_FSYNC_THREADS);
-    for (size_t j = 0; j < k; j++)
-        if (errs[j] != 0)
-            results_r[which[j]] = errs[j];
     for (size_t i = 0; i < n; i++) {
         struct fsmsg *m = (struct fsmsg *)msgs[i];
         if (m->fd < 0)
@@ -366,9 +349,6 @@ static void fs_commit_sync(struct queue_msg **msgs, size_t n, int *results_r)
         if (close(fd) < 0 && results_r[i] == 0)
             results_r[i] = errno != 0 ? errno : EIO;
     }
-    free(fds);
-    free(errs);
-    free(which);
 }
 
 static int fs_commit(struct queue *q, struct queue_msg **msgs,
@@ -380,7 +360,7 @@ static int fs_commit(struct queue *q, struct queue_msg **msgs,
 
     for (size_t i = 0; i < n; i++)
         results_r[i] = fs_commit_one((struct fsmsg *)msgs[i], &envs[i]);
-    fs_commit_sync(msgs, n, results_r);
+    fs_commit_close(msgs, n, results_r);
     for (size_t i = 0; i < n; i++) {
         struct fsmsg *m = (struct fsmsg *)msgs[i];
         if (results_r[i] == 0 &&
@@ -391,8 +371,10 @@ static int fs_commit(struct queue *q, struct queue_msg **msgs,
         else
             renamed++;
     }
-    /* Group commit: one directory fsync makes every rename durable. */
-    if (renamed > 0 && fsync(fq->msgfd) < 0) {
+    /* Group commit: one syncfs makes every file's data, inode and rename
+     * durable at once (doc/queue.md "Commit": one journal commit and one
+     * device flush for the whole batch). */
+    if (renamed > 0 && syncfs(fq->msgfd) < 0) {
         int err = errno != 0 ? errno : EIO;
         log_kv(LOG_ERR, "queue.commit.fsync_failed", "error", strerror(err),
                NULL);

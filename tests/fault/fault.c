@@ -8,7 +8,7 @@
  * while the server runs). Its content is one line of words:
  *
  *   write=ENOSPC    write()/pwrite() on regular files fail with ENOSPC
- *   fsync=EIO       fsync()/fdatasync() fail with EIO (files and directories)
+ *   fsync=EIO       fsync()/fdatasync()/syncfs() fail with EIO (files and directories)
  *   rename=EIO      rename()/renameat()/renameat2() fail with EIO
  *
  * Writes are failed only on regular files, so sockets, pipes and the log
@@ -92,6 +92,16 @@ int fsync(int fd)
         return -1;
     }
     return (int)syscall(SYS_fsync, fd);
+}
+
+int syncfs(int fd)
+{
+    int e;
+    if ((e = fault_for("fsync")) != 0) {
+        errno = e;
+        return -1;
+    }
+    return (int)syscall(SYS_syncfs, fd);
 }
 
 int fdatasync(int fd)
