@@ -712,3 +712,40 @@ def test_queue_bounce_by_the_administrator_sends_a_dsn(tmp_path, dns):
     finally:
         finish_server(s)
         sink.stop()
+
+
+def test_helo_fallback_when_ehlo_refused(tmp_path, dns):
+    """A server that refuses EHLO gets HELO (RFC 5321 3.2) and plain SMTP:
+    no ESMTP parameters on MAIL or RCPT."""
+    sink = Sink({"ehlo": "502 5.5.2 EHLO not supported"}).start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n")
+    try:
+        send(s, SENDER, ["old@example.net"], "plain smtp\r\n")
+        m = sink.wait_messages(1)[0]
+        assert m.mail_params == "" and m.rcpts[0][1] == ""
+        assert any(c.startswith(b"HELO ") for c in sink.commands)
+        assert body_of(m.data) == b"plain smtp\r\n"
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_smtputf8_address_to_a_peer_without_smtputf8_bounces(tmp_path, dns):
+    """RFC 6531 3.4: an internationalized envelope address cannot go to a
+    server without SMTPUTF8: bounced with 5.6.7, nothing sent."""
+    sink = Sink({"extensions": ["PIPELINING", "8BITMIME"]}).start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n")
+    try:
+        with submission(s) as c:
+            c.mail(SENDER, ["SMTPUTF8"])
+            c.rcpt("jos\u00e9@example.net")
+            c.data("Subject: utf8\r\n\r\nol\u00e1\r\n".encode())
+        dsn = wait_dsn(s, SENDER)
+        assert "5.6.7" in dsn.as_string()
+        assert not any(c.startswith(b"MAIL") for c in sink.commands)
+        s.wait_queue_empty(timeout=20)
+    finally:
+        finish_server(s)
+        sink.stop()
