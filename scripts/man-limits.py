@@ -1,9 +1,10 @@
 #!/usr/bin/python3
-"""Regenerates the LIMITS section of man/estafeta.conf.5 from src/lib/limits.c,
-the one table of limits, so the manual cannot drift from the code.
+"""Regenerates the LIMITS section of man/estafeta.conf.5 and the limits table
+of doc/config.md from src/lib/limits.c, the one table of limits, so the
+manual cannot drift from the code.
 
-    scripts/man-limits.py          rewrite the section
-    scripts/man-limits.py --check  exit 1 if the section is out of date
+    scripts/man-limits.py          rewrite both
+    scripts/man-limits.py --check  exit 1 if either is out of date
 """
 import re
 import sys
@@ -61,18 +62,34 @@ def section():
     return "\n".join(lines) + "\n"
 
 
+def md_table():
+    lines = ["| name | kind | default | range | why |", "|---|---|---|---|---|"]
+    for name, unit, d, lo, hi, reason in entries():
+        lines.append(f"| `{name}` | {unit} | {human(d, unit)} | "
+                     f"{human(lo, unit)} \u2013 {human(hi, unit)} | {reason} |")
+    return "\n".join(lines) + "\n"
+
+
 def main():
     man = ROOT / "man/estafeta.conf.5"
     text = man.read_text()
     start = text.index(".SH LIMITS\n")
     end = text.index("\n.SH ", start + 1) + 1
     new = text[:start] + section() + text[end:]
+    md = ROOT / "doc/config.md"
+    mtext = md.read_text()
+    mstart = mtext.index("| name | kind | default | range | why |")
+    mend = mtext.index("\n\n", mstart) + 1
+    mnew = mtext[:mstart] + md_table() + mtext[mend:]
     if "--check" in sys.argv:
-        if new != text:
-            print("man/estafeta.conf.5: LIMITS is out of date; run scripts/man-limits.py")
+        bad = [str(p.relative_to(ROOT)) for p, a, b in ((man, text, new), (md, mtext, mnew))
+               if a != b]
+        if bad:
+            print("%s: the limits are out of date; run scripts/man-limits.py" % ", ".join(bad))
             return 1
         return 0
     man.write_text(new)
+    md.write_text(mnew)
     return 0
 
 
