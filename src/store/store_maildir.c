@@ -574,7 +574,7 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
         store_crlf_feed(&crlf, chunk, (size_t)r);
         size += (uint64_t)r;
     }
-    if (syncfs(fd) < 0) {
+    if (fsync(fd) < 0) {
         err = errno;
         goto fail_tmp;
     }
@@ -604,7 +604,7 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
             goto fail_tmp;
         }
     }
-    if (syncfs(newfd) < 0) {
+    if (fsync(newfd) < 0) {
         /* Not durable, and the caller will deliver again: take it back so
          * the retry does not make a second copy. */
         err = errno;
