@@ -913,6 +913,78 @@ static int rm_entry(const char *path, const struct stat *st, int flag,
     return remove(path);
 }
 
+/* Outbound delivery: routes, TLS policy, resolvers (config_relay.h). */
+TEST(relay_directives)
+{
+    struct config *cfg = parse(BASE
+        "route * [smtp.provider.example]:587 tls=verify auth=me@provider.example "
+        "password-file=/etc/estafeta/pw\n"
+        "route Example.ORG mx tls=encrypt\n"
+        "route lit.test [2001:db8::1]:2525\n"
+        "route host.test relay.host.test:26\n"
+        "relay-tls none\nrelay-tls-ca ca.pem\n"
+        "dns-resolver 127.0.0.1@5353 ::1 [::1]@53\n"
+        "dns-trust-anchor /usr/share/dns/root.key\n"
+        "mx-port 2525\netrn-networks 10.0.0.0/8 ::1/128\n");
+    CHECK(cfg != NULL);
+    if (cfg == NULL) {
+        fprintf(stderr, "%s\n", buf_cstr(&err));
+        return;
+    }
+    CHECK_EQ_INT((int)cfg->nroutes, 4);
+    const struct cfg_route *r = config_route_find(cfg, "anything.test");
+    CHECK(r != NULL && strcmp(r->domain, "*") == 0);
+    if (r != NULL) {
+        CHECK_EQ_STR(r->host, "smtp.provider.example");
+        CHECK(r->literal);
+        CHECK_EQ_INT(r->port, 587);
+        CHECK_EQ_INT(r->tls, TLS_POLICY_VERIFY);
+        CHECK_EQ_STR(r->auth_user, "me@provider.example");
+    }
+    r = config_route_find(cfg, "example.org");
+    CHECK(r != NULL && r->host == NULL && r->tls == TLS_POLICY_ENCRYPT && r->tls_set);
+    r = config_route_find(cfg, "lit.test");
+    CHECK(r != NULL && r->literal && r->port == 2525 && strcmp(r->host, "2001:db8::1") == 0);
+    r = config_route_find(cfg, "host.test");
+    CHECK(r != NULL && !r->literal && r->port == 26 && !r->tls_set);
+    CHECK_EQ_INT(cfg->relay_tls, TLS_POLICY_NONE);
+    CHECK_EQ_INT((int)cfg->ndns_servers, 3);
+    CHECK_EQ_STR(cfg->dns_servers[0], "127.0.0.1@5353");
+    CHECK_EQ_STR(cfg->dns_servers[1], "::1@53");
+    CHECK_EQ_STR(cfg->dns_servers[2], "::1@53");
+    CHECK_EQ_INT(cfg->mx_port, 2525);
+    CHECK(config_etrn_peer(cfg, "10.1.2.3"));
+    CHECK(config_etrn_peer(cfg, "::1"));
+    CHECK(!config_etrn_peer(cfg, "192.0.2.1"));
+    config_free(cfg);
+
+    /* defaults */
+    cfg = parse(BASE);
+    CHECK(cfg != NULL);
+    if (cfg != NULL) {
+        CHECK_EQ_INT(cfg->relay_tls, TLS_POLICY_MAY);
+        CHECK_EQ_INT(cfg->mx_port, 25);
+        CHECK(config_route_find(cfg, "x.test") == NULL);
+        CHECK(!config_etrn_peer(cfg, "127.0.0.1"));
+        config_free(cfg);
+    }
+
+    EXPECT_ERR(BASE "route example.org 192.0.2.1\n", "in brackets");
+    EXPECT_ERR(BASE "route example.org [192.0.2.1]:0\n", "invalid port");
+    EXPECT_ERR(BASE "route bad_domain mx\n", "invalid route domain");
+    EXPECT_ERR(BASE "route x.test mx tls=sometimes\n", "tls=none|may|encrypt|verify");
+    EXPECT_ERR(BASE "route x.test mx auth=u password-file=f\n", "smarthost");
+    EXPECT_ERR(BASE "route x.test h.test auth=u\n", "go together");
+    EXPECT_ERR(BASE "route x.test h.test tls=none auth=u password-file=f\n", "plaintext");
+    EXPECT_ERR(BASE "route x.test h.test bogus=1\n", "unknown or repeated route option");
+    EXPECT_ERR(BASE "route x.test h.test\nroute X.test mx\n", "given twice");
+    EXPECT_ERR(BASE "relay-tls maybe\n", "relay-tls must be");
+    EXPECT_ERR(BASE "dns-resolver dns.example\n", "invalid resolver");
+    EXPECT_ERR(BASE "dns-resolver 127.0.0.1@99999\n", "invalid resolver");
+    EXPECT_ERR(BASE "mx-port 0\n", "invalid mx-port");
+    EXPECT_ERR(BASE "etrn-networks 10.0.0.0/33\n", "prefix");
+}
+
 int main(void)
 {
     buf_init(&err, 4096);
@@ -939,6 +1011,7 @@ int main(void)
     RUN(load_files);
     RUN(cross_references);
     RUN(cross_references_wide);
+    RUN(relay_directives);
     buf_free(&err);
     if (nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
         fprintf(stderr, "could not remove %s\n", tmpdir);
