@@ -37,6 +37,7 @@
 
 #include "lib/fsutil.h"
 #include "lib/xalloc.h"
+#include "lib/random.h"
 
 #define ARGON2_T 3
 #define ARGON2_M_KIB 65536
@@ -468,22 +469,6 @@ int users_format_scram(const struct sasl_creds *c, char *out, size_t out_cap)
 
 /* ---- hashing ---- */
 
-static int fill_random(void *p, size_t n)
-{
-    unsigned char *c = p;
-    while (n > 0) {
-        ssize_t r = getrandom(c, n, 0);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        c += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 int password_hash(const char *password, char *out, size_t out_cap)
 {
     if (password == NULL)
@@ -493,7 +478,7 @@ int password_hash(const char *password, char *out, size_t out_cap)
     if (out_cap < need)
         return -1;
     unsigned char salt[ARGON2_SALT];
-    if (fill_random(salt, sizeof(salt)) < 0)
+    if (random_fill(salt, sizeof(salt)) < 0)
         return -1;
     int r = argon2id_hash_encoded(ARGON2_T, ARGON2_M_KIB, ARGON2_P, password,
                                   strlen(password), salt, sizeof(salt),

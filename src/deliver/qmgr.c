@@ -20,6 +20,7 @@
 #include "queue/queue.h"
 #include "store/mailbox.h"
 #include "store/store.h"
+#include "lib/hash.h"
 
 #define QMGR_BOX_LOCKS 64
 
@@ -299,10 +300,7 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
     for (size_t k = 0; k < boxes.n; k++) {
         pthread_mutex_t *lock = NULL;
         if (m != NULL && (cfg->quota_bytes || cfg->quota_messages)) {
-            uint32_t h = 2166136261u;
-            for (const char *c = boxes.v[k]; *c; c++)
-                h = (h ^ (unsigned char)*c) * 16777619u;
-            lock = &m->box_locks[h % QMGR_BOX_LOCKS];
+            lock = &m->box_locks[hash_fnv1a(boxes.v[k]) % QMGR_BOX_LOCKS];
             pthread_mutex_lock(lock);
         }
         int dr = qmgr_deliver_mailbox(q, st, cfg, env, boxes.v[k]);
@@ -619,6 +617,15 @@ static time_t qmgr_promote(struct qmgr *m, time_t now)
 
 static void qmgr_do_flush(struct qmgr *m);
 
+/* Exponential backoff: min doubled per earlier try, at most max. */
+static time_t qmgr_backoff(uint64_t min, uint64_t max, unsigned tries)
+{
+    uint64_t delay = min;
+    for (unsigned k = 0; k < tries && delay < max; k++)
+        delay *= 2;
+    return (time_t)(delay > max ? max : delay);
+}
+
 struct qmgr_worker {
     struct qmgr *m;
     size_t index;
@@ -668,14 +675,9 @@ static void *qmgr_thread(void *arg)
             m->in_relay = it;
         } else {
             now = time(NULL);
-            /* Exponential backoff between retry-min and retry-max. */
-            uint64_t delay = cfg->cfg->limits[LIM_RETRY_MIN];
-            for (unsigned k = 0; k < it->tries && delay < cfg->cfg->limits[LIM_RETRY_MAX]; k++)
-                delay *= 2;
-            if (delay > cfg->cfg->limits[LIM_RETRY_MAX])
-                delay = cfg->cfg->limits[LIM_RETRY_MAX];
+            it->due = now + qmgr_backoff(cfg->cfg->limits[LIM_RETRY_MIN],
+                                         cfg->cfg->limits[LIM_RETRY_MAX], it->tries);
             it->tries++;
-            it->due = now + (time_t)delay;
             /* Waiting for the relay's next attempt: no later than that. */
             if (it->relay_tries > 0 && it->relay_due > now && it->relay_due < it->due)
                 it->due = it->relay_due;
@@ -712,13 +714,10 @@ static void qmgr_relay_done(const char *id, bool pending, void *arg)
         snprintf(it->id, sizeof(it->id), "%s", id);
     }
     const struct config *cfg = m->cfg->cfg;
-    uint64_t delay = cfg->limits[LIM_RELAY_RETRY_MIN];
-    for (unsigned k = 0; k < it->relay_tries && delay < cfg->limits[LIM_RELAY_RETRY_MAX]; k++)
-        delay *= 2;
-    if (delay > cfg->limits[LIM_RELAY_RETRY_MAX])
-        delay = cfg->limits[LIM_RELAY_RETRY_MAX];
+    time_t delay = qmgr_backoff(cfg->limits[LIM_RELAY_RETRY_MIN],
+                                cfg->limits[LIM_RELAY_RETRY_MAX], it->relay_tries);
     it->relay_tries++;
-    it->relay_due = pending ? time(NULL) + (time_t)delay : 0;
+    it->relay_due = pending ? time(NULL) + delay : 0;
     it->tries = 0;
     qmgr_push_ready(m, it);
     pthread_cond_signal(&m->cv);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "lib/xalloc.h"
+#include "lib/hash.h"
 
 #define AUTHFAIL_BUCKETS 4096
 
@@ -25,10 +26,7 @@ struct authfail {
 
 static size_t authfail_hash(const char *addr)
 {
-    uint32_t h = 2166136261u;
-    for (const char *p = addr; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    return h % AUTHFAIL_BUCKETS;
+    return hash_fnv1a(addr) % AUTHFAIL_BUCKETS;
 }
 
 struct authfail *authfail_new(void)

@@ -40,6 +40,7 @@
 #include <openssl/hmac.h>
 
 #include "lib/xalloc.h"
+#include "lib/random.h"
 
 #define DECODED_MAX (SASL_LINE_MAX / 4 * 3)
 #define SCRAM_KEY 32                /* SHA-256 output */
@@ -176,22 +177,6 @@ void sasl_b64_encode(const unsigned char *in, size_t len, struct buf *out)
 
 /* ---- helpers ---- */
 
-static int fill_random(void *p, size_t n)
-{
-    unsigned char *c = p;
-    while (n > 0) {
-        ssize_t r = getrandom(c, n, 0);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        c += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
 static int hmac_sha256(const void *key, size_t klen, const void *data,
                        size_t dlen, unsigned char out[SCRAM_KEY])
 {
@@ -323,7 +308,7 @@ static enum sasl_step cram_start(struct sasl_server *s, struct buf *out)
                      s->fixed_nonce, s->hostname);
     } else {
         unsigned long long r;
-        if (fill_random(&r, sizeof(r)) < 0)
+        if (random_fill(&r, sizeof(r)) < 0)
             return finish(s, SASL_FAIL);
         n = snprintf(s->challenge, sizeof(s->challenge), "<%llu.%lld@%s>", r,
                      (long long)time(NULL), s->hostname);
@@ -474,8 +459,8 @@ static int fake_creds(struct sasl_server *s)
     s->creds.scram_salt_len = SCRAM_SALT_LEN;
     s->creds.scram_iterations = SASL_SCRAM_ITERATIONS;
     /* Keys nobody can match: random, and `known` stays false anyway. */
-    if (fill_random(s->creds.scram_stored_key, SCRAM_KEY) < 0 ||
-        fill_random(s->creds.scram_server_key, SCRAM_KEY) < 0)
+    if (random_fill(s->creds.scram_stored_key, SCRAM_KEY) < 0 ||
+        random_fill(s->creds.scram_server_key, SCRAM_KEY) < 0)
         r = -1;
     s->creds.has_scram = true;
     s->known = false;
@@ -552,7 +537,7 @@ static enum sasl_step scram_first(struct sasl_server *s, const char *m, size_t n
         unsigned char raw[SCRAM_NONCE_RAW];
         struct buf b;
         buf_init(&b, FIXED_NONCE_MAX);
-        if (fill_random(raw, sizeof(raw)) < 0 || b64_put(raw, sizeof(raw), &b) < 0) {
+        if (random_fill(raw, sizeof(raw)) < 0 || b64_put(raw, sizeof(raw), &b) < 0) {
             buf_free(&b);
             return finish(s, SASL_FAIL);
         }
@@ -798,7 +783,7 @@ int sasl_scram_derive(const char *password, uint32_t iterations,
         return -1;
     unsigned char salted[SCRAM_KEY], client_key[SCRAM_KEY];
     int rc = -1;
-    if (fill_random(creds_r->scram_salt, SCRAM_SALT_LEN) < 0 ||
+    if (random_fill(creds_r->scram_salt, SCRAM_SALT_LEN) < 0 ||
         PKCS5_PBKDF2_HMAC(password, (int)strlen(password), creds_r->scram_salt,
                           SCRAM_SALT_LEN, (int)iterations, EVP_sha256(),
                           SCRAM_KEY, salted) != 1 ||

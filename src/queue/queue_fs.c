@@ -24,6 +24,7 @@
 #include "lib/xalloc.h"
 #include "queue/qfile.h"
 #include "queue/queue_backend.h"
+#include "lib/random.h"
 
 /* ================= dispatch (queue.h) ================= */
 
@@ -137,29 +138,6 @@ int queue_body_open_any(struct queue *q, const char *id,
 
 /* ================= ids ================= */
 
-static void fill_random(void *p, size_t n)
-{
-    unsigned char *c = p;
-    while (n > 0) {
-        ssize_t r = getrandom(c, n, 0);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            /* No getrandom (very old kernel): time and pid still make ids
-             * unlikely to collide, and O_EXCL catches the rest. */
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            uint64_t x = (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32) ^
-                         (uint64_t)(uintptr_t)p;
-            for (size_t i = 0; i < n; i++, x = x * 6364136223846793005u + 1)
-                c[i] = (unsigned char)(x >> 56);
-            return;
-        }
-        c += r;
-        n -= (size_t)r;
-    }
-}
-
 void queue_id_new(char id_r[QUEUE_ID_SIZE])
 {
     static const char b36[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
@@ -171,7 +149,7 @@ void queue_id_new(char id_r[QUEUE_ID_SIZE])
     for (int i = 10; i >= 0; i--, us /= 36)
         id_r[i] = b36[us % 36];
     unsigned char rnd[12];
-    fill_random(rnd, sizeof(rnd));
+    random_fill_unique(rnd, sizeof(rnd));
     for (int i = 0; i < 12; i++)
         id_r[11 + i] = b62[rnd[i] % 62];
     id_r[23] = '\0';

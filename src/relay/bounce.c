@@ -27,36 +27,10 @@
 #include "lib/xalloc.h"
 #include "proto/dsn.h"
 #include "proto/smtp_cmd.h"
+#include "lib/random.h"
 
 #define BOUNCE_CHUNK 65536u
 #define BOUNCE_ATTEMPTS 4
-
-static void fill_random(unsigned char *p, size_t n)
-{
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = getrandom(p + got, n - got, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    if (got < n) {
-        /* No getrandom: the clock, pid and a counter still make the
-         * boundary unknown in advance to whoever wrote the original. */
-        static unsigned long counter;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        unsigned long x = (unsigned long)ts.tv_nsec ^ ((unsigned long)ts.tv_sec << 20) ^
-                          ((unsigned long)getpid() << 8) ^
-                          __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
-        for (size_t i = got; i < n; i++) {
-            x = x * 6364136223846793005UL + 1442695040888963407UL;
-            p[i] = (unsigned char)(x >> 33);
-        }
-    }
-}
 
 bool bounce_wanted(unsigned notify, enum bounce_action action)
 {
@@ -163,7 +137,7 @@ static enum attempt_result attempt_one(struct attempt *a, char newid_r[QUEUE_ID_
 {
     unsigned char rnd[DSN_RANDOM_BYTES + 18];
     char boundary[DSN_BOUNDARY_SIZE], msgid[DSN_TOKEN_MAX];
-    fill_random(rnd, sizeof(rnd));
+    random_fill_unique(rnd, sizeof(rnd));
     dsn_boundary(rnd, boundary);
     dsn_token(rnd + DSN_RANDOM_BYTES, 18, msgid, sizeof(msgid));
     a->r->boundary = boundary;

@@ -522,6 +522,15 @@ static void on_txn_reply(struct smtp_client *cl, const struct smtp_reply *r)
 
 /* ---- replies ---- */
 
+/* A refused login is the configuration's problem, not the message's:
+ * deferred, with the smarthost's words. */
+static void client_auth_failed(struct smtp_client *cl, const char *reply)
+{
+    char why[600];
+    snprintf(why, sizeof(why), "authentication to the smarthost failed: %s", reply);
+    client_fail(cl, CLIENT_TEMP, why, false);
+}
+
 static void on_reply(struct smtp_client *cl, const struct smtp_reply *r)
 {
     char text[512];
@@ -590,9 +599,7 @@ static void on_reply(struct smtp_client *cl, const struct smtp_reply *r)
             buf_free(&b);
             cl->st = ST_AUTH_USER;
         } else {
-            char why[600];
-            snprintf(why, sizeof(why), "authentication to the smarthost failed: %s", text);
-            client_fail(cl, CLIENT_TEMP, why, false);
+            client_auth_failed(cl, text);
         }
         return;
     case ST_AUTH_USER:
@@ -613,11 +620,7 @@ static void on_reply(struct smtp_client *cl, const struct smtp_reply *r)
             client_ready(cl);
             return;
         }
-        {
-            char why[600];
-            snprintf(why, sizeof(why), "authentication to the smarthost failed: %s", text);
-            client_fail(cl, CLIENT_TEMP, why, false);
-        }
+        client_auth_failed(cl, text);
         return;
     case ST_TXN:
         on_txn_reply(cl, r);

@@ -347,13 +347,20 @@ static struct rdest *dest_find(struct relay *r, const char *domain)
     return d;
 }
 
+static void dest_clear_addrs(struct rdest *d)
+{
+    for (size_t i = 0; i < d->naddrs; i++)
+        free(d->addrs[i].host);
+    free(d->addrs);
+    d->addrs = NULL;
+    d->naddrs = 0;
+}
+
 static void dest_free(struct rdest *d)
 {
     if (d->query != NULL)
         dns_cancel(d->query);
-    for (size_t i = 0; i < d->naddrs; i++)
-        free(d->addrs[i].host);
-    free(d->addrs);
+    dest_clear_addrs(d);
     free(d->key);
     free(d->lookup);
     free(d->auth_user);
@@ -442,11 +449,7 @@ static void dest_on_route(struct dns_route *rt, void *arg)
     d->query = NULL;
     d->resolved = true;
     d->resolved_at = time(NULL);
-    for (size_t i = 0; i < d->naddrs; i++)
-        free(d->addrs[i].host);
-    free(d->addrs);
-    d->addrs = NULL;
-    d->naddrs = 0;
+    dest_clear_addrs(d);
     d->route_outcome = CLIENT_NONE;
     d->route_error[0] = '\0';
     switch (rt->status) {
@@ -531,11 +534,7 @@ static void dest_resolve(struct rdest *d)
             dest_fail_all(d, CLIENT_PERM, "553 5.1.3 invalid address literal");
             return;
         }
-        for (size_t i = 0; i < d->naddrs; i++)
-            free(d->addrs[i].host);
-        free(d->addrs);
-        d->addrs = NULL;
-        d->naddrs = 0;
+        dest_clear_addrs(d);
         char name[80];
         snprintf(name, sizeof(name), "[%s]", d->lookup);
         dest_add_addr(d, &a, name);
@@ -560,6 +559,17 @@ static void conn_try(struct rconn *c);
 
 static const struct client_cb conn_cbs = {conn_on_ready, conn_on_done, conn_on_closed};
 
+/* Takes c off its destination's idle list (if it is there). */
+static void idle_remove(struct rconn *c)
+{
+    for (struct rconn **pp = &c->dest->idle; *pp != NULL; pp = &(*pp)->next)
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    c->next = NULL;
+}
+
 static void rconn_retire(struct rconn *c)
 {
     struct relay *r = c->relay;
@@ -572,12 +582,7 @@ static void rconn_retire(struct rconn *c)
         close(c->fd);
         c->fd = -1;
     }
-    /* off the idle list */
-    for (struct rconn **pp = &d->idle; *pp != NULL; pp = &(*pp)->next)
-        if (*pp == c) {
-            *pp = c->next;
-            break;
-        }
+    idle_remove(c);
     d->nconns--;
     r->nconns--;
     if (!c->ready)
@@ -731,12 +736,7 @@ static void conn_on_idle_timeout(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct rconn *c = arg;
-    for (struct rconn **pp = &c->dest->idle; *pp != NULL; pp = &(*pp)->next)
-        if (*pp == c) {
-            *pp = c->next;
-            break;
-        }
-    c->next = NULL;
+    idle_remove(c);
     client_quit(c->cl);   /* closed() follows and retires it */
 }
 
@@ -822,12 +822,7 @@ static void conn_on_closed(struct smtp_client *cl, enum client_outcome how,
         event_free(c->ev);
         c->ev = NULL;
     }
-    for (struct rconn **pp = &d->idle; *pp != NULL; pp = &(*pp)->next)
-        if (*pp == c) {
-            *pp = c->next;
-            break;
-        }
-    c->next = NULL;
+    idle_remove(c);
     if (c->ready) {
         rconn_retire(c);
         return;

@@ -31,6 +31,7 @@
 #include "lib/xalloc.h"
 #include "queue/queue.h"
 #include "smtpd/session.h"
+#include "lib/hash.h"
 
 #define CLIENT_BUCKETS 4096
 /* RCPT quota answers remembered (direct-mapped by mailbox). */
@@ -76,19 +77,11 @@ struct smtpd {
     struct event *ev_all_closed;
 };
 
-static uint32_t fnv1a(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (const char *p = s; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    return h;
-}
-
 static size_t client_hash(const char *addr)
 {
     /* FNV-1a; the table only balances counts, it is not a security boundary
      * (a peer controls only its own address). */
-    return fnv1a(addr) % CLIENT_BUCKETS;
+    return hash_fnv1a(addr) % CLIENT_BUCKETS;
 }
 
 static struct client_slot *client_get(struct smtpd *srv, const char *addr)
@@ -442,7 +435,7 @@ static long ms_since(const struct timespec *t)
 bool smtpd_quota_cached(struct smtpd *srv, const char *mailbox,
                         uint64_t *bytes_r, uint64_t *msgs_r)
 {
-    struct quota_cache_slot *q = &srv->qcache[fnv1a(mailbox) % QUOTA_CACHE_SLOTS];
+    struct quota_cache_slot *q = &srv->qcache[hash_fnv1a(mailbox) % QUOTA_CACHE_SLOTS];
     if (q->at.tv_sec == 0 || strcmp(q->mailbox, mailbox) != 0)
         return false;
     long age = ms_since(&q->at);
@@ -455,7 +448,7 @@ bool smtpd_quota_cached(struct smtpd *srv, const char *mailbox,
 
 void smtpd_quota_charge(struct smtpd *srv, const char *mailbox, uint64_t bytes)
 {
-    struct quota_cache_slot *q = &srv->qcache[fnv1a(mailbox) % QUOTA_CACHE_SLOTS];
+    struct quota_cache_slot *q = &srv->qcache[hash_fnv1a(mailbox) % QUOTA_CACHE_SLOTS];
     if (q->at.tv_sec == 0 || strcmp(q->mailbox, mailbox) != 0)
         return;
     q->msgs++;
@@ -465,7 +458,7 @@ void smtpd_quota_charge(struct smtpd *srv, const char *mailbox, uint64_t bytes)
 void smtpd_quota_remember(struct smtpd *srv, const char *mailbox,
                           uint64_t bytes, uint64_t msgs)
 {
-    struct quota_cache_slot *q = &srv->qcache[fnv1a(mailbox) % QUOTA_CACHE_SLOTS];
+    struct quota_cache_slot *q = &srv->qcache[hash_fnv1a(mailbox) % QUOTA_CACHE_SLOTS];
     snprintf(q->mailbox, sizeof(q->mailbox), "%s", mailbox);
     q->bytes = bytes;
     q->msgs = msgs;

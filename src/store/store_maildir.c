@@ -28,6 +28,7 @@
 #include "lib/fsutil.h"
 #include "lib/xalloc.h"
 #include "store/store_backend.h"
+#include "lib/random.h"
 
 /* ================= dispatch (store.h) ================= */
 
@@ -393,28 +394,6 @@ static void escape_host(const char *h, char out[HOST_MAX + 1])
     out[o] = '\0';
 }
 
-static void md_random(void *p, size_t n)
-{
-    unsigned char *c = p;
-    while (n > 0) {
-        ssize_t r = getrandom(c, n, 0);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            /* The counter and pid still make the name unique in this
-             * process; O_EXCL and RENAME_NOREPLACE catch the rest. */
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            uint64_t x = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15u;
-            for (size_t i = 0; i < n; i++, x = x * 6364136223846793005u + 1)
-                c[i] = (unsigned char)(x >> 56);
-            return;
-        }
-        c += r;
-        n -= (size_t)r;
-    }
-}
-
 /* Opens root/domain/local[/.folder] one level at a time, never following a
  * symbolic link below root; the Maildir's directory fd, or -1. */
 int md_walk(struct mdstore *s, const struct mdpath *p)
@@ -528,7 +507,7 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
     gettimeofday(&tv, NULL);
     unsigned long q = atomic_fetch_add(&s->counter, 1);
     uint64_t rnd;
-    md_random(&rnd, sizeof(rnd));
+    random_fill_unique(&rnd, sizeof(rnd));
     int n = snprintf(tmpname, sizeof(tmpname), "%lld.M%06ldP%ldQ%luR%016llx.%s",
                      (long long)tv.tv_sec, (long)tv.tv_usec, (long)getpid(), q,
                      (unsigned long long)rnd, s->host);
