@@ -8,6 +8,8 @@ replies) and records what it received, byte for byte.
 
 Script keys (all optional):
     greeting     "220 sink ESMTP" (raw bytes allowed: sent as is)
+    greeting_delay
+                 seconds to wait before the greeting (a stalled server)
     extensions   list of EHLO keywords, default PIPELINING SIZE 8BITMIME
                  SMTPUTF8 DSN ENHANCEDSTATUSCODES (+ STARTTLS with a cert)
     ehlo         reply to EHLO instead of the extensions ("502 ..." etc.)
@@ -84,6 +86,8 @@ class _Handler(socketserver.StreamRequestHandler):
         tls = False
         helo = None
         try:
+            if sc.get("greeting_delay"):
+                time.sleep(sc["greeting_delay"])
             self.send(sc.get("greeting", "220 sink.test ESMTP"))
             if sc.get("raw_after_greeting"):
                 self.sock.sendall(sc["raw_after_greeting"])

@@ -749,3 +749,60 @@ def test_smtputf8_address_to_a_peer_without_smtputf8_bounces(tmp_path, dns):
     finally:
         finish_server(s)
         sink.stop()
+
+
+def test_relay_recipients_split_into_transactions(tmp_path, dns):
+    """relay-recipients 2: five recipients of one domain go as three
+    transactions (2, 2, 1) on one connection, each recipient once."""
+    sink = Sink().start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\nlimit relay-recipients 2\n")
+    try:
+        rcpts = [f"r{i}@example.net" for i in range(5)]
+        send(s, SENDER, rcpts, "split\r\n")
+        sink.wait_messages(3)
+        s.wait_queue_empty(timeout=20)
+        assert [len(m.rcpts) for m in sink.messages] == [2, 2, 1]
+        assert sorted(r[0] for m in sink.messages for r in m.rcpts) == rcpts
+        assert all(body_of(m.data) == b"split\r\n" for m in sink.messages)
+        assert sink.connections == 1
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_relay_messages_per_connection(tmp_path, dns):
+    """relay-messages-per-connection 1: every message has its own connection."""
+    sink = Sink().start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\n"
+                     "limit relay-messages-per-connection 1\nlimit relay-idle 5\n")
+    try:
+        for i in range(3):
+            send(s, SENDER, [f"m{i}@example.net"], f"n{i}\r\n")
+            sink.wait_messages(i + 1)
+        s.wait_queue_empty(timeout=20)
+        assert sink.connections == 3
+        assert sorted(m.rcpts[0][0] for m in sink.messages) == [f"m{i}@example.net" for i in range(3)]
+    finally:
+        finish_server(s)
+        sink.stop()
+
+
+def test_stalled_server_times_out_and_message_stays(tmp_path, dns):
+    """A server that never greets: timeout-greeting ends the wait, the
+    message stays queued (deferred, 4.4.2) and nothing is sent."""
+    sink = Sink({"greeting_delay": 20}).start()
+    dns.set_zone(mx_zone("example.net", "mx.example.net", "127.0.0.1"))
+    s = relay_server(tmp_path, dns.port, f"mx-port {sink.port}\nlimit timeout-greeting 1\n"
+                     "limit relay-retry-min 3600\nlimit relay-retry-max 3600\n")
+    try:
+        send(s, SENDER, ["slow@example.net"], "x\r\n")
+        wait_for_log(s, r"relay\.deferred .*4\.4\.2 timeout waiting for the greeting", timeout=30)
+        assert s.running()
+        assert s.queue_files("msg")
+        assert sink.commands == []
+        assert not any(b"multipart/report" in m for _, m in s.messages(SENDER))
+    finally:
+        finish_server(s)
+        sink.stop()
