@@ -302,7 +302,8 @@ class EstafetaTarget:
         return self.server.maildir(RCPT) / "new"
 
     def queue_empty(self):
-        return not self.server.queue_files("msg") and not self.server.queue_files("incoming")
+        return (not self.server.queue_files("msg") and not self.server.queue_files("incoming")
+                and not self.server.log_records(images=False))
 
     def running(self):
         return self.server.running()

@@ -481,9 +481,13 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
     if (qmgr_report(m, q, cfg, env, dirty) < 0 && status == 1)
         status = 0; /* keep the message until its DSN is queued */
 
-    /* States are written before the relay loads the message (it must see
+    /* A message that stays leaves the accept log for a file of its own
+     * before anything else happens to it (doc/queue.md "The accept log").
+     * States are written before the relay loads the message (it must see
      * local recipients done), and whenever the message stays. */
-    if (status != 1 && qmgr_flush_states(q, env, dirty) < 0)
+    if (status != 1 && queue_keep(q, id) < 0)
+        status = -1;
+    if (status != 1 && status != -1 && qmgr_flush_states(q, env, dirty) < 0)
         status = -1;
     if (status == 0 && relay != NULL && remote_pending > 0 && local_pending == 0 &&
         (it == NULL || it->relay_due <= now)) {

@@ -470,6 +470,8 @@ int cmd_serve(int argc, char **argv)
         goto out;
     }
     buf_free(&qerr);
+    queue_fs_tune(sv.queue, cfg->limits[LIM_QUEUE_LOG_MESSAGE],
+                  cfg->limits[LIM_QUEUE_LOG_MEMORY]);
     if (queue_recover(sv.queue) < 0) {
         fprintf(stderr, "estafeta: queue recovery failed: %s\n", strerror(errno));
         goto out;

@@ -149,6 +149,15 @@ const struct limit_def limit_table[LIM__COUNT] = {
         "messages delivered at the same time (read at start); each waits "
         "on its own fsyncs, and a disk completes concurrent flushes far "
         "faster than the same flushes in a row (doc/performance.md)"},
+    [LIM_QUEUE_LOG_MESSAGE] = {"queue-log-message", LIMIT_SIZE, 256 * KiB, 0, 16 * MiB,
+        "largest message body kept in memory while received and committed "
+        "to the queue's accept log (one append and one fdatasync per batch) "
+        "instead of a file of its own; 0 gives every message a file "
+        "(doc/queue.md \"The accept log\"; read at start)"},
+    [LIM_QUEUE_LOG_MEMORY] = {"queue-log-memory", LIMIT_SIZE, 64 * MiB, 1 * MiB, 4096 * MiB,
+        "memory held by all messages being received for the accept log; "
+        "beyond it a message goes to a file, so many slow or idle senders "
+        "cannot pin memory (read at start)"},
 };
 
 int limit_lookup(const char *name)

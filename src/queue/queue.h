@@ -16,6 +16,9 @@
  *   queue_load()         envelope with per-recipient state
  *   queue_body_open/read/close
  *   queue_rcpt_update()  durable per-recipient state change
+ *   queue_keep()         after a delivery pass that leaves the message in
+ *                        the queue: a message of the fs backend's accept
+ *                        log becomes a queue file of its own
  *   queue_remove()       when every recipient is done
  *   queue_set_aside()    unreadable message moved out of the way, kept for
  *                        the admin
@@ -121,10 +124,30 @@ void queue_body_close(struct queue_body *b);
 int queue_rcpt_update(struct queue *q, const char *id, size_t index,
                       enum queue_rcpt_state state, const char *status);
 int queue_remove(struct queue *q, const char *id);
+/*
+ * The accept log (doc/queue.md) holds a message only for its first
+ * delivery pass: call queue_keep when that pass leaves anything to do, so
+ * everything after it (states, retries, the relay, hold) works on a queue
+ * file. 0 (also when there is nothing to do: not in the log, another
+ * backend, or another process than the server), -1 with errno.
+ */
+int queue_keep(struct queue *q, const char *id);
+/*
+ * fs backend: the accept log's limits (the limit table's queue-log-message
+ * and queue-log-memory): a message whose body exceeds log_message_max, or
+ * that would take the memory of all messages being received beyond
+ * log_memory_max, is written to a file of its own; 0 sends every message
+ * there. No effect on other backends. Call before the queue is used.
+ */
+void queue_fs_tune(struct queue *q, uint64_t log_message_max,
+                   uint64_t log_memory_max);
 int queue_set_aside(struct queue *q, const char *id, const char *reason);
 
 /*
- * Administration (`estafeta queue`, doc/queue.md "Hold and release"). A held
+ * Administration (`estafeta queue`, doc/queue.md "Hold and release"). In a
+ * process other than the server, a message that is only in the accept log
+ * is being delivered: queue_hold, queue_remove, queue_set_aside and
+ * queue_rcpt_update fail with EBUSY for it. A held
  * message is out of the active queue: queue_list, queue_load,
  * queue_body_open and queue_rcpt_update do not see it (ENOENT), so nothing
  * delivers it. The admin command may run while the server does: these are

@@ -35,6 +35,7 @@ struct queue_ops {
                     bool *held_r);
     int (*body_open_any)(struct queue *q, const char *id,
                          struct queue_body **b_r, bool *held_r);
+    int (*keep)(struct queue *q, const char *id);
 };
 
 struct queue {

@@ -24,7 +24,10 @@
 #include "lib/xalloc.h"
 #include "queue/qfile.h"
 #include "queue/queue_backend.h"
+#include "queue/queue_log.h"
 #include "lib/random.h"
+#include <stdatomic.h>
+#include <sys/uio.h>
 
 /* ================= dispatch (queue.h) ================= */
 
@@ -98,6 +101,11 @@ int queue_remove(struct queue *q, const char *id)
     return q->ops->remove(q, id);
 }
 
+int queue_keep(struct queue *q, const char *id)
+{
+    return q->ops->keep(q, id);
+}
+
 int queue_set_aside(struct queue *q, const char *id, const char *reason)
 {
     return q->ops->set_aside(q, id, reason);
@@ -159,23 +167,38 @@ void queue_id_new(char id_r[QUEUE_ID_SIZE])
 
 #define WBUF_SIZE (64u * 1024u)
 
+/* Defaults of queue_fs_tune (the limit table's queue-log-message and
+ * queue-log-memory). */
+#define LOG_MESSAGE_DEFAULT (256u * 1024u)
+#define LOG_MEMORY_DEFAULT (64u * 1024u * 1024u)
+/* First allocation of a message kept in memory: a typical message fits. */
+#define MEM_INITIAL (8u * 1024u)
+
 struct fsq {
     struct queue base;
     int dirfd, infd, msgfd, holdfd, badfd;
+    struct qlog *log;           /* the accept log (doc/queue.md) */
+    uint64_t log_msg_max;       /* body octets; 0: no message goes there */
+    uint64_t log_mem_max;
+    _Atomic uint64_t log_mem;   /* bytes allocated by messages in memory */
 };
 
 struct fsmsg {
     struct queue_msg base;
-    int fd;
+    int fd;               /* -1 while the message is kept in memory */
     int err;              /* sticky write error (errno), 0 if none */
     size_t wlen;
     unsigned char *wbuf;
+    unsigned char *mem;   /* in memory: header + body so far */
+    size_t mlen, mcap;    /* mcap is counted in fsq.log_mem */
 };
 
 struct fsbody {
     struct queue_body base;
     int fd;
     uint64_t off, end;
+    struct qlog_ref ref;  /* a record of the log: fd is the segment's */
+    bool in_log;
 };
 
 static struct fsq *FSQ(struct queue *q) { return (struct fsq *)q; }
@@ -221,48 +244,150 @@ static int fs_append(struct fsmsg *m, const void *p, size_t n)
     return 0;
 }
 
+static bool exists_at(int dirfd, const char *name)
+{
+    struct stat st;
+    return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+/* An id still present in msg/, hold/, corrupt/ or the log is never reused
+ * (doc/queue.md "Queue ids"). */
+static bool id_taken(struct fsq *fq, const char *id)
+{
+    return exists_at(fq->msgfd, id) || exists_at(fq->holdfd, id) ||
+           exists_at(fq->badfd, id) || qlog_has(fq->log, id);
+}
+
+/* Memory for messages kept in memory: taken from queue-log-memory, or
+ * refused (the message then goes to a file). */
+static bool mem_reserve(struct fsq *fq, size_t n)
+{
+    uint64_t now = atomic_fetch_add(&fq->log_mem, (uint64_t)n) + n;
+    if (now <= fq->log_mem_max)
+        return true;
+    atomic_fetch_sub(&fq->log_mem, (uint64_t)n);
+    return false;
+}
+
+static void mem_release(struct fsq *fq, struct fsmsg *m)
+{
+    if (m->mem == NULL)
+        return;
+    atomic_fetch_sub(&fq->log_mem, (uint64_t)m->mcap);
+    free(m->mem);
+    m->mem = NULL;
+    m->mlen = m->mcap = 0;
+}
+
+/* From memory to incoming/<id>: the file path of doc/queue.md "Receive". */
+static int fs_spill(struct fsq *fq, struct fsmsg *m)
+{
+    if (id_taken(fq, m->base.id)) {
+        errno = EEXIST;
+        return -1;
+    }
+    int fd = openat(fq->infd, m->base.id,
+                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    m->fd = fd;
+    m->wbuf = xmalloc(WBUF_SIZE);
+    m->wlen = 0;
+    int r = 0;
+    if (m->mem != NULL)
+        r = fs_append(m, m->mem, m->mlen);
+    else
+        r = fs_append(m, QFILE_HEADER, QFILE_HEADER_SIZE);
+    mem_release(fq, m);
+    return r;
+}
+
 static int fs_msg_open(struct queue *q, struct queue_msg **m_r)
 {
     struct fsq *fq = FSQ(q);
-    char id[QUEUE_ID_SIZE];
-    struct stat st;
-    int fd = -1;
+    struct fsmsg *m = xcalloc(1, sizeof(*m));
+    m->base.q = q;
+    m->fd = -1;
     *m_r = NULL;
-    for (int tries = 0; fd < 0; tries++) {
+    for (int tries = 0;; tries++) {
         if (tries == 16) {
+            free(m);
             errno = EEXIST;
             return -1;
         }
-        queue_id_new(id);
-        /* An id still present in msg/, hold/ or corrupt/ is never reused. */
-        if (fstatat(fq->msgfd, id, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
-            fstatat(fq->holdfd, id, &st, AT_SYMLINK_NOFOLLOW) == 0 ||
-            fstatat(fq->badfd, id, &st, AT_SYMLINK_NOFOLLOW) == 0)
-            continue;
-        fd = openat(fq->infd, id,
-                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd < 0 && errno != EEXIST)
-            return -1;
+        queue_id_new(m->base.id);
+        /* Checked again at the commit, where it matters for the log. */
+        if (!qlog_has(fq->log, m->base.id))
+            break;
     }
-    struct fsmsg *m = xcalloc(1, sizeof(*m));
-    m->base.q = q;
-    memcpy(m->base.id, id, sizeof(id));
-    m->fd = fd;
-    m->wbuf = xmalloc(WBUF_SIZE);
-    memcpy(m->wbuf, QFILE_HEADER, QFILE_HEADER_SIZE);
-    m->wlen = QFILE_HEADER_SIZE;
+    size_t first = MEM_INITIAL;
+    if (fq->log_msg_max > 0 && mem_reserve(fq, first)) {
+        m->mem = xmalloc(first);
+        m->mcap = first;
+        memcpy(m->mem, QFILE_HEADER, QFILE_HEADER_SIZE);
+        m->mlen = QFILE_HEADER_SIZE;
+    } else if (fs_spill(fq, m) < 0) {
+        int saved = errno;
+        if (m->fd >= 0) {
+            close(m->fd);
+            unlinkat(fq->infd, m->base.id, 0);
+        }
+        free(m->wbuf);
+        free(m);
+        errno = saved;
+        return -1;
+    }
     *m_r = &m->base;
+    return 0;
+}
+
+/* Appends to a message kept in memory; 1 if it no longer fits there (the
+ * caller spills it), 0 when appended. */
+static int mem_append(struct fsq *fq, struct fsmsg *m, const void *p, size_t n,
+                      uint64_t size)
+{
+    if (size > fq->log_msg_max)
+        return 1;
+    size_t need = m->mlen + n; /* <= header + log_msg_max: no overflow */
+    if (need > m->mcap) {
+        size_t ncap = m->mcap * 2;
+        if (ncap < need)
+            ncap = need;
+        if (ncap > QFILE_HEADER_SIZE + fq->log_msg_max)
+            ncap = QFILE_HEADER_SIZE + (size_t)fq->log_msg_max;
+        if (!mem_reserve(fq, ncap - m->mcap))
+            return 1;
+        m->mem = xrealloc(m->mem, ncap);
+        m->mcap = ncap;
+    }
+    memcpy(m->mem + m->mlen, p, n);
+    m->mlen = need;
     return 0;
 }
 
 static int fs_msg_write(struct queue_msg *qm, const void *p, size_t n)
 {
     struct fsmsg *m = (struct fsmsg *)qm;
+    struct fsq *fq = FSQ(qm->q);
     uint64_t size;
+    if (m->err != 0) {
+        errno = m->err;
+        return -1;
+    }
     if (__builtin_add_overflow(m->base.size, (uint64_t)n, &size)) {
         m->err = EFBIG;
         errno = EFBIG;
         return -1;
+    }
+    if (m->fd < 0) {
+        if (mem_append(fq, m, p, n, size) == 0) {
+            m->base.size = size;
+            return 0;
+        }
+        if (fs_spill(fq, m) < 0) {
+            m->err = errno != 0 ? errno : EIO;
+            return -1;
+        }
     }
     if (fs_append(m, p, n) < 0)
         return -1;
@@ -274,6 +399,7 @@ static void fsmsg_free(struct fsmsg *m)
 {
     if (m->fd >= 0)
         close(m->fd);
+    mem_release(FSQ(m->base.q), m);
     free(m->wbuf);
     free(m);
 }
@@ -282,7 +408,8 @@ static void fs_msg_abort(struct queue_msg *qm)
 {
     struct fsmsg *m = (struct fsmsg *)qm;
     int saved = errno;
-    unlinkat(FSQ(qm->q)->infd, qm->id, 0);
+    if (m->fd >= 0)
+        unlinkat(FSQ(qm->q)->infd, qm->id, 0);
     fsmsg_free(m);
     errno = saved;
 }
@@ -329,6 +456,65 @@ static void fs_commit_close(struct queue_msg **msgs, size_t n, int *results_r)
     }
 }
 
+/* The messages of the batch kept in memory: each becomes a queue-file image
+ * (the same bytes as a file: header, body, envelope, footer) and all of
+ * them one append to the log with one fdatasync (doc/queue.md "The accept
+ * log"). */
+static void fs_commit_log(struct fsq *fq, struct queue_msg **msgs,
+                          const struct queue_env *envs, size_t n, int *results_r)
+{
+    struct qlog_rec *recs = xcalloc(n, sizeof(*recs));
+    struct iovec (*iov)[3] = xcalloc(n, sizeof(*iov));
+    struct buf *ebs = xcalloc(n, sizeof(*ebs));
+    unsigned char (*foot)[QFILE_FOOTER_SIZE] = xcalloc(n, sizeof(*foot));
+    size_t *which = xcalloc(n, sizeof(*which));
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct fsmsg *m = (struct fsmsg *)msgs[i];
+        if (m->wbuf != NULL)
+            continue; /* a file */
+        if (m->err != 0) {
+            results_r[i] = m->err;
+            continue;
+        }
+        if (id_taken(fq, m->base.id)) {
+            results_r[i] = EEXIST;
+            continue;
+        }
+        struct queue_env e = envs[i];
+        struct qfile_footer f;
+        memcpy(e.id, m->base.id, sizeof(e.id));
+        buf_init(&ebs[i], QFILE_ENV_MAX);
+        if (qfile_env_encode(&e, &ebs[i]) < 0) {
+            results_r[i] = errno != 0 ? errno : EINVAL;
+            continue;
+        }
+        qfile_footer_make(m->base.size, ebs[i].data, ebs[i].len, &f);
+        qfile_footer_encode(&f, foot[i]);
+        iov[i][0] = (struct iovec){m->mem, m->mlen};
+        iov[i][1] = (struct iovec){ebs[i].data, ebs[i].len};
+        iov[i][2] = (struct iovec){foot[i], QFILE_FOOTER_SIZE};
+        recs[k] = (struct qlog_rec){.id = m->base.id, .iov = iov[i], .iovcnt = 3,
+                                    .len = (uint64_t)m->mlen + ebs[i].len +
+                                           QFILE_FOOTER_SIZE};
+        which[k++] = i;
+    }
+    if (k > 0) {
+        int *res = xcalloc(k, sizeof(*res));
+        qlog_append(fq->log, recs, k, res);
+        for (size_t j = 0; j < k; j++)
+            results_r[which[j]] = res[j];
+        free(res);
+    }
+    for (size_t i = 0; i < n; i++)
+        buf_free(&ebs[i]);
+    free(recs);
+    free(iov);
+    free(ebs);
+    free(foot);
+    free(which);
+}
+
 static int fs_commit(struct queue *q, struct queue_msg **msgs,
                      const struct queue_env *envs, size_t n, int *results_r)
 {
@@ -337,10 +523,16 @@ static int fs_commit(struct queue *q, struct queue_msg **msgs,
     int first_err = 0;
 
     for (size_t i = 0; i < n; i++)
-        results_r[i] = fs_commit_one((struct fsmsg *)msgs[i], &envs[i]);
+        results_r[i] = 0;
+    fs_commit_log(fq, msgs, envs, n, results_r);
+    for (size_t i = 0; i < n; i++)
+        if (((struct fsmsg *)msgs[i])->wbuf != NULL)
+            results_r[i] = fs_commit_one((struct fsmsg *)msgs[i], &envs[i]);
     fs_commit_close(msgs, n, results_r);
     for (size_t i = 0; i < n; i++) {
         struct fsmsg *m = (struct fsmsg *)msgs[i];
+        if (m->wbuf == NULL)
+            continue;
         if (results_r[i] == 0 &&
             renameat(fq->infd, m->base.id, fq->msgfd, m->base.id) < 0)
             results_r[i] = errno != 0 ? errno : EIO;
@@ -357,7 +549,7 @@ static int fs_commit(struct queue *q, struct queue_msg **msgs,
         log_kv(LOG_ERR, "queue.commit.fsync_failed", "error", strerror(err),
                NULL);
         for (size_t i = 0; i < n; i++) {
-            if (results_r[i] == 0) {
+            if (results_r[i] == 0 && ((struct fsmsg *)msgs[i])->wbuf != NULL) {
                 unlinkat(fq->msgfd, msgs[i]->id, 0);
                 results_r[i] = err;
             }
@@ -403,47 +595,57 @@ static int pread_full(int fd, void *p, size_t n, uint64_t off)
     return 0;
 }
 
-/* Header and footer of an open queue file: 0, -1 (I/O), -2 (corrupt). */
-static int fs_check_frame(int fd, struct qfile_footer *f_r, const char **why_r)
+/* Header and footer of a queue-file image of `size` bytes at `base` in
+ * fd (a queue file: base 0; a record of the log): 0, -1 (I/O), -2
+ * (corrupt). */
+static int fs_check_image(int fd, uint64_t base, uint64_t size,
+                          struct qfile_footer *f_r, const char **why_r)
 {
-    struct stat st;
     unsigned char head[QFILE_HEADER_SIZE], foot[QFILE_FOOTER_SIZE];
     int r;
-    if (fstat(fd, &st) < 0)
-        return -1;
-    *why_r = "not a regular file";
-    if (!S_ISREG(st.st_mode))
-        return -2;
     *why_r = "too short";
-    if (st.st_size < (off_t)(QFILE_HEADER_SIZE + QFILE_FOOTER_SIZE))
+    if (size < (uint64_t)(QFILE_HEADER_SIZE + QFILE_FOOTER_SIZE))
         return -2;
     *why_r = "bad header";
-    if ((r = pread_full(fd, head, sizeof(head), 0)) != 0)
+    if ((r = pread_full(fd, head, sizeof(head), base)) != 0)
         return r;
     if (memcmp(head, QFILE_HEADER, QFILE_HEADER_SIZE) != 0)
         return -2;
     *why_r = "bad footer";
-    r = pread_full(fd, foot, sizeof(foot),
-                   (uint64_t)st.st_size - QFILE_FOOTER_SIZE);
+    r = pread_full(fd, foot, sizeof(foot), base + size - QFILE_FOOTER_SIZE);
     if (r != 0)
         return r;
-    if (qfile_footer_decode(foot, (uint64_t)st.st_size, f_r) < 0)
+    if (qfile_footer_decode(foot, size, f_r) < 0)
         return -2;
     return 0;
 }
 
-/* Full validation (doc/queue.md "The queue file"): 0 with the envelope,
- * -1 (I/O error, errno), -2 (corrupt, *why_r says how). */
-static int fs_read_valid(int fd, const char *id, struct queue_env **env_r,
-                         const char **why_r)
+/* fs_check_image for a whole queue file. */
+static int fs_check_frame(int fd, struct qfile_footer *f_r, const char **why_r)
+{
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -1;
+    *why_r = "not a regular file";
+    if (!S_ISREG(st.st_mode) || st.st_size < 0)
+        return -2;
+    return fs_check_image(fd, 0, (uint64_t)st.st_size, f_r, why_r);
+}
+
+/* Full validation (doc/queue.md "The queue file") of the image at
+ * base/size in fd, or of the whole file when size is UINT64_MAX: 0 with
+ * the envelope, -1 (I/O error, errno), -2 (corrupt, *why_r says how). */
+static int fs_read_valid_at(int fd, uint64_t base, uint64_t size, const char *id,
+                            struct queue_env **env_r, const char **why_r)
 {
     struct qfile_footer f;
     *env_r = NULL;
-    int r = fs_check_frame(fd, &f, why_r);
+    int r = size == UINT64_MAX ? fs_check_frame(fd, &f, why_r)
+                               : fs_check_image(fd, base, size, &f, why_r);
     if (r != 0)
         return r;
     unsigned char *eb = xmalloc(f.env_len > 0 ? (size_t)f.env_len : 1);
-    r = pread_full(fd, eb, (size_t)f.env_len, f.env_off);
+    r = pread_full(fd, eb, (size_t)f.env_len, base + f.env_off);
     if (r == 0 && qfile_crc32(0, eb, (size_t)f.env_len) != f.env_crc) {
         *why_r = "envelope checksum";
         r = -2;
@@ -464,6 +666,12 @@ static int fs_read_valid(int fd, const char *id, struct queue_env **env_r,
     if (r == -2)
         errno = EBADMSG;
     return r;
+}
+
+static int fs_read_valid(int fd, const char *id, struct queue_env **env_r,
+                         const char **why_r)
+{
+    return fs_read_valid_at(fd, 0, UINT64_MAX, id, env_r, why_r);
 }
 
 /* <id>.st in dirfd, opened for reading: a descriptor, -1 with errno ENOENT
@@ -591,16 +799,55 @@ static int fs_load_in(int dirfd, const char *id, struct queue_env **env_r)
     return r;
 }
 
+/* A message of the accept log: as fs_load_in. */
+static int fs_log_load(struct fsq *fq, const char *id, struct queue_env **env_r)
+{
+    struct qlog_ref ref;
+    const char *why = NULL;
+    *env_r = NULL;
+    if (qlog_pin(fq->log, id, &ref) < 0)
+        return -1;
+    int r = fs_read_valid_at(ref.fd, ref.off, ref.len, id, env_r, &why);
+    int saved = errno;
+    qlog_unpin(fq->log, &ref);
+    errno = saved;
+    return r;
+}
+
+/*
+ * An active message is in msg/ or in the log (doc/queue.md "The log and
+ * the other operations"). The server's own index of the log is exact, so it
+ * looks there first; another process's is a snapshot taken at open, and a
+ * message kept as a file since then is read from the file (with its
+ * states).
+ */
 static int fs_load(struct queue *q, const char *id, struct queue_env **env_r)
 {
-    return fs_load_in(FSQ(q)->msgfd, id, env_r);
+    struct fsq *fq = FSQ(q);
+    if (!qfile_id_valid(id)) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (qlog_is_owner(fq->log)) {
+        int r = fs_log_load(fq, id, env_r);
+        if (r == -1 && errno == ENOENT)
+            r = fs_load_in(fq->msgfd, id, env_r);
+        return r;
+    }
+    int r = fs_load_in(fq->msgfd, id, env_r);
+    if (r == -1 && errno == ENOENT) {
+        r = fs_log_load(fq, id, env_r);
+        if (r == -1)
+            errno = ENOENT;
+    }
+    return r;
 }
 
 static int fs_load_any(struct queue *q, const char *id, struct queue_env **env_r,
                        bool *held_r)
 {
     *held_r = false;
-    int r = fs_load_in(FSQ(q)->msgfd, id, env_r);
+    int r = fs_load(q, id, env_r);
     if (r == -1 && errno == ENOENT) {
         *held_r = true;
         r = fs_load_in(FSQ(q)->holdfd, id, env_r);
@@ -639,16 +886,61 @@ static int fs_body_open_in(struct queue *q, int dirfd, const char *id,
     return 0;
 }
 
+static int fs_log_body_open(struct queue *q, const char *id,
+                            struct queue_body **b_r)
+{
+    struct fsq *fq = FSQ(q);
+    struct qlog_ref ref;
+    struct qfile_footer f;
+    const char *why;
+    *b_r = NULL;
+    if (qlog_pin(fq->log, id, &ref) < 0)
+        return -1;
+    int r = fs_check_image(ref.fd, ref.off, ref.len, &f, &why);
+    if (r != 0) {
+        qlog_unpin(fq->log, &ref);
+        errno = r == -2 ? EBADMSG : errno;
+        return -1;
+    }
+    struct fsbody *b = xcalloc(1, sizeof(*b));
+    b->base.q = q;
+    b->fd = ref.fd;
+    b->off = ref.off + QFILE_HEADER_SIZE;
+    b->end = b->off + f.body_len;
+    b->ref = ref;
+    b->in_log = true;
+    *b_r = &b->base;
+    return 0;
+}
+
+/* The same order as fs_load. */
 static int fs_body_open(struct queue *q, const char *id, struct queue_body **b_r)
 {
-    return fs_body_open_in(q, FSQ(q)->msgfd, id, b_r);
+    struct fsq *fq = FSQ(q);
+    if (!qfile_id_valid(id)) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (qlog_is_owner(fq->log)) {
+        int r = fs_log_body_open(q, id, b_r);
+        if (r == -1 && errno == ENOENT)
+            r = fs_body_open_in(q, fq->msgfd, id, b_r);
+        return r;
+    }
+    int r = fs_body_open_in(q, fq->msgfd, id, b_r);
+    if (r == -1 && errno == ENOENT) {
+        r = fs_log_body_open(q, id, b_r);
+        if (r == -1)
+            errno = ENOENT;
+    }
+    return r;
 }
 
 static int fs_body_open_any(struct queue *q, const char *id,
                             struct queue_body **b_r, bool *held_r)
 {
     *held_r = false;
-    int r = fs_body_open_in(q, FSQ(q)->msgfd, id, b_r);
+    int r = fs_body_open(q, id, b_r);
     if (r == -1 && errno == ENOENT) {
         *held_r = true;
         r = fs_body_open_in(q, FSQ(q)->holdfd, id, b_r);
@@ -685,8 +977,118 @@ static ssize_t fs_body_read(struct queue_body *qb, void *p, size_t n)
 static void fs_body_close(struct queue_body *qb)
 {
     struct fsbody *b = (struct fsbody *)qb;
-    close(b->fd);
+    if (b->in_log)
+        qlog_unpin(FSQ(qb->q)->log, &b->ref);
+    else
+        close(b->fd);
     free(b);
+}
+
+/* ---- from the log to a file (doc/queue.md "queue_keep") ---- */
+
+/* Copies len bytes at off in from into to (at its start). */
+static int copy_range(int from, uint64_t off, uint64_t len, int to)
+{
+    unsigned char chunk[65536];
+    while (len > 0) {
+        size_t n = len > sizeof(chunk) ? sizeof(chunk) : (size_t)len;
+        int r = pread_full(from, chunk, n, off);
+        if (r != 0) {
+            if (r == -2)
+                errno = EIO;
+            return -1;
+        }
+        if (fs_write_all(to, chunk, n) < 0)
+            return -1;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/*
+ * The record's image as the file `todir`/<id>, through incoming/<id>
+ * (msg/: queue_keep and recovery; corrupt/: set aside). durable: fsync the
+ * file and todir (recovery does one syncfs for all instead). A file
+ * already there under that name is the same message from an earlier keep:
+ * 0, nothing written.
+ */
+static int fs_log_copy(struct fsq *fq, const char *id, const struct qlog_ref *ref,
+                       int todir, bool durable)
+{
+    if (exists_at(todir, id))
+        return 0;
+    unlinkat(fq->infd, id, 0); /* a stale one from a keep cut short */
+    int fd = openat(fq->infd, id,
+                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    if (copy_range(ref->fd, ref->off, ref->len, fd) < 0 ||
+        (durable && fsync(fd) < 0)) {
+        fs_close_keep_errno(fd);
+        unlinkat(fq->infd, id, 0);
+        return -1;
+    }
+    if (close(fd) < 0) {
+        unlinkat(fq->infd, id, 0);
+        return -1;
+    }
+    if (renameat2(fq->infd, id, todir, id, RENAME_NOREPLACE) < 0) {
+        int saved = errno;
+        if (saved == EEXIST) {
+            unlinkat(fq->infd, id, 0);
+            return 0;
+        }
+        if ((saved != EINVAL && saved != ENOSYS) ||
+            renameat(fq->infd, id, todir, id) < 0) {
+            saved = errno;
+            unlinkat(fq->infd, id, 0);
+            errno = saved;
+            return -1;
+        }
+    }
+    if (durable && fsync(todir) < 0)
+        return -1;
+    return 0;
+}
+
+/* A message of the log becomes msg/<id>, durably, then leaves the log. Not
+ * in the log: nothing to do. Only in the server's process. */
+static int fs_keep(struct queue *q, const char *id)
+{
+    struct fsq *fq = FSQ(q);
+    struct qlog_ref ref;
+    if (!qfile_id_valid(id)) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (!qlog_is_owner(fq->log))
+        return 0;
+    if (qlog_pin(fq->log, id, &ref) < 0)
+        return 0;
+    int r = fs_log_copy(fq, id, &ref, fq->msgfd, true);
+    int saved = errno;
+    qlog_unpin(fq->log, &ref);
+    if (r < 0) {
+        log_kv(LOG_ERR, "queue.keep_failed", "id", id, "error", strerror(saved),
+               NULL);
+        errno = saved;
+        return -1;
+    }
+    qlog_done(fq->log, id);
+    return 0;
+}
+
+/* For another process, a message only in the log cannot be changed: the
+ * server is delivering it (doc/queue.md). -1/EBUSY then, else 0. */
+static int fs_log_busy(struct fsq *fq, const char *id)
+{
+    if (!qlog_is_owner(fq->log) && !exists_at(fq->msgfd, id) &&
+        qlog_has(fq->log, id)) {
+        errno = EBUSY;
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- state changes ---- */
@@ -704,6 +1106,9 @@ static int fs_rcpt_update(struct queue *q, const char *id, size_t index,
         errno = EINVAL;
         return -1;
     }
+    /* A record has no .st: it becomes a file first. */
+    if (fs_keep(q, id) < 0 || fs_log_busy(fq, id) < 0)
+        return -1;
     if (fstatat(fq->msgfd, id, &st, AT_SYMLINK_NOFOLLOW) < 0)
         return -1;
     if (status == NULL)
@@ -766,6 +1171,11 @@ static int fs_remove(struct queue *q, const char *id)
         errno = EINVAL;
         return -1;
     }
+    /* In the server's log: a done record (doc/queue.md "Done records"). */
+    if (qlog_is_owner(fq->log) && qlog_done(fq->log, id) == 0)
+        return 0;
+    if (fs_log_busy(fq, id) < 0)
+        return -1;
     /* Message first, fsync, then its state (doc/queue.md "Removal"); an
      * active message, else a held one. Without a state file there is
      * nothing to order, and no fsync. */
@@ -814,7 +1224,28 @@ static int fs_set_aside_from(struct fsq *fq, int dirfd, const char *id,
 
 static int fs_set_aside(struct queue *q, const char *id, const char *reason)
 {
-    return fs_set_aside_from(FSQ(q), FSQ(q)->msgfd, id, reason);
+    struct fsq *fq = FSQ(q);
+    struct qlog_ref ref;
+    if (!qfile_id_valid(id)) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (qlog_is_owner(fq->log) && qlog_pin(fq->log, id, &ref) == 0) {
+        /* The record's bytes, whatever they are, for the admin. */
+        int r = fs_log_copy(fq, id, &ref, fq->badfd, true);
+        int saved = errno;
+        qlog_unpin(fq->log, &ref);
+        if (r < 0) {
+            errno = saved;
+            return -1;
+        }
+        qlog_done(fq->log, id);
+        log_kv(LOG_WARN, "queue.set_aside", "id", id, "reason", reason, NULL);
+        return 0;
+    }
+    if (fs_log_busy(fq, id) < 0)
+        return -1;
+    return fs_set_aside_from(fq, fq->msgfd, id, reason);
 }
 
 /* ---- hold and release (doc/queue.md "Hold and release") ---- */
@@ -827,6 +1258,8 @@ static int fs_hold(struct queue *q, const char *id)
         errno = EINVAL;
         return -1;
     }
+    if (fs_keep(q, id) < 0 || fs_log_busy(fq, id) < 0)
+        return -1;
     /* The message leaves msg/ first: from then on the delivery thread
      * cannot start on it, and its records follow. */
     if (renameat(fq->msgfd, id, fq->holdfd, id) < 0)
@@ -899,10 +1332,28 @@ static int fs_list_in(int dirfd, void (*cb)(const char *id, void *arg),
     return 0;
 }
 
+struct log_list_arg {
+    struct fsq *fq;
+    void (*cb)(const char *id, void *arg);
+    void *arg;
+};
+
+/* A message kept as a file since the snapshot is listed once, from msg/. */
+static void log_list_cb(const char *id, void *arg)
+{
+    struct log_list_arg *a = arg;
+    if (!exists_at(a->fq->msgfd, id))
+        a->cb(id, a->arg);
+}
+
 static int fs_list(struct queue *q, void (*cb)(const char *id, void *arg),
                    void *arg)
 {
-    return fs_list_in(FSQ(q)->msgfd, cb, arg);
+    struct fsq *fq = FSQ(q);
+    if (fs_list_in(fq->msgfd, cb, arg) < 0)
+        return -1;
+    struct log_list_arg a = {fq, cb, arg};
+    return qlog_list(fq->log, log_list_cb, &a);
 }
 
 static int fs_list_held(struct queue *q, void (*cb)(const char *id, void *arg),
@@ -965,12 +1416,6 @@ static bool recover_msg(struct fsq *fq, int dirfd, const char *id)
         log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
                strerror(errno), NULL);
     return true;
-}
-
-static bool exists_at(int dirfd, const char *name)
-{
-    struct stat st;
-    return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
 /* Cuts a torn tail off dirfd/<id>.st (beside its message). */
@@ -1057,7 +1502,28 @@ static void log_unknown(char **names, size_t n, const char *dir)
                    names[i], NULL);
 }
 
-/* doc/queue.md "Recovery", steps 2-5. */
+/* doc/queue.md "Recovery of the log": a live record that is not a file yet
+ * becomes one (flushed by recover_log_flush for all at once). */
+static int recover_log_copy(const char *id, const struct qlog_ref *ref, void *arg)
+{
+    struct fsq *fq = arg;
+    if (exists_at(fq->holdfd, id) || exists_at(fq->badfd, id))
+        return 0;
+    if (fs_log_copy(fq, id, ref, fq->msgfd, false) < 0) {
+        log_kv(LOG_ERR, "queue.recover.error", "dir", "log", "id", id, "error",
+               strerror(errno), NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static int recover_log_flush(void *arg)
+{
+    struct fsq *fq = arg;
+    return syncfs(fq->msgfd);
+}
+
+/* doc/queue.md "Recovery", steps 0-5. */
 static int fs_recover(struct queue *q)
 {
     struct fsq *fq = FSQ(q);
@@ -1065,6 +1531,9 @@ static int fs_recover(struct queue *q)
     size_t mn, hn;
     bool mchanged = false, hchanged = false;
 
+    qlog_set_owner(fq->log);
+    if (qlog_recover(fq->log, recover_log_copy, recover_log_flush, fq) < 0)
+        return -1;
     recover_incoming(fq);
     if (fs_dir_names(fq->msgfd, &mnames, &mn) < 0)
         return -1;
@@ -1114,6 +1583,7 @@ static int fs_recover(struct queue *q)
 static void fs_close(struct queue *q)
 {
     struct fsq *fq = FSQ(q);
+    qlog_close(fq->log);
     close(fq->infd);
     close(fq->msgfd);
     close(fq->holdfd);
@@ -1142,7 +1612,18 @@ static const struct queue_ops fs_ops = {
     .list_held = fs_list_held,
     .load_any = fs_load_any,
     .body_open_any = fs_body_open_any,
+    .keep = fs_keep,
 };
+
+void queue_fs_tune(struct queue *q, uint64_t log_message_max,
+                   uint64_t log_memory_max)
+{
+    if (q == NULL || q->ops != &fs_ops)
+        return;
+    struct fsq *fq = FSQ(q);
+    fq->log_msg_max = log_message_max;
+    fq->log_mem_max = log_memory_max;
+}
 
 static int open_sub(int dirfd, const char *sub)
 {
@@ -1172,8 +1653,15 @@ struct queue *queue_fs_open(const char *dir, struct buf *err_r)
         if ((fds[i] = open_sub(dirfd, subs[i])) < 0)
             goto fail;
     }
+    what = "log";
+    struct qlog *log = qlog_open(dirfd);
+    if (log == NULL)
+        goto fail;
     struct fsq *fq = xcalloc(1, sizeof(*fq));
     fq->base.ops = &fs_ops;
+    fq->log = log;
+    fq->log_msg_max = LOG_MESSAGE_DEFAULT;
+    fq->log_mem_max = LOG_MEMORY_DEFAULT;
     fq->dirfd = dirfd;
     fq->infd = fds[0];
     fq->msgfd = fds[1];

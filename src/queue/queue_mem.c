@@ -515,6 +515,17 @@ static void mem_close(struct queue *q)
     free(mq);
 }
 
+/* Everything here is already as durable as it gets. */
+static int mem_keep(struct queue *q, const char *id)
+{
+    (void)q;
+    if (!qfile_id_valid(id)) {
+        errno = EINVAL;
+        return -1;
+    }
+    return 0;
+}
+
 static const struct queue_ops mem_ops = {
     .close = mem_close,
     .msg_open = mem_msg_open,
@@ -535,6 +546,7 @@ static const struct queue_ops mem_ops = {
     .list_held = mem_list_held,
     .load_any = mem_load_any,
     .body_open_any = mem_body_open_any,
+    .keep = mem_keep,
 };
 
 struct queue *queue_mem_new(void)

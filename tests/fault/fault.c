@@ -7,7 +7,8 @@
  * intercepted call the shim reads it (so a test can switch faults on and off
  * while the server runs). Its content is one line of words:
  *
- *   write=ENOSPC    write()/pwrite() on regular files fail with ENOSPC
+ *   write=ENOSPC    write()/pwrite()/writev()/pwritev() on regular files fail
+ *                   with ENOSPC
  *   fsync=EIO       fsync()/fdatasync()/syncfs() fail with EIO (files and directories)
  *   rename=EIO      rename()/renameat()/renameat2() fail with EIO
  *
@@ -26,6 +27,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 /* Reads the control file with raw syscalls so the shim never recurses. */
@@ -82,6 +84,27 @@ ssize_t pwrite(int fd, const void *buf, size_t n, off_t off)
         return -1;
     }
     return syscall(SYS_pwrite64, fd, buf, n, off);
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+    int e;
+    if (is_regular(fd) && (e = fault_for("write")) != 0) {
+        errno = e;
+        return -1;
+    }
+    return syscall(SYS_writev, fd, iov, cnt);
+}
+
+ssize_t pwritev(int fd, const struct iovec *iov, int cnt, off_t off)
+{
+    int e;
+    if (is_regular(fd) && (e = fault_for("write")) != 0) {
+        errno = e;
+        return -1;
+    }
+    /* The kernel takes the offset as two longs (low, high). */
+    return syscall(SYS_pwritev, fd, iov, cnt, (long)off, 0L);
 }
 
 int fsync(int fd)

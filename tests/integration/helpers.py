@@ -267,6 +267,44 @@ class Server:
             return []
         return [p for p in d.rglob("*") if p.is_file()]
 
+    def log_records(self, images=True):
+        """Live records of the queue's accept log (doc/queue.md "The accept
+        log"): [(id, queue-file image or None)], records without a done
+        line. Reads only the record headers unless images is true."""
+        d = self.queue_dir() / "log"
+        out = []
+        if not d.is_dir():
+            return out
+        for seg in sorted(p for p in d.iterdir() if "." not in p.name):
+            try:
+                done_path = d / (seg.name + ".done")
+                done = (set(done_path.read_text(errors="replace").split("\n"))
+                        if done_path.exists() else set())
+                with open(seg, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    off = 0
+                    while off + 48 <= size:
+                        f.seek(off)
+                        h = f.read(48)
+                        if len(h) < 48 or h[:8] != b"EQLOGR01":
+                            break
+                        n = int.from_bytes(h[8:16], "big")
+                        qid = h[16:40].rstrip(b"\0").decode(errors="replace")
+                        if off + 48 + n > size:
+                            break
+                        if qid not in done:
+                            out.append((qid, f.read(n) if images else None))
+                        off += 48 + n
+            except FileNotFoundError:
+                continue
+        return out
+
+    def queued(self, qid):
+        """Whether qid is committed in the queue: a file in msg/ or a live
+        record of the accept log."""
+        return ((self.queue_dir() / "msg" / qid).is_file()
+                or qid in [i for i, _ in self.log_records(images=False)])
+
     def messages(self, address):
         """[(path, bytes)] in address's new/ (and cur/)."""
         out = []
@@ -322,12 +360,14 @@ class Server:
     def wait_queue_empty(self, timeout=10.0):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not self.queue_files("msg") and not self.queue_files("incoming"):
+            if (not self.queue_files("msg") and not self.queue_files("incoming")
+                    and not self.log_records(images=False)):
                 return
             time.sleep(0.05)
-        raise AssertionError("queue not empty after %.0fs: msg=%s incoming=%s\n%s"
+        raise AssertionError("queue not empty after %.0fs: msg=%s incoming=%s log=%s\n%s"
                              % (timeout, self.queue_files("msg"),
-                                self.queue_files("incoming"), self.log_tail()))
+                                self.queue_files("incoming"),
+                                [i for i, _ in self.log_records()], self.log_tail()))
 
     def wait_queue_without(self, token, timeout=10.0):
         """Wait until no queued message holds token. (Not "until the queue
@@ -344,6 +384,7 @@ class Server:
                         held.append(p)
                 except FileNotFoundError:
                     pass
+            held += ["log:" + qid for qid, image in self.log_records() if token in image]
             if not held:
                 return
             if time.monotonic() > deadline:

@@ -556,18 +556,24 @@ TEST(mem_injected_failures)
 
 /* ---- fs backend ---- */
 
-static struct queue *fs_open(const char *dir)
+/* With the accept log (the server's default) or without it (every message
+ * a file: the file layout the older tests look at). */
+static struct queue *fs_open_mode(const char *dir, bool with_log)
 {
     struct buf err;
     buf_init(&err, 1024);
     struct queue *q = queue_fs_open(dir, &err);
     if (q == NULL)
         fprintf(stderr, "queue_fs_open: %s\n", buf_cstr(&err));
+    else if (!with_log)
+        queue_fs_tune(q, 0, 64u << 20);
     buf_free(&err);
     return q;
 }
 
-TEST(fs_all)
+static struct queue *fs_open(const char *dir) { return fs_open_mode(dir, false); }
+
+static void fs_all_mode(bool with_log)
 {
     char *dir = make_tmpdir();
     CHECK(dir != NULL);
@@ -575,7 +581,7 @@ TEST(fs_all)
         return;
     char sub[4096];
     snprintf(sub, sizeof(sub), "%s/q", dir); /* created by queue_fs_open */
-    struct queue *q = fs_open(sub);
+    struct queue *q = fs_open_mode(sub, with_log);
     CHECK(q != NULL);
     if (q != NULL) {
         struct stat st;
@@ -600,6 +606,331 @@ TEST(fs_all)
         CHECK(queue_recover(q) == 0);
         queue_close(q);
     }
+    rm_rf(dir);
+    free(dir);
+}
+
+TEST(fs_all)
+{
+    fs_all_mode(false);
+    fs_all_mode(true);
+}
+
+/* ---- the accept log (doc/queue.md "The accept log") ---- */
+
+/* The only segment's path in dir/log (the first name without ".done"). */
+static bool log_segment(const char *dir, char *out, size_t cap)
+{
+    char p[2048];
+    snprintf(p, sizeof(p), "%s/log", dir);
+    DIR *d = opendir(p);
+    bool found = false;
+    struct dirent *de;
+    while (d != NULL && (de = readdir(d)) != NULL)
+        if (de->d_name[0] != '.' && strchr(de->d_name, '.') == NULL && !found) {
+            snprintf(out, cap, "%s/%s", p, de->d_name);
+            found = true;
+        }
+    if (d != NULL)
+        closedir(d);
+    return found;
+}
+
+static int log_segments(const char *dir)
+{
+    char p[4096];
+    snprintf(p, sizeof(p), "%s/log", dir);
+    DIR *d = opendir(p);
+    int n = 0;
+    struct dirent *de;
+    while (d != NULL && (de = readdir(d)) != NULL)
+        n += de->d_name[0] != '.' && strchr(de->d_name, '.') == NULL;
+    if (d != NULL)
+        closedir(d);
+    return n;
+}
+
+struct id_set {
+    char ids[64][QUEUE_ID_SIZE];
+    size_t n;
+};
+
+static void id_collect(const char *id, void *arg)
+{
+    struct id_set *set = arg;
+    if (set->n < 64)
+        snprintf(set->ids[set->n++], QUEUE_ID_SIZE, "%s", id);
+}
+
+static bool id_listed(struct queue *q, const char *id)
+{
+    struct id_set set = {.n = 0};
+    queue_list(q, id_collect, &set);
+    size_t hits = 0;
+    for (size_t i = 0; i < set.n; i++)
+        hits += strcmp(set.ids[i], id) == 0;
+    return hits == 1;
+}
+
+static bool body_is(struct queue *q, const char *id, const void *want, size_t n)
+{
+    unsigned char *p;
+    size_t len;
+    if (read_body(q, id, &p, &len) < 0)
+        return false;
+    bool same = len == n && memcmp(p, want, n) == 0;
+    free(p);
+    return same;
+}
+
+TEST(fs_log_lifecycle)
+{
+    char *dir = make_tmpdir();
+    if (dir == NULL)
+        return;
+    struct queue *q = fs_open_mode(dir, true);
+    CHECK(q != NULL);
+    if (q == NULL) {
+        rm_rf(dir);
+        free(dir);
+        return;
+    }
+    char a[QUEUE_ID_SIZE], b[QUEUE_ID_SIZE], c[QUEUE_ID_SIZE], d[QUEUE_ID_SIZE];
+    CHECK(queue_one(q, (const unsigned char *)HOSTILE, sizeof(HOSTILE) - 1, 2, a) == 0);
+    CHECK(queue_one(q, (const unsigned char *)"b\r\n", 3, 1, b) == 0);
+    CHECK(queue_one(q, (const unsigned char *)"c\r\n", 3, 1, c) == 0);
+    /* In the log: no file of their own, anywhere. */
+    CHECK_EQ_INT(count_dir(dir, "msg"), 0);
+    CHECK_EQ_INT(count_dir(dir, "incoming"), 0);
+    CHECK_EQ_INT(log_segments(dir), 1);
+    CHECK(id_listed(q, a) && id_listed(q, b) && id_listed(q, c));
+    struct queue_env *env = NULL;
+    CHECK(queue_load(q, a, &env) == 0);
+    if (env != NULL) {
+        CHECK_EQ_STR(env->id, a);
+        CHECK(env->nrcpts == 2 && env->body_size == sizeof(HOSTILE) - 1);
+    }
+    queue_env_free(env);
+    CHECK(body_is(q, a, HOSTILE, sizeof(HOSTILE) - 1));
+
+    /* A state: the message becomes a file first, with its .st. */
+    CHECK(queue_rcpt_update(q, a, 0, QUEUE_RCPT_DONE, "250 ok") == 0);
+    char p[4096];
+    struct stat st;
+    path_of(p, sizeof(p), dir, "msg", a);
+    CHECK(stat(p, &st) == 0);
+    env = NULL;
+    CHECK(queue_load(q, a, &env) == 0);
+    if (env != NULL)
+        CHECK(env->rcpts[0].state == QUEUE_RCPT_DONE &&
+              env->rcpts[1].state == QUEUE_RCPT_PENDING);
+    queue_env_free(env);
+    CHECK(body_is(q, a, HOSTILE, sizeof(HOSTILE) - 1));
+    CHECK(id_listed(q, a)); /* once, not from the log too */
+
+    /* Keep: a file with the same bytes; remove: gone. */
+    CHECK(queue_keep(q, b) == 0);
+    path_of(p, sizeof(p), dir, "msg", b);
+    struct buf f;
+    CHECK(fs_read_file(p, 1 << 20, &f) == 0);
+    env = NULL;
+    struct qfile_footer ft;
+    CHECK(qfile_parse(f.data, f.len, &env, &ft) == 0);
+    if (env != NULL)
+        CHECK_EQ_STR(env->id, b);
+    queue_env_free(env);
+    buf_free(&f);
+    CHECK(queue_keep(q, b) == 0); /* nothing left to do */
+    CHECK(queue_remove(q, c) == 0);
+    env = NULL;
+    CHECK(queue_load(q, c, &env) == -1 && errno == ENOENT);
+    CHECK(!id_listed(q, c));
+
+    /* Another process (the admin command) sees the log, changes nothing
+     * in it. */
+    CHECK(queue_one(q, (const unsigned char *)"d\r\n", 3, 1, d) == 0);
+    struct queue *admin = fs_open_mode(dir, true);
+    CHECK(admin != NULL);
+    if (admin != NULL) {
+        CHECK(id_listed(admin, d));
+        CHECK(!id_listed(admin, c));
+        CHECK(body_is(admin, d, "d\r\n", 3));
+        CHECK(queue_hold(admin, d) == -1 && errno == EBUSY);
+        CHECK(queue_remove(admin, d) == -1 && errno == EBUSY);
+        CHECK(queue_rcpt_update(admin, d, 0, QUEUE_RCPT_FAILED, "x") == -1 &&
+              errno == EBUSY);
+        CHECK(queue_set_aside(admin, d, "x") == -1 && errno == EBUSY);
+        CHECK(queue_keep(admin, d) == 0); /* not its to do */
+        path_of(p, sizeof(p), dir, "msg", d);
+        CHECK(stat(p, &st) == -1);
+        /* Once the server made it a file, the admin can hold it. */
+        CHECK(queue_keep(q, d) == 0);
+        CHECK(queue_hold(admin, d) == 0);
+        path_of(p, sizeof(p), dir, "hold", d);
+        CHECK(stat(p, &st) == 0);
+        queue_close(admin);
+    }
+    env = NULL;
+    CHECK(queue_load(q, d, &env) == -1 && errno == ENOENT); /* held */
+    queue_close(q);
+    rm_rf(dir);
+    free(dir);
+}
+
+TEST(fs_log_recovery)
+{
+    char *dir = make_tmpdir();
+    if (dir == NULL)
+        return;
+    struct queue *q = fs_open_mode(dir, true);
+    CHECK(q != NULL);
+    if (q == NULL) {
+        rm_rf(dir);
+        free(dir);
+        return;
+    }
+    char ids[5][QUEUE_ID_SIZE];
+    unsigned char *big;
+    size_t bigsz = make_body(&big, 100000);
+    for (int i = 0; i < 5; i++)
+        CHECK(queue_one(q, big, bigsz - (size_t)i, 1, ids[i]) == 0);
+    CHECK(queue_remove(q, ids[1]) == 0);
+    CHECK(queue_keep(q, ids[2]) == 0);
+    queue_close(q); /* a crash: the segment stays as it is */
+
+    /* Damage: record 3's footer, and a torn tail after the last record. */
+    char seg[8192];
+    CHECK(log_segment(dir, seg, sizeof(seg)));
+    struct buf f;
+    CHECK(fs_read_file(seg, 8 << 20, &f) == 0);
+    size_t off = 0, rec = 0, foot3 = 0;
+    while (off + 48 <= f.len && memcmp(f.data + off, "EQLOGR01", 8) == 0) {
+        uint64_t len = 0;
+        for (int k = 0; k < 8; k++)
+            len = len << 8 | (unsigned char)f.data[off + 8 + (size_t)k];
+        if (rec == 3)
+            foot3 = off + 48 + (size_t)len - 10;
+        off += 48 + (size_t)len;
+        rec++;
+    }
+    CHECK(rec == 5 && off == f.len);
+    buf_free(&f);
+    int fd = open(seg, O_WRONLY);
+    CHECK(fd >= 0);
+    if (fd >= 0) {
+        CHECK(pwrite(fd, "X", 1, (off_t)foot3) == 1);
+        CHECK(pwrite(fd, "EQLOGR01\0\0\0\0\0\0\0\x10garbage", 23, (off_t)off) == 23);
+        close(fd);
+    }
+
+    q = fs_open_mode(dir, true);
+    CHECK(q != NULL);
+    if (q != NULL) {
+        CHECK(queue_recover(q) == 0);
+        CHECK_EQ_INT(count_dir(dir, "log"), 0);
+        CHECK_EQ_INT(count_dir(dir, "incoming"), 0);
+        /* 0, 2 (kept before), 4 are files; 3 is set aside; 1 is gone. */
+        CHECK_EQ_INT(count_dir(dir, "msg"), 3);
+        CHECK_EQ_INT(count_dir(dir, "corrupt"), 1);
+        CHECK(body_is(q, ids[0], big, bigsz));
+        CHECK(body_is(q, ids[2], big, bigsz - 2));
+        CHECK(body_is(q, ids[4], big, bigsz - 4));
+        struct queue_env *env = NULL;
+        CHECK(queue_load(q, ids[1], &env) == -1 && errno == ENOENT);
+        CHECK(queue_recover(q) == 0); /* idempotent */
+        CHECK_EQ_INT(count_dir(dir, "msg"), 3);
+        /* New messages go to a new segment. */
+        char id[QUEUE_ID_SIZE];
+        CHECK(queue_one(q, (const unsigned char *)"n\r\n", 3, 1, id) == 0);
+        CHECK_EQ_INT(log_segments(dir), 1);
+        CHECK(body_is(q, id, "n\r\n", 3));
+        queue_close(q);
+    }
+    free(big);
+    rm_rf(dir);
+    free(dir);
+}
+
+TEST(fs_log_spill_and_rotation)
+{
+    char *dir = make_tmpdir();
+    if (dir == NULL)
+        return;
+    struct queue *q = fs_open_mode(dir, true);
+    CHECK(q != NULL);
+    if (q == NULL) {
+        rm_rf(dir);
+        free(dir);
+        return;
+    }
+    unsigned char *big;
+    (void)make_body(&big, 300000);
+    char id[QUEUE_ID_SIZE], p[4096];
+    struct stat st;
+
+    /* Over queue-log-message: a file of its own. */
+    queue_fs_tune(q, 1000, 64u << 20);
+    CHECK(queue_one(q, big, 1001, 1, id) == 0);
+    path_of(p, sizeof(p), dir, "msg", id);
+    CHECK(stat(p, &st) == 0);
+    CHECK(body_is(q, id, big, 1001));
+    CHECK(queue_one(q, big, 1000, 1, id) == 0);
+    path_of(p, sizeof(p), dir, "msg", id);
+    CHECK(stat(p, &st) == -1);
+    CHECK(body_is(q, id, big, 1000));
+
+    /* Over queue-log-memory: the messages that do not fit go to files
+     * while received; all of them commit. */
+    queue_fs_tune(q, 256 * 1024, 20000);
+    struct queue_msg *m[3];
+    struct queue_env envs[3];
+    struct queue_rcpt r[3][1];
+    int res[3];
+    char mids[3][QUEUE_ID_SIZE];
+    for (int i = 0; i < 3; i++) {
+        CHECK(queue_msg_open(q, &m[i]) == 0);
+        snprintf(mids[i], QUEUE_ID_SIZE, "%s", queue_msg_id(m[i]));
+        fill_env(&envs[i], r[i], 1);
+    }
+    CHECK_EQ_INT(count_dir(dir, "incoming"), 1); /* 8 KiB each: 2 fit */
+    for (int i = 0; i < 3; i++)
+        CHECK(queue_msg_write(m[i], big, 9000) == 0);
+    /* The first outgrew its 8 KiB with no room left to grow; the second
+     * then had the room. */
+    CHECK_EQ_INT(count_dir(dir, "incoming"), 2);
+    CHECK(queue_commit(q, m, envs, 3, res) == 0);
+    CHECK(res[0] == 0 && res[1] == 0 && res[2] == 0);
+    CHECK_EQ_INT(count_dir(dir, "incoming"), 0);
+    /* An abort of a message in memory leaves nothing. */
+    struct queue_msg *ab;
+    CHECK(queue_msg_open(q, &ab) == 0);
+    CHECK(queue_msg_write(ab, "x", 1) == 0);
+    queue_msg_abort(ab);
+    CHECK_EQ_INT(count_dir(dir, "incoming"), 0);
+
+    for (int i = 0; i < 3; i++)
+        CHECK(body_is(q, mids[i], big, 9000));
+    queue_close(q);
+    rm_rf(dir);
+
+    /* Segments are sealed at 8 MiB and deleted once nothing in them is
+     * live. */
+    q = fs_open_mode(dir, true);
+    CHECK(q != NULL);
+    if (q == NULL) {
+        free(big);
+        free(dir);
+        return;
+    }
+    char ids[40][QUEUE_ID_SIZE];
+    for (int i = 0; i < 40; i++)
+        CHECK(queue_one(q, big, 250000, 1, ids[i]) == 0);
+    CHECK(log_segments(dir) >= 2);
+    for (int i = 0; i < 40; i++)
+        CHECK(queue_remove(q, ids[i]) == 0);
+    CHECK_EQ_INT(log_segments(dir), 1); /* the one being appended to */
+    free(big);
+    queue_close(q);
     rm_rf(dir);
     free(dir);
 }
@@ -1220,6 +1551,9 @@ int main(void)
     RUN(mem_all);
     RUN(mem_injected_failures);
     RUN(fs_all);
+    RUN(fs_log_lifecycle);
+    RUN(fs_log_recovery);
+    RUN(fs_log_spill_and_rotation);
     RUN(fs_file_layout);
     RUN(fs_torn_state_record);
     RUN(fs_recover);
