@@ -971,8 +971,14 @@ static void q_bounce(struct q_walk *w, struct q_item *it)
     for (size_t k = 0; k < it->env->nrcpts; k++) {
         if (it->env->rcpts[k].state != QUEUE_RCPT_PENDING)
             continue;
-        if (queue_rcpt_update(w->q, it->id, k, QUEUE_RCPT_FAILED, Q_BOUNCE_STATUS) < 0)
+        if (queue_rcpt_update(w->q, it->id, k, QUEUE_RCPT_FAILED, Q_BOUNCE_STATUS) < 0) {
+            if (errno == EBUSY && failed == 0) {
+                q_outcome(w, it->id, "skipped",
+                          "being delivered right now: try again in a moment", -1);
+                return;
+            }
             break;
+        }
         failed++;
     }
     w->bounced += failed;
@@ -990,6 +996,8 @@ static void q_changed(struct q_walk *w, const char *id, int r, const char *what)
         q_outcome(w, id, "done", NULL, -1);
     else if (errno == ENOENT)
         q_outcome(w, id, "skipped", "left the queue meanwhile", -1);
+    else if (errno == EBUSY) /* in the server's accept log (doc/queue.md) */
+        q_outcome(w, id, "skipped", "being delivered right now: try again in a moment", -1);
     else
         q_outcome(w, id, "error", what, -1);
 }

@@ -1,6 +1,6 @@
 /*
- * queue_fs: the filesystem queue backend, and the dispatch of the public
- * queue.h functions to the backends. The on-disk states, the order of every
+ * queue_fs: the filesystem queue backend (recovery is in
+ * queue_fs_recover.c, the accept log in queue_log.c). The on-disk states, the order of every
  * write/fsync/rename and what a crash between any two leaves behind are in
  * doc/queue.md: this file implements that document, step by step.
  *
@@ -24,144 +24,11 @@
 #include "lib/xalloc.h"
 #include "queue/qfile.h"
 #include "queue/queue_backend.h"
+#include "queue/queue_fs_int.h"
 #include "queue/queue_log.h"
 #include "lib/random.h"
 #include <stdatomic.h>
 #include <sys/uio.h>
-
-/* ================= dispatch (queue.h) ================= */
-
-void queue_close(struct queue *q)
-{
-    if (q != NULL)
-        q->ops->close(q);
-}
-
-int queue_msg_open(struct queue *q, struct queue_msg **m_r)
-{
-    return q->ops->msg_open(q, m_r);
-}
-
-const char *queue_msg_id(const struct queue_msg *m) { return m->id; }
-uint64_t queue_msg_size(const struct queue_msg *m) { return m->size; }
-
-int queue_msg_write(struct queue_msg *m, const void *p, size_t n)
-{
-    return m->q->ops->msg_write(m, p, n);
-}
-
-void queue_msg_abort(struct queue_msg *m)
-{
-    if (m != NULL)
-        m->q->ops->msg_abort(m);
-}
-
-int queue_commit(struct queue *q, struct queue_msg **msgs,
-                 const struct queue_env *envs, size_t n, int *results_r)
-{
-    return q->ops->commit(q, msgs, envs, n, results_r);
-}
-
-int queue_list(struct queue *q, void (*cb)(const char *id, void *arg), void *arg)
-{
-    return q->ops->list(q, cb, arg);
-}
-
-int queue_recover(struct queue *q) { return q->ops->recover(q); }
-
-int queue_load(struct queue *q, const char *id, struct queue_env **env_r)
-{
-    return q->ops->load(q, id, env_r);
-}
-
-int queue_body_open(struct queue *q, const char *id, struct queue_body **b_r)
-{
-    return q->ops->body_open(q, id, b_r);
-}
-
-ssize_t queue_body_read(struct queue_body *b, void *p, size_t n)
-{
-    return b->q->ops->body_read(b, p, n);
-}
-
-void queue_body_close(struct queue_body *b)
-{
-    if (b != NULL)
-        b->q->ops->body_close(b);
-}
-
-int queue_rcpt_update(struct queue *q, const char *id, size_t index,
-                      enum queue_rcpt_state state, const char *status)
-{
-    return q->ops->rcpt_update(q, id, index, state, status);
-}
-
-int queue_remove(struct queue *q, const char *id)
-{
-    return q->ops->remove(q, id);
-}
-
-int queue_keep(struct queue *q, const char *id)
-{
-    return q->ops->keep(q, id);
-}
-
-int queue_set_aside(struct queue *q, const char *id, const char *reason)
-{
-    return q->ops->set_aside(q, id, reason);
-}
-
-int queue_hold(struct queue *q, const char *id) { return q->ops->hold(q, id); }
-
-int queue_release(struct queue *q, const char *id)
-{
-    return q->ops->release(q, id);
-}
-
-int queue_list_held(struct queue *q, void (*cb)(const char *id, void *arg),
-                    void *arg)
-{
-    return q->ops->list_held(q, cb, arg);
-}
-
-int queue_load_any(struct queue *q, const char *id, struct queue_env **env_r,
-                   bool *held_r)
-{
-    bool held;
-    int r = q->ops->load_any(q, id, env_r, &held);
-    if (held_r != NULL)
-        *held_r = held;
-    return r;
-}
-
-int queue_body_open_any(struct queue *q, const char *id,
-                        struct queue_body **b_r, bool *held_r)
-{
-    bool held;
-    int r = q->ops->body_open_any(q, id, b_r, &held);
-    if (held_r != NULL)
-        *held_r = held;
-    return r;
-}
-
-/* ================= ids ================= */
-
-void queue_id_new(char id_r[QUEUE_ID_SIZE])
-{
-    static const char b36[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-    static const char b62[] =
-        "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t us = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-    for (int i = 10; i >= 0; i--, us /= 36)
-        id_r[i] = b36[us % 36];
-    unsigned char rnd[12];
-    random_fill_unique(rnd, sizeof(rnd));
-    for (int i = 0; i < 12; i++)
-        id_r[11 + i] = b62[rnd[i] % 62];
-    id_r[23] = '\0';
-}
 
 /* ================= fs backend ================= */
 
@@ -173,15 +40,6 @@ void queue_id_new(char id_r[QUEUE_ID_SIZE])
 #define LOG_MEMORY_DEFAULT (64u * 1024u * 1024u)
 /* First allocation of a message kept in memory: a typical message fits. */
 #define MEM_INITIAL (8u * 1024u)
-
-struct fsq {
-    struct queue base;
-    int dirfd, infd, msgfd, holdfd, badfd;
-    struct qlog *log;           /* the accept log (doc/queue.md) */
-    uint64_t log_msg_max;       /* body octets; 0: no message goes there */
-    uint64_t log_mem_max;
-    _Atomic uint64_t log_mem;   /* bytes allocated by messages in memory */
-};
 
 struct fsmsg {
     struct queue_msg base;
@@ -201,9 +59,8 @@ struct fsbody {
     bool in_log;
 };
 
-static struct fsq *FSQ(struct queue *q) { return (struct fsq *)q; }
 
-static int st_name(const char *id, char out[QUEUE_ID_SIZE + 3])
+int fsq_st_name(const char *id, char out[QUEUE_ID_SIZE + 3])
 {
     snprintf(out, QUEUE_ID_SIZE + 3, "%s.st", id);
     return 0;
@@ -244,7 +101,7 @@ static int fs_append(struct fsmsg *m, const void *p, size_t n)
     return 0;
 }
 
-static bool exists_at(int dirfd, const char *name)
+bool fsq_exists_at(int dirfd, const char *name)
 {
     struct stat st;
     return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
@@ -254,8 +111,8 @@ static bool exists_at(int dirfd, const char *name)
  * (doc/queue.md "Queue ids"). */
 static bool id_taken(struct fsq *fq, const char *id)
 {
-    return exists_at(fq->msgfd, id) || exists_at(fq->holdfd, id) ||
-           exists_at(fq->badfd, id) || qlog_has(fq->log, id);
+    return fsq_exists_at(fq->msgfd, id) || fsq_exists_at(fq->holdfd, id) ||
+           fsq_exists_at(fq->badfd, id) || qlog_has(fq->log, id);
 }
 
 /* Memory for messages kept in memory: taken from queue-log-memory, or
@@ -668,7 +525,7 @@ static int fs_read_valid_at(int fd, uint64_t base, uint64_t size, const char *id
     return r;
 }
 
-static int fs_read_valid(int fd, const char *id, struct queue_env **env_r,
+int fsq_read_valid(int fd, const char *id, struct queue_env **env_r,
                          const char **why_r)
 {
     return fs_read_valid_at(fd, 0, UINT64_MAX, id, env_r, why_r);
@@ -679,7 +536,7 @@ static int fs_read_valid(int fd, const char *id, struct queue_env **env_r,
 static int st_open(int dirfd, const char *id)
 {
     char name[QUEUE_ID_SIZE + 3];
-    st_name(id, name);
+    fsq_st_name(id, name);
     return openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 }
 
@@ -689,7 +546,7 @@ static int st_open(int dirfd, const char *id)
  * length of the valid prefix and *torn_r whether anything follows it.
  * 0, or -1 with errno on an I/O error. fd is left open.
  */
-static int fs_read_st(int fd, const char *id, struct queue_env *env,
+int fsq_read_st(int fd, const char *id, struct queue_env *env,
                       uint64_t *valid_r, bool *torn_r)
 {
     *valid_r = 0;
@@ -783,9 +640,9 @@ static int fs_load_in(int dirfd, const char *id, struct queue_env **env_r)
         return r;
     }
     struct queue_env *env;
-    int r = fs_read_valid(fd, id, &env, &why);
+    int r = fsq_read_valid(fd, id, &env, &why);
     fs_close_keep_errno(fd);
-    if (r == 0 && sfd >= 0 && fs_read_st(sfd, id, env, &valid, &torn) < 0) {
+    if (r == 0 && sfd >= 0 && fsq_read_st(sfd, id, env, &valid, &torn) < 0) {
         int saved = errno;
         queue_env_free(env);
         env = NULL;
@@ -1013,10 +870,10 @@ static int copy_range(int from, uint64_t off, uint64_t len, int to)
  * already there under that name is the same message from an earlier keep:
  * 0, nothing written.
  */
-static int fs_log_copy(struct fsq *fq, const char *id, const struct qlog_ref *ref,
+int fsq_log_copy(struct fsq *fq, const char *id, const struct qlog_ref *ref,
                        int todir, bool durable)
 {
-    if (exists_at(todir, id))
+    if (fsq_exists_at(todir, id))
         return 0;
     unlinkat(fq->infd, id, 0); /* a stale one from a keep cut short */
     int fd = openat(fq->infd, id,
@@ -1066,7 +923,7 @@ static int fs_keep(struct queue *q, const char *id)
         return 0;
     if (qlog_pin(fq->log, id, &ref) < 0)
         return 0;
-    int r = fs_log_copy(fq, id, &ref, fq->msgfd, true);
+    int r = fsq_log_copy(fq, id, &ref, fq->msgfd, true);
     int saved = errno;
     qlog_unpin(fq->log, &ref);
     if (r < 0) {
@@ -1083,7 +940,7 @@ static int fs_keep(struct queue *q, const char *id)
  * server is delivering it (doc/queue.md). -1/EBUSY then, else 0. */
 static int fs_log_busy(struct fsq *fq, const char *id)
 {
-    if (!qlog_is_owner(fq->log) && !exists_at(fq->msgfd, id) &&
+    if (!qlog_is_owner(fq->log) && !fsq_exists_at(fq->msgfd, id) &&
         qlog_has(fq->log, id)) {
         errno = EBUSY;
         return -1;
@@ -1122,7 +979,7 @@ static int fs_rcpt_update(struct queue *q, const char *id, size_t index,
         return -1;
     }
 
-    st_name(id, name);
+    fsq_st_name(id, name);
     int fd = -1;
     /* Another process (the admin command bouncing this message) may create
      * the file between our two opens: then open it again (EEXIST). */
@@ -1179,7 +1036,7 @@ static int fs_remove(struct queue *q, const char *id)
     /* Message first, fsync, then its state (doc/queue.md "Removal"); an
      * active message, else a held one. Without a state file there is
      * nothing to order, and no fsync. */
-    st_name(id, name);
+    fsq_st_name(id, name);
     int dirfd = fq->msgfd;
     bool has_st = faccessat(dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0 ||
                   errno != ENOENT;
@@ -1202,7 +1059,7 @@ static int fs_remove(struct queue *q, const char *id)
 }
 
 /* From dirfd (msg/, or hold/ at recovery) to corrupt/. */
-static int fs_set_aside_from(struct fsq *fq, int dirfd, const char *id,
+int fsq_set_aside_from(struct fsq *fq, int dirfd, const char *id,
                              const char *reason)
 {
     char name[QUEUE_ID_SIZE + 3];
@@ -1212,7 +1069,7 @@ static int fs_set_aside_from(struct fsq *fq, int dirfd, const char *id,
     }
     if (renameat(dirfd, id, fq->badfd, id) < 0)
         return -1;
-    st_name(id, name);
+    fsq_st_name(id, name);
     if (renameat(dirfd, name, fq->badfd, name) < 0 && errno != ENOENT)
         log_kv(LOG_WARN, "queue.set_aside.state_left", "id", id, "error",
                strerror(errno), NULL);
@@ -1232,7 +1089,7 @@ static int fs_set_aside(struct queue *q, const char *id, const char *reason)
     }
     if (qlog_is_owner(fq->log) && qlog_pin(fq->log, id, &ref) == 0) {
         /* The record's bytes, whatever they are, for the admin. */
-        int r = fs_log_copy(fq, id, &ref, fq->badfd, true);
+        int r = fsq_log_copy(fq, id, &ref, fq->badfd, true);
         int saved = errno;
         qlog_unpin(fq->log, &ref);
         if (r < 0) {
@@ -1245,7 +1102,7 @@ static int fs_set_aside(struct queue *q, const char *id, const char *reason)
     }
     if (fs_log_busy(fq, id) < 0)
         return -1;
-    return fs_set_aside_from(fq, fq->msgfd, id, reason);
+    return fsq_set_aside_from(fq, fq->msgfd, id, reason);
 }
 
 /* ---- hold and release (doc/queue.md "Hold and release") ---- */
@@ -1264,7 +1121,7 @@ static int fs_hold(struct queue *q, const char *id)
      * cannot start on it, and its records follow. */
     if (renameat(fq->msgfd, id, fq->holdfd, id) < 0)
         return -1;
-    st_name(id, name);
+    fsq_st_name(id, name);
     if (renameat(fq->msgfd, name, fq->holdfd, name) < 0 && errno != ENOENT) {
         int saved = errno;
         /* Undo, so the records are not left apart from their message. */
@@ -1295,7 +1152,7 @@ static int fs_release(struct queue *q, const char *id)
         return -1;
     /* The records go first, so the message never appears in msg/ without
      * them. */
-    st_name(id, name);
+    fsq_st_name(id, name);
     bool moved = true;
     if (renameat(fq->holdfd, name, fq->msgfd, name) < 0) {
         if (errno != ENOENT)
@@ -1342,7 +1199,7 @@ struct log_list_arg {
 static void log_list_cb(const char *id, void *arg)
 {
     struct log_list_arg *a = arg;
-    if (!exists_at(a->fq->msgfd, id))
+    if (!fsq_exists_at(a->fq->msgfd, id))
         a->cb(id, a->arg);
 }
 
@@ -1360,224 +1217,6 @@ static int fs_list_held(struct queue *q, void (*cb)(const char *id, void *arg),
                         void *arg)
 {
     return fs_list_in(FSQ(q)->holdfd, cb, arg);
-}
-
-static void recover_incoming(struct fsq *fq)
-{
-    char **names;
-    size_t n;
-    if (fs_dir_names(fq->infd, &names, &n) < 0) {
-        log_kv(LOG_ERR, "queue.recover.error", "dir", "incoming", "error",
-               strerror(errno), NULL);
-        return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        log_kv(LOG_WARN, "queue.recover.incomplete", "id", names[i], NULL);
-        if (unlinkat(fq->infd, names[i], 0) < 0)
-            log_kv(LOG_ERR, "queue.recover.error", "id", names[i], "error",
-                   strerror(errno), NULL);
-    }
-    if (n > 0)
-        fsync(fq->infd);
-    fs_names_free(names, n);
-}
-
-/* Validates <id> in dirfd; sets a corrupt one aside. True if it did. */
-static bool recover_msg(struct fsq *fq, int dirfd, const char *id)
-{
-    const char *why = NULL;
-    struct queue_env *env;
-    int fd = openat(dirfd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    int r;
-    if (fd < 0) {
-        if (errno == ENOENT)
-            return false;
-        if (errno != ELOOP) {
-            log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
-                   strerror(errno), NULL);
-            return false;
-        }
-        why = "symbolic link";
-        r = -2;
-    } else {
-        r = fs_read_valid(fd, id, &env, &why);
-        fs_close_keep_errno(fd);
-    }
-    if (r == 0) {
-        queue_env_free(env);
-        return false;
-    }
-    if (r == -1) {
-        log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
-               strerror(errno), NULL);
-        return false;
-    }
-    if (fs_set_aside_from(fq, dirfd, id, why) < 0)
-        log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
-               strerror(errno), NULL);
-    return true;
-}
-
-/* Cuts a torn tail off dirfd/<id>.st (beside its message). */
-static void recover_torn(int dirfd, const char *id, const char *name)
-{
-    uint64_t valid;
-    bool torn;
-    int fd = openat(dirfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno != ENOENT)
-            log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
-                   strerror(errno), NULL);
-        return;
-    }
-    if (fs_read_st(fd, id, NULL, &valid, &torn) == 0 && torn) {
-        log_kv(LOG_WARN, "queue.recover.torn_state", "id", id, NULL);
-        if (ftruncate(fd, (off_t)valid) < 0 || fsync(fd) < 0)
-            log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
-                   strerror(errno), NULL);
-    }
-    close(fd);
-}
-
-/*
- * <id>.st in `here`: beside its message (torn tail cut), moved to `other`
- * where its message is (or deleted if a state file is already there), or an
- * orphan (deleted). Sets *here_changed / *other_changed.
- */
-static void recover_st(int here, int other, const char *name,
-                       bool *here_changed, bool *other_changed)
-{
-    char id[QUEUE_ID_SIZE];
-    size_t len = strlen(name);
-    memcpy(id, name, len - 3);
-    id[len - 3] = '\0';
-    if (!exists_at(here, name))
-        return; /* gone with its message to corrupt/ */
-    if (exists_at(here, id)) {
-        recover_torn(here, id, name);
-        return;
-    }
-    if (exists_at(other, id)) {
-        if (exists_at(other, name)) {
-            log_kv(LOG_WARN, "queue.recover.stray_state", "id", id, NULL);
-            if (unlinkat(here, name, 0) < 0 && errno != ENOENT)
-                log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
-                       strerror(errno), NULL);
-            *here_changed = true;
-            return;
-        }
-        log_kv(LOG_WARN, "queue.recover.state_moved", "id", id, NULL);
-        if (renameat(here, name, other, name) < 0) {
-            log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
-                   strerror(errno), NULL);
-            return;
-        }
-        *here_changed = *other_changed = true;
-        recover_torn(other, id, name);
-        return;
-    }
-    log_kv(LOG_WARN, "queue.recover.orphan_state", "id", id, NULL);
-    if (unlinkat(here, name, 0) < 0 && errno != ENOENT)
-        log_kv(LOG_ERR, "queue.recover.error", "id", id, "error",
-               strerror(errno), NULL);
-    *here_changed = true;
-}
-
-static bool is_st_name(const char *name)
-{
-    size_t len = strlen(name);
-    char id[QUEUE_ID_SIZE];
-    if (len < 4 || len - 3 >= QUEUE_ID_SIZE || strcmp(name + len - 3, ".st") != 0)
-        return false;
-    memcpy(id, name, len - 3);
-    id[len - 3] = '\0';
-    return qfile_id_valid(id);
-}
-
-static void log_unknown(char **names, size_t n, const char *dir)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!qfile_id_valid(names[i]) && !is_st_name(names[i]))
-            log_kv(LOG_WARN, "queue.recover.unknown", "dir", dir, "name",
-                   names[i], NULL);
-}
-
-/* doc/queue.md "Recovery of the log": a live record that is not a file yet
- * becomes one (flushed by recover_log_flush for all at once). */
-static int recover_log_copy(const char *id, const struct qlog_ref *ref, void *arg)
-{
-    struct fsq *fq = arg;
-    if (exists_at(fq->holdfd, id) || exists_at(fq->badfd, id))
-        return 0;
-    if (fs_log_copy(fq, id, ref, fq->msgfd, false) < 0) {
-        log_kv(LOG_ERR, "queue.recover.error", "dir", "log", "id", id, "error",
-               strerror(errno), NULL);
-        return -1;
-    }
-    return 0;
-}
-
-static int recover_log_flush(void *arg)
-{
-    struct fsq *fq = arg;
-    return syncfs(fq->msgfd);
-}
-
-/* doc/queue.md "Recovery", steps 0-5. */
-static int fs_recover(struct queue *q)
-{
-    struct fsq *fq = FSQ(q);
-    char **mnames, **hnames;
-    size_t mn, hn;
-    bool mchanged = false, hchanged = false;
-
-    qlog_set_owner(fq->log);
-    if (qlog_recover(fq->log, recover_log_copy, recover_log_flush, fq) < 0)
-        return -1;
-    recover_incoming(fq);
-    if (fs_dir_names(fq->msgfd, &mnames, &mn) < 0)
-        return -1;
-    if (fs_dir_names(fq->holdfd, &hnames, &hn) < 0) {
-        int saved = errno;
-        fs_names_free(mnames, mn);
-        errno = saved;
-        return -1;
-    }
-    /* Messages first, so a set-aside message takes its .st along before the
-     * state files are looked at. */
-    for (size_t i = 0; i < mn; i++)
-        if (qfile_id_valid(mnames[i]) && recover_msg(fq, fq->msgfd, mnames[i]))
-            mchanged = true;
-    for (size_t i = 0; i < hn; i++)
-        if (qfile_id_valid(hnames[i]) && recover_msg(fq, fq->holdfd, hnames[i]))
-            hchanged = true;
-    /* In both directories (a rename not atomic on this filesystem): the
-     * held copy stays; both are the same committed file. */
-    for (size_t i = 0; i < mn; i++) {
-        if (!qfile_id_valid(mnames[i]) || !exists_at(fq->holdfd, mnames[i]) ||
-            !exists_at(fq->msgfd, mnames[i]))
-            continue;
-        log_kv(LOG_WARN, "queue.recover.duplicate", "id", mnames[i], NULL);
-        if (unlinkat(fq->msgfd, mnames[i], 0) < 0)
-            log_kv(LOG_ERR, "queue.recover.error", "id", mnames[i], "error",
-                   strerror(errno), NULL);
-        mchanged = true;
-    }
-    for (size_t i = 0; i < mn; i++)
-        if (is_st_name(mnames[i]))
-            recover_st(fq->msgfd, fq->holdfd, mnames[i], &mchanged, &hchanged);
-    for (size_t i = 0; i < hn; i++)
-        if (is_st_name(hnames[i]))
-            recover_st(fq->holdfd, fq->msgfd, hnames[i], &hchanged, &mchanged);
-    log_unknown(mnames, mn, "msg");
-    log_unknown(hnames, hn, "hold");
-    fs_names_free(mnames, mn);
-    fs_names_free(hnames, hn);
-    if (mchanged && fsync(fq->msgfd) < 0)
-        return -1;
-    if (hchanged && fsync(fq->holdfd) < 0)
-        return -1;
-    return 0;
 }
 
 static void fs_close(struct queue *q)
@@ -1599,7 +1238,7 @@ static const struct queue_ops fs_ops = {
     .msg_abort = fs_msg_abort,
     .commit = fs_commit,
     .list = fs_list,
-    .recover = fs_recover,
+    .recover = fsq_recover,
     .load = fs_load,
     .body_open = fs_body_open,
     .body_read = fs_body_read,

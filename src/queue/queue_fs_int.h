@@ -1,0 +1,47 @@
+/*
+ * queue_fs_int: what queue_fs.c and queue_fs_recover.c share (the fs
+ * backend's state and the steps recovery reuses). Not for use outside
+ * src/queue. Return values as the static functions they were: see each
+ * definition in queue_fs.c.
+ */
+#ifndef ESTAFETA_QUEUE_QUEUE_FS_INT_H
+#define ESTAFETA_QUEUE_QUEUE_FS_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "queue/queue_backend.h"
+#include "queue/queue_log.h"
+
+struct fsq {
+    struct queue base;
+    int dirfd, infd, msgfd, holdfd, badfd;
+    struct qlog *log;           /* the accept log (doc/queue.md) */
+    uint64_t log_msg_max;       /* body octets; 0: no message goes there */
+    uint64_t log_mem_max;
+    _Atomic uint64_t log_mem;   /* bytes allocated by messages in memory */
+};
+
+static inline struct fsq *FSQ(struct queue *q) { return (struct fsq *)q; }
+
+/* "<id>.st" into out. */
+int fsq_st_name(const char *id, char out[QUEUE_ID_SIZE + 3]);
+bool fsq_exists_at(int dirfd, const char *name);
+/* Validation of a whole queue file: 0, -1 (I/O, errno), -2 (corrupt,
+ * *why_r). */
+int fsq_read_valid(int fd, const char *id, struct queue_env **env_r,
+                   const char **why_r);
+/* Replays an <id>.st into env (or only measures it when env is NULL). */
+int fsq_read_st(int fd, const char *id, struct queue_env *env,
+                uint64_t *valid_r, bool *torn_r);
+/* dirfd/<id> (and its .st) to corrupt/, fsync'd. */
+int fsq_set_aside_from(struct fsq *fq, int dirfd, const char *id,
+                       const char *reason);
+/* A log record as the file todir/<id> through incoming/ (doc/queue.md
+ * "queue_keep"). */
+int fsq_log_copy(struct fsq *fq, const char *id, const struct qlog_ref *ref,
+                 int todir, bool durable);
+/* queue_recover. */
+int fsq_recover(struct queue *q);
+
+#endif
