@@ -952,6 +952,11 @@ static void q_outcome(struct q_walk *w, const char *id, const char *result,
     }
 }
 
+/* EBUSY from the queue: only the server changes its accept log
+ * (doc/queue.md). */
+#define Q_IN_LOG "being delivered (in the accept log; the server delivers it, " \
+                 "or recovers it when it starts): try again in a moment"
+
 /* bounce: every pending recipient failed, so the server returns the message
  * to its sender (a DSN) when it next loads it. A held message is released
  * first: the server must see it to send the bounce. */
@@ -973,8 +978,7 @@ static void q_bounce(struct q_walk *w, struct q_item *it)
             continue;
         if (queue_rcpt_update(w->q, it->id, k, QUEUE_RCPT_FAILED, Q_BOUNCE_STATUS) < 0) {
             if (errno == EBUSY && failed == 0) {
-                q_outcome(w, it->id, "skipped",
-                          "being delivered right now: try again in a moment", -1);
+                q_outcome(w, it->id, "skipped", Q_IN_LOG, -1);
                 return;
             }
             break;
@@ -997,7 +1001,7 @@ static void q_changed(struct q_walk *w, const char *id, int r, const char *what)
     else if (errno == ENOENT)
         q_outcome(w, id, "skipped", "left the queue meanwhile", -1);
     else if (errno == EBUSY) /* in the server's accept log (doc/queue.md) */
-        q_outcome(w, id, "skipped", "being delivered right now: try again in a moment", -1);
+        q_outcome(w, id, "skipped", Q_IN_LOG, -1);
     else
         q_outcome(w, id, "error", what, -1);
 }

@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -618,3 +619,61 @@ def test_run_as_user_may_manage_the_queue(make_server):
     assert (srv.queue_dir() / "hold" / qid).stat().st_uid == nobody.pw_uid
     ok(q(srv, "release", qid, user=nobody.pw_uid))
     assert not qjson(srv)[0]["held"]
+
+
+# ------------------------------------------------------------ accept log
+
+def test_messages_in_the_accept_log_are_listed_not_changed(make_server):
+    """Small messages are committed to the accept log (doc/queue.md). Killed
+    with messages still there, the server leaves them for its next start;
+    meanwhile `queue list/show` see them and `hold` leaves them alone (only
+    the server changes the log); the restart delivers each exactly once."""
+    srv = qserver(make_server)
+    toks = []
+    left = []
+    for attempt in range(5):
+        # Ten clients sending at once, then SIGKILL right after the 250s:
+        # some of the messages have not been delivered yet.
+        results = []
+
+        def send(tok):
+            with SMTPRaw(srv.port) as c:
+                c.hello()
+                c.cmd_expect("MAIL FROM:<s@remote.test>", 250)
+                c.cmd_expect("RCPT TO:<demo@example.test>", 250)
+                c.cmd_expect("DATA", 354)
+                c.send(("Subject: %s\r\n\r\nlog %s\r\n.\r\n" % (tok, tok)).encode())
+                results.append(c.expect(250, "2.0.0").text.split()[-1])
+
+
+        batch = [token() for _ in range(40)]
+        threads = [threading.Thread(target=lambda ts=batch[i::10]: [send(t) for t in ts])
+                   for i in range(10)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        srv.kill()
+        toks += batch
+        left = [qid for qid, _ in srv.log_records(images=False)]
+        if left:
+            break
+        srv.start()
+    if not left:
+        pytest.skip("every message was delivered before the kill, 5 times")
+    listed = by_id(qjson(srv))
+    for qid in left:
+        assert qid in listed, (qid, sorted(listed))
+        assert not listed[qid]["held"]
+    shown = json.loads(ok(q(srv, "show", left[0], "--json", "--body")).stdout)
+    assert "\r\n\r\nlog " in shown["message"]
+    p = q(srv, "hold", left[0], "--json")
+    assert "being delivered" in p.stdout + p.stderr, (p.stdout, p.stderr)
+    assert not (srv.queue_dir() / "hold" / left[0]).exists()
+    srv.start()
+    for tok in toks:
+        srv.wait_messages("demo@example.test", tok, timeout=20)
+    srv.wait_queue_empty(timeout=20)
+    for tok in toks:
+        got = [m for _, m in srv.messages("demo@example.test") if tok.encode() in m]
+        assert len(got) == 1, (tok, len(got))
