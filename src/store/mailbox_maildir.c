@@ -1090,12 +1090,17 @@ struct md_itx {
     struct idx *ix;
 };
 
-struct md_itx *md_index_begin(struct mdstore *s, const struct mdpath *p)
+struct md_itx *md_index_begin(struct mdstore *s, const struct mdpath *p,
+                              const char *real)
 {
     char dir[PATH_MAX], path[PATH_MAX];
     struct idx *ix;
-    if (md_dir_path(s, p, dir, sizeof(dir)) < 0 ||
-        fmt_path(path, sizeof(path), "%s/" IDX_FILE, dir) < 0)
+    /* real: the directory cache learnt it from the kernel, no link in it
+     * (and checked just now); else resolved from the root. */
+    if (real == NULL && md_dir_path(s, p, dir, sizeof(dir)) < 0)
+        return NULL;
+    if (fmt_path(path, sizeof(path), "%s/" IDX_FILE,
+                 real != NULL ? real : dir) < 0)
         return NULL;
     /* No index yet: the first open makes it and numbers every file. A
      * damaged one is the reader's to rebuild. */

@@ -201,7 +201,7 @@ static int quota_warn(struct store *s, const char *user, uint64_t bytes,
     int r = -1;
     if (b.data != NULL)
         r = s->ops->deliver(s, user, NULL, b.data, b.len, read_nothing, NULL,
-                            NULL, 0);
+                            NULL, 0, NULL);
     int err = errno;
     log_kv(r == 0 ? LOG_INFO : LOG_WARN, "store.quota_warning", "mailbox", user,
            "usage", usage, "result", r == 0 ? "delivered" : strerror(err), NULL);
@@ -267,13 +267,14 @@ out:
     return 0;
 }
 
-void store_quota_delivered(struct store *s, const char *mailbox)
+void store_quota_delivered(struct store *s, const char *mailbox,
+                           const struct store_qstate *peeked)
 {
     struct store_qstate st;
     void *h;
-    /* One small read per delivery; a missing record (ENOENT) is "armed". */
-    if (s->ops->quota_state_peek(s, mailbox, &st) < 0 ||
-        st.state != STORE_QWARN_DUE ||
+    /* The backend's deliver peeked (one small read per delivery, through
+     * the directories it held; a missing record is "armed"). */
+    if (peeked->state != STORE_QWARN_DUE ||
         s->ops->quota_state_lock(s, mailbox, false, &h, &st) < 0)
         return;
     const struct store_qstate *nst = NULL;

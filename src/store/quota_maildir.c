@@ -12,9 +12,10 @@
  * reads as garbage, which counts as "armed": at worst a second warning,
  * never a lost refusal.
  *
- * SECURITY: every directory is reached with md_walk and every file opened
- * O_NOFOLLOW relative to it; folder names read from the user's Maildir are
- * used as one path component only.
+ * SECURITY: every directory is reached with md_walk (or, for the lockless
+ * peek, from the checked directory cache, the state file named relative to
+ * the INBOX's new/) and every file opened O_NOFOLLOW relative to it; folder
+ * names read from the user's Maildir are used as one path component only.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,7 +31,7 @@
 #include "lib/xalloc.h"
 #include "store/store_backend.h"
 
-#define QUOTA_STATE_FILE "estafeta.quota"
+#define QUOTA_STATE_FILE MD_QUOTA_STATE_FILE
 #define QUOTA_STATE_MAX 128
 
 /* Calls fn for the INBOX and every Maildir++ folder of the user (every
@@ -174,21 +175,43 @@ static int qstate_dir(struct mdstore *s, const char *user, bool create)
     return dfd;
 }
 
-int md_quota_state_peek(struct store *st, const char *user,
-                        struct store_qstate *st_r)
+int md_quota_state_peek_at(int dirfd, const char *rel,
+                           struct store_qstate *st_r)
 {
-    int dfd = qstate_dir((struct mdstore *)st, user, false);
-    if (dfd < 0)
-        return -1;
-    int fd = openat(dfd, QUOTA_STATE_FILE,
+    int fd = openat(dirfd, rel,
                     O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    fs_close_keep_errno(dfd);
     if (fd < 0)
         return -1;
     struct stat sb;
     int r = fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) ? qstate_read(fd, st_r)
                                                        : (errno = EIO, -1);
     fs_close_keep_errno(fd);
+    return r;
+}
+
+int md_quota_state_peek(struct store *st, const char *user,
+                        struct store_qstate *st_r)
+{
+    struct mdstore *s = (struct mdstore *)st;
+    struct mdpath p;
+    if (md_names(user, NULL, &p) < 0)
+        return -1;
+    /* The INBOX's directories as delivery holds them (checked, or walked
+     * without creating anything); else (no Maildir, or one without tmp/
+     * or new/) the long way, as before the cache. */
+    struct md_dir *d = md_dir_get(s, &p, false);
+    if (d != NULL) {
+        int r = md_quota_state_peek_at(d->newfd, "../" QUOTA_STATE_FILE, st_r);
+        int err = errno;
+        md_dir_put(s, d, false);
+        errno = err;
+        return r;
+    }
+    int dfd = qstate_dir(s, user, false);
+    if (dfd < 0)
+        return -1;
+    int r = md_quota_state_peek_at(dfd, QUOTA_STATE_FILE, st_r);
+    fs_close_keep_errno(dfd);
     return r;
 }
 

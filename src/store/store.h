@@ -48,6 +48,11 @@ struct store;
 
 typedef ssize_t (*store_read_fn)(void *arg, void *p, size_t n);
 
+/* The Maildir backend keeps the tmp/ and new/ of up to 256 recently used
+ * folders open for delivery (two descriptors each, fewer entries when
+ * RLIMIT_NOFILE is low), checked before each use against removal, renames
+ * and symbolic links (doc/store.md "The directory cache"); store_free
+ * closes them. */
 struct store *store_maildir_new(const char *root, const char *hostname);
 struct store *store_mem_new(void);
 void store_free(struct store *s);

@@ -35,9 +35,15 @@ struct store_qstate {
 };
 struct store_ops {
     void (*free)(struct store *s);
+    /* store_deliver; in addition, when qs_r is not NULL and the delivery
+     * succeeded, *qs_r is the user's quota warning state as
+     * quota_state_peek reads it just after the delivery (ARMED when none
+     * is kept or it cannot be read), so that the Maildir backend reads it
+     * through the directories it already holds. */
     int (*deliver)(struct store *s, const char *mailbox, const char *folder,
                    const char *prefix, size_t prefix_len, store_read_fn read,
-                   void *read_arg, char *uid_r, size_t uid_cap);
+                   void *read_arg, char *uid_r, size_t uid_cap,
+                   struct store_qstate *qs_r);
     int (*mailbox_path)(struct store *s, const char *mailbox, char *out,
                         size_t out_cap);
     int (*clean_tmp)(struct store *s, const char *mailbox, const char *folder,
@@ -97,9 +103,11 @@ int store_check_mailbox(const char *mailbox, size_t *at_r);
 /* 0 (with *inbox_r true for NULL or "INBOX" in any case), or -1 EINVAL. */
 int store_check_folder(const char *folder, bool *inbox_r);
 
-/* After a successful delivery to `mailbox` (store_deliver): sends the
- * quota warning if one is due (quota.c). */
-void store_quota_delivered(struct store *s, const char *mailbox);
+/* After a successful delivery to `mailbox` (store_deliver), given the
+ * state the backend's deliver peeked: sends the quota warning if one is
+ * due (quota.c). */
+void store_quota_delivered(struct store *s, const char *mailbox,
+                           const struct store_qstate *peeked);
 
 /* The standard folders store_user_create makes besides the INBOX. */
 extern const char *const store_std_folders[];
@@ -109,11 +117,14 @@ extern const char *const store_std_folders[];
 
 #define MD_HOST_MAX 100
 
+struct md_dircache;
+
 struct mdstore {
     struct store base;
     char *root;                 /* absolute, as configured */
     char host[MD_HOST_MAX + 1]; /* escaped for a file name */
     atomic_ulong counter;
+    struct md_dircache *dcache; /* delivery's open directories */
 };
 
 struct mdpath {
@@ -129,6 +140,55 @@ int md_names(const char *mailbox, const char *folder, struct mdpath *p);
 int md_walk(struct mdstore *s, const struct mdpath *p);
 /* Creates the Maildir (and the folder with its maildirfolder marker). */
 int md_create(struct mdstore *s, const struct mdpath *p);
+
+/* ---- the directory cache (dircache_maildir.c; doc/store.md "The
+ * directory cache") ----
+ *
+ * Delivery keeps the tmp/ and new/ of recently used folders open instead
+ * of walking root/domain/local[/.folder] for every message. Thread-safe
+ * (one mutex, held only for the table's bookkeeping, never over a system
+ * call that can block on the disk). At most MD_DIRCACHE_MAX entries, fewer
+ * when the descriptor limit is low (two descriptors an entry, at most a
+ * sixteenth of RLIMIT_NOFILE), the least recently used evicted first. An
+ * entry handed out is counted: eviction or invalidation only unlists it,
+ * and its descriptors are closed when the last user gives it back.
+ *
+ * Before a cached entry is handed out it is checked: the path
+ * <root>/<domain>/<local>[/.folder]/new must lead to the very directory
+ * held open (same st_dev and st_ino), and that directory's real path (from
+ * /proc/self/fd) must still be the one the walk found, so a folder
+ * removed, renamed, replaced, or reached through a symbolic link now is
+ * never used: the entry is dropped and the walk done afresh, with every
+ * check of md_walk (and the Maildir created again when it is gone). */
+#define MD_DIRCACHE_MAX 256
+
+struct md_dir {
+    int tmpfd, newfd;
+    /* The folder's real path (no symbolic link in it), for SQLite; NULL
+     * when it could not be learnt (the entry is then not cached). */
+    const char *real;
+};
+struct md_dircache *md_dircache_new(void);
+/* Every entry must have been given back. */
+void md_dircache_free(struct md_dircache *c);
+/* The folder's tmp/ and new/, checked as above, or walked afresh (creating
+ * the Maildir, and the folder with its maildirfolder marker, when
+ * `create` and a piece is missing); one reference for the caller. NULL
+ * with errno (EINVAL never: p is validated; ENOENT when !create and the
+ * folder is missing; ELOOP/ENOTDIR for a link in the way). */
+struct md_dir *md_dir_get(struct mdstore *s, const struct mdpath *p,
+                          bool create);
+/* Gives the reference back. `stale`: using the directories failed with
+ * ENOENT (removed since the check): unlist the entry so the next
+ * md_dir_get walks afresh. */
+void md_dir_put(struct mdstore *s, struct md_dir *d, bool stale);
+/* fsync of the folder's new/ after a rename into it, shared with the
+ * other deliveries into the same folder at the same moment (group commit):
+ * 0, or -1 with the errno of the fsync that was to cover this rename. */
+int md_dir_sync_new(struct md_dir *d);
+/* Closes every cached entry nobody is using (tests; and when the process
+ * runs out of descriptors). */
+void md_dircache_flush(struct md_dircache *c);
 
 /* mailbox.h for Maildir (mailbox_maildir.c), see struct store_ops. */
 int md_mailbox_open(struct store *s, const char *user, const char *folder,
@@ -152,6 +212,13 @@ int md_quota_usage_files(struct store *s, const char *user,
 int md_user_create(struct store *s, const char *user);
 int md_quota_state_peek(struct store *s, const char *user,
                         struct store_qstate *st_r);
+/* The warning state file `rel` (estafeta.quota, or a relative path ending
+ * in it, e.g. "../estafeta.quota" from a new/) opened under dirfd and read
+ * without a lock, as md_quota_state_peek: 0, or -1/errno (ENOENT: none). */
+int md_quota_state_peek_at(int dirfd, const char *rel,
+                           struct store_qstate *st_r);
+/* The state file's name, for md_quota_state_peek_at's rel. */
+#define MD_QUOTA_STATE_FILE "estafeta.quota"
 int md_quota_state_lock(struct store *s, const char *user, bool create,
                         void **h_r, struct store_qstate *st_r);
 int md_quota_state_unlock(void *h, const struct store_qstate *st);
@@ -185,10 +252,13 @@ uint32_t md_kw_mask(const struct store_mailbox *mb, const char *letters);
 /* Delivery's part of the index (mailbox_maildir.c): md_index_begin takes
  * the index's write lock before the message becomes visible, so no reader
  * can see the file without its row; NULL when there is no index yet, or it
- * cannot be used now (the next open assigns the UID). md_index_end inserts
- * the row and commits when `visible`, else rolls back; it always frees. */
+ * cannot be used now (the next open assigns the UID). `real` is the
+ * folder's real path when the caller knows it (md_dir), else NULL (it is
+ * then computed from the root). md_index_end inserts the row and commits
+ * when `visible`, else rolls back; it always frees. */
 struct md_itx;
-struct md_itx *md_index_begin(struct mdstore *s, const struct mdpath *p);
+struct md_itx *md_index_begin(struct mdstore *s, const struct mdpath *p,
+                              const char *real);
 void md_index_end(struct md_itx *t, const char *name, uint64_t size,
                   uint64_t vsize, bool visible);
 

@@ -7,12 +7,15 @@
  *
  * SECURITY: mailbox and folder names are validated against a small
  * whitelist before they become path components, and directories are opened
- * one level at a time with O_NOFOLLOW, so neither a hostile name nor a
+ * one level at a time with O_NOFOLLOW (or taken from the directory cache,
+ * dircache_maildir.c, only after a check that refuses a folder moved,
+ * replaced or now reached through a link), so neither a hostile name nor a
  * symbolic link inside the store can make a delivery write elsewhere.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -27,8 +30,9 @@
 
 #include "lib/fsutil.h"
 #include "lib/xalloc.h"
-#include "store/store_backend.h"
 #include "lib/random.h"
+#include "store/index_sqlite.h"
+#include "store/store_backend.h"
 
 /* ================= dispatch (store.h) ================= */
 
@@ -42,11 +46,12 @@ int store_deliver(struct store *s, const char *mailbox, const char *folder,
                   const char *prefix, size_t prefix_len, store_read_fn read,
                   void *read_arg, char *uid_r, size_t uid_cap)
 {
+    struct store_qstate qs = {STORE_QWARN_ARMED, 0, 0};
     int r = s->ops->deliver(s, mailbox, folder, prefix, prefix_len, read,
-                            read_arg, uid_r, uid_cap);
+                            read_arg, uid_r, uid_cap, &qs);
     if (r == 0) {
         int err = errno;
-        store_quota_delivered(s, mailbox);
+        store_quota_delivered(s, mailbox, &qs);
         errno = err;
     }
     return r;
@@ -463,53 +468,107 @@ int md_create(struct mdstore *s, const struct mdpath *p)
     return md_create_dirs(dir);
 }
 
-/* The Maildir's tmp/ and new/ descriptors, creating it if missing. */
-static int md_open(struct mdstore *s, const struct mdpath *p, int *tmp_r,
-                   int *new_r)
+/* What unique names take from the system, without a system call per
+ * delivery: the pid, remembered (a forked child forgets its parent's), and
+ * the R part, getrandom() bytes fetched for 32 names at a time per
+ * thread. */
+#define MD_RND_POOL 256
+static _Atomic pid_t md_pid_cached;
+static pthread_once_t md_pid_once = PTHREAD_ONCE_INIT;
+static _Thread_local struct {
+    unsigned char b[MD_RND_POOL];
+    size_t left;
+} md_rnd;
+
+static void md_forget_at_fork(void)
 {
-    for (int attempt = 0; attempt < 2; attempt++) {
-        int fd = md_walk(s, p);
-        int tfd = -1;
-        if (fd >= 0) {
-            tfd = fs_open_subdir(fd, "tmp");
-            *new_r = tfd >= 0 ? fs_open_subdir(fd, "new") : -1;
-            fs_close_keep_errno(fd);
-            if (tfd >= 0 && *new_r >= 0) {
-                *tmp_r = tfd;
-                return 0;
-            }
-            if (tfd >= 0)
-                fs_close_keep_errno(tfd);
+    atomic_store(&md_pid_cached, 0);
+    md_rnd.left = 0; /* the child's copy of the forking thread's pool */
+}
+
+static void md_pid_init(void)
+{
+    pthread_atfork(NULL, NULL, md_forget_at_fork);
+}
+
+static pid_t md_pid(void)
+{
+    pid_t pid = atomic_load_explicit(&md_pid_cached, memory_order_relaxed);
+    if (pid == 0) {
+        pthread_once(&md_pid_once, md_pid_init);
+        pid = getpid();
+        atomic_store_explicit(&md_pid_cached, pid, memory_order_relaxed);
+    }
+    return pid;
+}
+
+static uint64_t md_random64(void)
+{
+    uint64_t v;
+    if (md_rnd.left < sizeof(v)) {
+        if (random_fill(md_rnd.b, sizeof(md_rnd.b)) < 0) {
+            random_fill_unique(&v, sizeof(v)); /* never fails */
+            return v;
         }
-        /* Only a missing piece is created; a symlink (ELOOP, ENOTDIR) or
-         * a permission problem is an error. */
-        if (errno != ENOENT || attempt == 1 || md_create(s, p) < 0)
+        md_rnd.left = sizeof(md_rnd.b);
+    }
+    md_rnd.left -= sizeof(v);
+    memcpy(&v, md_rnd.b + md_rnd.left, sizeof(v));
+    return v;
+}
+
+/* Creates tmp/<name> in the folder's (cached) tmp/; a tmp/ removed since
+ * the check (ENOENT: a mailbox deleted) gets a fresh walk, which makes the
+ * Maildir again, and one more try. *d is replaced then. */
+static int md_create_tmp(struct mdstore *s, const struct mdpath *p,
+                         struct md_dir **d, const char *name)
+{
+    for (int attempt = 0;; attempt++) {
+        int fd = openat((*d)->tmpfd, name,
+                        O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                        0600);
+        if (fd >= 0 || errno != ENOENT || attempt == 1)
+            return fd;
+        md_dir_put(s, *d, true);
+        if ((*d = md_dir_get(s, p, true)) == NULL)
             return -1;
     }
-    return -1;
+}
+
+/* Whether the folder has an index: one fstatat on the directory we hold,
+ * so a folder without one (mailboxes get it when POP3 or IMAP first opens
+ * them) costs no SQLite open. Anything but a clear "no such file" counts
+ * as yes, and SQLite decides. */
+static bool md_has_index(const struct md_dir *d)
+{
+    struct stat sb;
+    return fstatat(d->newfd, "../" IDX_FILE, &sb, AT_SYMLINK_NOFOLLOW) == 0 ||
+           errno != ENOENT;
 }
 
 static int md_deliver(struct store *st, const char *mailbox, const char *folder,
                       const char *prefix, size_t prefix_len, store_read_fn rd,
-                      void *rd_arg, char *uid_r, size_t uid_cap)
+                      void *rd_arg, char *uid_r, size_t uid_cap,
+                      struct store_qstate *qs_r)
 {
     struct mdstore *s = MD(st);
     struct mdpath p;
     char tmpname[NAME_MAX + 1], name[NAME_MAX + 32];
-    int tmpfd = -1, newfd = -1, fd = -1, err = 0;
+    int fd = -1, err = 0;
     uint64_t size = 0;
     char *chunk = NULL;
     struct md_itx *itx = NULL;
+    struct md_dir *d = NULL;
 
     if (md_names(mailbox, folder, &p) < 0)
         return -1;
     struct timeval tv;
     gettimeofday(&tv, NULL);
     unsigned long q = atomic_fetch_add(&s->counter, 1);
-    uint64_t rnd;
-    random_fill_unique(&rnd, sizeof(rnd));
+    pid_t pid = md_pid();
+    uint64_t rnd = md_random64();
     int n = snprintf(tmpname, sizeof(tmpname), "%lld.M%06ldP%ldQ%luR%016llx.%s",
-                     (long long)tv.tv_sec, (long)tv.tv_usec, (long)getpid(), q,
+                     (long long)tv.tv_sec, (long)tv.tv_usec, (long)pid, q,
                      (unsigned long long)rnd, s->host);
     /* ",S=" and ",W=" with up to 20 digits each must still fit, in the
      * name and in uid_r. */
@@ -521,36 +580,42 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
         errno = ERANGE;
         return -1;
     }
-    if (md_open(s, &p, &tmpfd, &newfd) < 0)
+    if ((d = md_dir_get(s, &p, true)) == NULL)
         return -1;
-    fd = openat(tmpfd, tmpname,
-                O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    fd = md_create_tmp(s, &p, &d, tmpname);
     if (fd < 0) {
         err = errno;
         goto out;
     }
-    if (prefix_len > 0 && fs_write_all(fd, prefix, prefix_len) < 0) {
-        err = errno;
-        goto fail_tmp;
-    }
-    size = prefix_len;
     struct store_crlf crlf;
     store_crlf_init(&crlf);
     store_crlf_feed(&crlf, prefix, prefix_len);
     chunk = xmalloc(COPY_CHUNK);
+    /* A short prefix goes out with the first piece of the body: one write
+     * for a small message. */
+    size_t fill = 0;
+    if (prefix_len > 0 && prefix_len <= COPY_CHUNK / 2) {
+        memcpy(chunk, prefix, prefix_len);
+        fill = prefix_len;
+    } else if (prefix_len > 0 && fs_write_all(fd, prefix, prefix_len) < 0) {
+        err = errno;
+        goto fail_tmp;
+    }
+    size = prefix_len;
     for (;;) {
-        ssize_t r = rd(rd_arg, chunk, COPY_CHUNK);
-        if (r == 0)
-            break;
-        if (r < 0 || (size_t)r > COPY_CHUNK) {
+        ssize_t r = rd(rd_arg, chunk + fill, COPY_CHUNK - fill);
+        if (r < 0 || (size_t)r > COPY_CHUNK - fill) {
             err = r < 0 && errno != 0 ? errno : EIO;
             goto fail_tmp;
         }
-        if (fs_write_all(fd, chunk, (size_t)r) < 0) {
+        if ((size_t)r + fill > 0 && fs_write_all(fd, chunk, fill + (size_t)r) < 0) {
             err = errno;
             goto fail_tmp;
         }
-        store_crlf_feed(&crlf, chunk, (size_t)r);
+        store_crlf_feed(&crlf, chunk + fill, (size_t)r);
+        fill = 0;
+        if (r == 0)
+            break;
         size += (uint64_t)r;
     }
     if (fsync(fd) < 0) {
@@ -572,44 +637,53 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
              (unsigned long long)size, (unsigned long long)vsize);
     /* The index's write lock spans the rename, so a reader syncing the
      * index never sees the file without its row (doc/store.md "UIDs at
-     * delivery"). Without an index the next open assigns the UID. */
-    itx = md_index_begin(s, &p);
+     * delivery"). Without an index the next open assigns the UID; an
+     * index made by a reader after this look gives it at its next sync. */
+    if (md_has_index(d))
+        itx = md_index_begin(s, &p, d->real);
     /* Never overwrite: the name is unique by construction, and the kernel
      * checks it where the filesystem supports it. */
-    if (renameat2(tmpfd, tmpname, newfd, name, RENAME_NOREPLACE) < 0) {
+    if (renameat2(d->tmpfd, tmpname, d->newfd, name, RENAME_NOREPLACE) < 0) {
         if ((errno != EINVAL && errno != ENOSYS) ||
-            renameat(tmpfd, tmpname, newfd, name) < 0) {
+            renameat(d->tmpfd, tmpname, d->newfd, name) < 0) {
             err = errno;
             goto fail_tmp;
         }
     }
-    if (fsync(newfd) < 0) {
+    if (md_dir_sync_new(d) < 0) {
         /* Not durable, and the caller will deliver again: take it back so
          * the retry does not make a second copy. */
         err = errno;
-        unlinkat(newfd, name, 0);
+        unlinkat(d->newfd, name, 0);
         goto out;
     }
     md_index_end(itx, name, size, vsize, true);
     itx = NULL;
     if (uid_r != NULL)
         snprintf(uid_r, uid_cap, "%s", name);
+    /* The quota warning state sits in the INBOX Maildir: the parent of
+     * this new/, or of its folder. */
+    if (qs_r != NULL &&
+        md_quota_state_peek_at(d->newfd,
+                               p.folder[0] == '\0'
+                                   ? "../" MD_QUOTA_STATE_FILE
+                                   : "../../" MD_QUOTA_STATE_FILE,
+                               qs_r) < 0)
+        *qs_r = (struct store_qstate){STORE_QWARN_ARMED, 0, 0};
     goto out;
 fail_tmp:
     if (fd >= 0)
         close(fd);
     fd = -1;
-    unlinkat(tmpfd, tmpname, 0);
+    unlinkat(d->tmpfd, tmpname, 0);
 out:
     if (itx != NULL)
         md_index_end(itx, NULL, 0, 0, false);
     free(chunk);
     if (fd >= 0)
         close(fd);
-    if (tmpfd >= 0)
-        close(tmpfd);
-    if (newfd >= 0)
-        close(newfd);
+    /* ENOENT: the folder went away under us; the next delivery walks. */
+    md_dir_put(s, d, err == ENOENT);
     if (err != 0) {
         errno = err;
         return -1;
@@ -667,6 +741,7 @@ static int md_clean_tmp(struct store *st, const char *mailbox,
 static void md_free(struct store *st)
 {
     struct mdstore *s = MD(st);
+    md_dircache_free(s->dcache);
     free(s->root);
     free(s);
 }
@@ -716,5 +791,6 @@ struct store *store_maildir_new(const char *root, const char *hostname)
     if (s->host[0] == '\0')
         snprintf(s->host, sizeof(s->host), "localhost");
     atomic_init(&s->counter, 0);
+    s->dcache = md_dircache_new();
     return &s->base;
 }

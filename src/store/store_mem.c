@@ -98,9 +98,13 @@ static struct mem_box *find_box(struct memstore *s, const char *key, bool add)
     return b;
 }
 
+static int mem_quota_state_peek(struct store *st, const char *user,
+                                struct store_qstate *st_r);
+
 static int mem_deliver(struct store *st, const char *mailbox, const char *folder,
                        const char *prefix, size_t prefix_len, store_read_fn rd,
-                       void *rd_arg, char *uid_r, size_t uid_cap)
+                       void *rd_arg, char *uid_r, size_t uid_cap,
+                       struct store_qstate *qs_r)
 {
     struct memstore *s = MS(st);
     size_t at;
@@ -167,6 +171,8 @@ static int mem_deliver(struct store *st, const char *mailbox, const char *folder
     pthread_mutex_unlock(&s->mu);
     if (uid_r != NULL)
         snprintf(uid_r, uid_cap, "%s", name);
+    if (qs_r != NULL && mem_quota_state_peek(st, mailbox, qs_r) < 0)
+        *qs_r = (struct store_qstate){STORE_QWARN_ARMED, 0, 0};
     return 0;
 toobig:
     buf_free(&content);

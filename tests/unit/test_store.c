@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,81 +21,7 @@
 
 /* ---- helpers ---- */
 
-static char *make_tmpdir(void)
-{
-    char tmpl[] = "/tmp/estafeta-test-store-XXXXXX";
-    char *d = mkdtemp(tmpl);
-    return d != NULL ? xstrdup(d) : NULL;
-}
-
-static void rm_rf(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        if (d != NULL) {
-            struct dirent *de;
-            while ((de = readdir(d)) != NULL) {
-                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                    continue;
-                char sub[4096];
-                snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
-                rm_rf(sub);
-            }
-            closedir(d);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
-
-/* Number of entries of a directory and the first name (if any). */
-static int dir_list(const char *path, char *first, size_t cap)
-{
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return -1;
-    int n = 0;
-    struct dirent *de;
-    if (first != NULL && cap > 0)
-        first[0] = '\0';
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        if (n == 0 && first != NULL)
-            snprintf(first, cap, "%s", de->d_name);
-        n++;
-    }
-    closedir(d);
-    return n;
-}
-
-/* A reader over a memory buffer, handing out at most `step` bytes a call,
- * failing (-1, EIO) after fail_after bytes if fail_after is set. */
-struct src {
-    const unsigned char *p;
-    size_t len, off, step;
-    size_t fail_after;
-    int fail;
-};
-
-static ssize_t src_read(void *arg, void *p, size_t n)
-{
-    struct src *s = arg;
-    if (s->fail && s->off >= s->fail_after) {
-        errno = EIO;
-        return -1;
-    }
-    size_t k = s->len - s->off;
-    if (k > n)
-        k = n;
-    if (k > s->step)
-        k = s->step;
-    memcpy(p, s->p + s->off, k);
-    s->off += k;
-    return (ssize_t)k;
-}
+#include "store_testlib.h"
 
 static unsigned char *make_content(size_t len)
 {
@@ -480,33 +407,6 @@ TEST(maildir_clean_tmp)
 /* ---- the index at delivery (doc/store.md "UIDs at delivery") ---- */
 
 /* The rows of an index as "uid:uniq;..." and its uidnext, read directly. */
-static int index_dump(const char *path, char *out, size_t cap, long *next_r)
-{
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
-    out[0] = '\0';
-    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db, "SELECT uid, uniq FROM messages ORDER BY uid",
-                           -1, &st, NULL) != SQLITE_OK) {
-        sqlite3_close(db);
-        return -1;
-    }
-    size_t o = 0;
-    while (sqlite3_step(st) == SQLITE_ROW && o < cap)
-        o += (size_t)snprintf(out + o, cap - o, "%lld:%s;",
-                              (long long)sqlite3_column_int64(st, 0),
-                              (const char *)sqlite3_column_text(st, 1));
-    sqlite3_finalize(st);
-    *next_r = -1;
-    if (sqlite3_prepare_v2(db, "SELECT uidnext FROM meta", -1, &st, NULL) ==
-            SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW)
-        *next_r = (long)sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-    return 0;
-}
-
 TEST(maildir_delivery_assigns_uid)
 {
     char *root = make_tmpdir();
@@ -1010,32 +910,29 @@ TEST(quota_warning_concurrent)
 
 #define USER "alice@example.org"
 
-static int deliver(struct store *s, const char *mbox, const char *folder,
-                   const char *text, char *uid, size_t cap)
+TEST(quota_warning_after_folder_delivery)
 {
-    size_t len = strlen(text);
-    struct src src = {(const unsigned char *)text, len, 0, len ? len : 1, 0, 0};
-    return store_deliver(s, mbox, folder, "", 0, src_read, &src, uid, cap);
+    char *root = make_tmpdir();
+    if (root == NULL)
+        return;
+    struct store *s = store_maildir_new(root, "h");
+    for (int i = 0; i < 9; i++)
+        CHECK(deliver(s, WUSER, NULL, "m\r\n", NULL, 0) == 0);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/example.org/wendy/estafeta.quota", root);
+    const char *due = "estafeta-quota 1 due 0 10\n";
+    CHECK(fs_write_file_atomic(path, due, strlen(due), 0600) == 0);
+    CHECK(deliver(s, WUSER, "Sent", "m\r\n", NULL, 0) == 0);
+    CHECK_EQ_INT(count_warnings(s, NULL, 0), 1);
+    struct buf f;
+    CHECK(fs_read_file(path, 4096, &f) == 0);
+    CHECK(f.len > 0 && strncmp(f.data, "estafeta-quota 1 sent ", 22) == 0);
+    buf_free(&f);
+    store_free(s);
+    rm_rf(root);
+    free(root);
 }
 
-static void box_dir(const char *root, const char *sub, char *out, size_t cap)
-{
-    snprintf(out, cap, "%s/example.org/alice%s%s", root, sub[0] ? "/" : "",
-             sub);
-}
-
-static void put_file(const char *dir, const char *name, const char *text)
-{
-    char path[8192];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    CHECK(fs_write_file_atomic(path, text, strlen(text), 0600) == 0);
-}
-
-/* ---- CRLF sizes in the Maildir index ---- */
-
-/* A file of another tool with LF line ends: vsize is what POP3 RETR sends
- * (CRLF), size what the disk holds; the index keeps vsize, so it is read
- * once; our own deliveries carry W= and equal S=. */
 TEST(vsize_of_lf_files)
 {
     char *root = make_tmpdir();
@@ -1258,5 +1155,6 @@ int main(void)
     RUN(index_upgrade_from_v1);
     RUN(keyword_names);
     RUN(mem_keywords);
+    RUN(quota_warning_after_folder_delivery);
     return harness_done("test_store");
 }
