@@ -631,10 +631,10 @@ def test_messages_in_the_accept_log_are_listed_not_changed(make_server):
     srv = qserver(make_server)
     toks = []
     left = []
+    qid_of_tok = {}
     for attempt in range(5):
         # Ten clients sending at once, then SIGKILL right after the 250s:
         # some of the messages have not been delivered yet.
-        results = []
 
         def send(tok):
             with SMTPRaw(srv.port) as c:
@@ -643,7 +643,7 @@ def test_messages_in_the_accept_log_are_listed_not_changed(make_server):
                 c.cmd_expect("RCPT TO:<demo@example.test>", 250)
                 c.cmd_expect("DATA", 354)
                 c.send(("Subject: %s\r\n\r\nlog %s\r\n.\r\n" % (tok, tok)).encode())
-                results.append(c.expect(250, "2.0.0").text.split()[-1])
+                qid_of_tok[tok] = c.expect(250, "2.0.0").text.split()[-1]
 
 
         batch = [token() for _ in range(40)]
@@ -674,6 +674,12 @@ def test_messages_in_the_accept_log_are_listed_not_changed(make_server):
     for tok in toks:
         srv.wait_messages("demo@example.test", tok, timeout=20)
     srv.wait_queue_empty(timeout=20)
+    # Exactly once, except a message still live in the log at the kill: it
+    # may have been delivered just before the kill, and then again by the
+    # restart (at least once; doc/queue.md "Done records").
     for tok in toks:
         got = [m for _, m in srv.messages("demo@example.test") if tok.encode() in m]
-        assert len(got) == 1, (tok, len(got))
+        if qid_of_tok[tok] in left:
+            assert len(got) >= 1, (tok, len(got))
+        else:
+            assert len(got) == 1, (tok, qid_of_tok[tok], len(got))
