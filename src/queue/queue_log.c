@@ -395,10 +395,9 @@ struct qlog *qlog_open(int dirfd)
     return l;
 }
 
-void qlog_close(struct qlog *l)
+/* Forgets every record and segment (the files stay). */
+static void qlog_forget_all(struct qlog *l)
 {
-    if (l == NULL)
-        return;
     for (size_t i = 0; i < l->tabcap; i++) {
         struct qent *e = l->tab[i];
         while (e != NULL) {
@@ -406,14 +405,25 @@ void qlog_close(struct qlog *l)
             free(e);
             e = next;
         }
+        l->tab[i] = NULL;
     }
-    free(l->tab);
+    l->count = 0;
     struct qseg *s = l->segs;
     while (s != NULL) {
         struct qseg *next = s->next;
         seg_free(s);
         s = next;
     }
+    l->segs = NULL;
+    l->cur = NULL;
+}
+
+void qlog_close(struct qlog *l)
+{
+    if (l == NULL)
+        return;
+    qlog_forget_all(l);
+    free(l->tab);
     close(l->dirfd);
     pthread_mutex_destroy(&l->mu);
     pthread_mutex_destroy(&l->append_mu);
@@ -710,24 +720,7 @@ int qlog_recover(struct qlog *l,
     /* Every record is now a file in msg/ (or was one already): the log's
      * files go, done files and strays included. */
     pthread_mutex_lock(&l->mu);
-    for (size_t i = 0; i < l->tabcap; i++) {
-        struct qent *e = l->tab[i];
-        while (e != NULL) {
-            struct qent *next = e->next;
-            free(e);
-            e = next;
-        }
-        l->tab[i] = NULL;
-    }
-    l->count = 0;
-    struct qseg *s = l->segs;
-    while (s != NULL) {
-        struct qseg *next = s->next;
-        seg_free(s);
-        s = next;
-    }
-    l->segs = NULL;
-    l->cur = NULL;
+    qlog_forget_all(l);
     pthread_mutex_unlock(&l->mu);
     char **names;
     size_t n;

@@ -650,25 +650,14 @@ static int log_segments(const char *dir)
     return n;
 }
 
-struct id_set {
-    char ids[64][QUEUE_ID_SIZE];
-    size_t n;
-};
-
-static void id_collect(const char *id, void *arg)
-{
-    struct id_set *set = arg;
-    if (set->n < 64)
-        snprintf(set->ids[set->n++], QUEUE_ID_SIZE, "%s", id);
-}
-
+/* Listed exactly once by queue_list. */
 static bool id_listed(struct queue *q, const char *id)
 {
-    struct id_set set = {.n = 0};
-    queue_list(q, id_collect, &set);
-    size_t hits = 0;
-    for (size_t i = 0; i < set.n; i++)
-        hits += strcmp(set.ids[i], id) == 0;
+    struct idlist l = {.n = 0};
+    queue_list(q, collect, &l);
+    int hits = 0;
+    for (int i = 0; i < l.n; i++)
+        hits += strcmp(l.ids[i], id) == 0;
     return hits == 1;
 }
 
