@@ -10,7 +10,7 @@
 VARIANT ?= release
 BUILD   := build/$(VARIANT)
 
-PKGS    := libevent_core libevent_pthreads openssl libargon2 sqlite3 libunbound
+PKGS    := libevent_core libevent_pthreads openssl libargon2 sqlite3 libunbound zlib
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 

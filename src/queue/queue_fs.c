@@ -351,9 +351,13 @@ static void fs_commit_log(struct fsq *fq, struct queue_msg **msgs,
         iov[i][0] = (struct iovec){m->mem, m->mlen};
         iov[i][1] = (struct iovec){ebs[i].data, ebs[i].len};
         iov[i][2] = (struct iovec){foot[i], QFILE_FOOTER_SIZE};
+        uint32_t crc = qlog_crc(0, m->mem, m->mlen);
+        crc = qlog_crc(crc, ebs[i].data, ebs[i].len);
+        crc = qlog_crc(crc, foot[i], QFILE_FOOTER_SIZE);
         recs[k] = (struct qlog_rec){.id = m->base.id, .iov = iov[i], .iovcnt = 3,
                                     .len = (uint64_t)m->mlen + ebs[i].len +
-                                           QFILE_FOOTER_SIZE};
+                                           QFILE_FOOTER_SIZE,
+                                    .crc = crc};
         which[k++] = i;
     }
     if (k > 0) {
@@ -843,10 +847,14 @@ static void fs_body_close(struct queue_body *qb)
 
 /* ---- from the log to a file (doc/queue.md "queue_keep") ---- */
 
-/* Copies len bytes at off in from into to (at its start). */
-static int copy_range(int from, uint64_t off, uint64_t len, int to)
+/* Copies len bytes at off in from into to (at its start). With want_crc,
+ * bytes whose CRC (qlog_crc) differs fail it with EBADMSG: a record torn
+ * by a crash (doc/queue.md "Segments"). */
+static int copy_range(int from, uint64_t off, uint64_t len, int to,
+                      const uint32_t *want_crc)
 {
     unsigned char chunk[65536];
+    uint32_t crc = 0;
     while (len > 0) {
         size_t n = len > sizeof(chunk) ? sizeof(chunk) : (size_t)len;
         int r = pread_full(from, chunk, n, off);
@@ -857,8 +865,13 @@ static int copy_range(int from, uint64_t off, uint64_t len, int to)
         }
         if (fs_write_all(to, chunk, n) < 0)
             return -1;
+        crc = qlog_crc(crc, chunk, n);
         off += n;
         len -= n;
+    }
+    if (want_crc != NULL && crc != *want_crc) {
+        errno = EBADMSG;
+        return -1;
     }
     return 0;
 }
@@ -880,7 +893,10 @@ int fsq_log_copy(struct fsq *fq, const char *id, const struct qlog_ref *ref,
                     O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return -1;
-    if (copy_range(ref->fd, ref->off, ref->len, fd) < 0 ||
+    /* Into corrupt/, the bytes whatever they are; elsewhere only a record
+     * whose image is whole. */
+    if (copy_range(ref->fd, ref->off, ref->len, fd,
+                   todir == fq->badfd ? NULL : &ref->crc) < 0 ||
         (durable && fsync(fd) < 0)) {
         fs_close_keep_errno(fd);
         unlinkat(fq->infd, id, 0);

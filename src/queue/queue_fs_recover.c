@@ -163,12 +163,18 @@ static int recover_log_copy(const char *id, const struct qlog_ref *ref, void *ar
     struct fsq *fq = arg;
     if (fsq_exists_at(fq->holdfd, id) || fsq_exists_at(fq->badfd, id))
         return 0;
-    if (fsq_log_copy(fq, id, ref, fq->msgfd, false) < 0) {
-        log_kv(LOG_ERR, "queue.recover.error", "dir", "log", "id", id, "error",
-               strerror(errno), NULL);
-        return -1;
+    if (fsq_log_copy(fq, id, ref, fq->msgfd, false) == 0)
+        return 0;
+    if (errno == EBADMSG) {
+        /* Torn by the crash (never acknowledged: its batch's fdatasync had
+         * not returned): kept for the admin, never delivered. */
+        log_kv(LOG_WARN, "queue.recover.torn_record", "id", id, NULL);
+        if (fsq_log_copy(fq, id, ref, fq->badfd, false) == 0)
+            return 0;
     }
-    return 0;
+    log_kv(LOG_ERR, "queue.recover.error", "dir", "log", "id", id, "error",
+           strerror(errno), NULL);
+    return -1;
 }
 
 static int recover_log_flush(void *arg)

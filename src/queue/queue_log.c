@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include "lib/fsutil.h"
 #include "lib/hash.h"
 #include "lib/log.h"
@@ -42,6 +44,7 @@ struct qent {
     char id[QUEUE_ID_SIZE];
     struct qseg *seg;
     uint64_t off, len;
+    uint32_t crc;
     struct qent *next;
 };
 
@@ -84,7 +87,19 @@ static uint32_t get_u32(const unsigned char *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-static void rec_header(const char *id, uint64_t len,
+uint32_t qlog_crc(uint32_t crc, const void *p, size_t n)
+{
+    const unsigned char *c = p;
+    while (n > 0) { /* zlib takes a uInt length */
+        uInt k = n > (size_t)UINT_MAX ? UINT_MAX : (uInt)n;
+        crc = (uint32_t)crc32(crc, c, k);
+        c += k;
+        n -= k;
+    }
+    return crc;
+}
+
+static void rec_header(const char *id, uint64_t len, uint32_t image_crc,
                        unsigned char h[QLOG_REC_HEADER_SIZE])
 {
     memset(h, 0, QLOG_REC_HEADER_SIZE);
@@ -92,15 +107,17 @@ static void rec_header(const char *id, uint64_t len,
     put_u64(h + 8, len);
     memcpy(h + 16, id, strlen(id));
     put_u32(h + 40, qfile_crc32(0, h, 40));
+    put_u32(h + 44, image_crc);
 }
 
 /* The id of a valid header (doc/queue.md "Segments"), or false. */
 static bool rec_header_parse(const unsigned char h[QLOG_REC_HEADER_SIZE],
-                             char id_r[QUEUE_ID_SIZE], uint64_t *len_r)
+                             char id_r[QUEUE_ID_SIZE], uint64_t *len_r,
+                             uint32_t *crc_r)
 {
-    if (memcmp(h, REC_MAGIC, 8) != 0 || get_u32(h + 40) != qfile_crc32(0, h, 40) ||
-        get_u32(h + 44) != 0)
+    if (memcmp(h, REC_MAGIC, 8) != 0 || get_u32(h + 40) != qfile_crc32(0, h, 40))
         return false;
+    *crc_r = get_u32(h + 44);
     memcpy(id_r, h + 16, QUEUE_ID_SIZE - 1);
     id_r[QUEUE_ID_SIZE - 1] = '\0';
     if (h[16 + QUEUE_ID_SIZE - 1] != 0 || !qfile_id_valid(id_r))
@@ -165,7 +182,7 @@ static void ent_grow(struct qlog *l)
 
 /* False if id is already live (then nothing is added). */
 static bool ent_add(struct qlog *l, const char *id, struct qseg *seg,
-                    uint64_t off, uint64_t len)
+                    uint64_t off, uint64_t len, uint32_t crc)
 {
     struct qent **slot = ent_slot(l, id);
     if (*slot != NULL)
@@ -175,6 +192,7 @@ static bool ent_add(struct qlog *l, const char *id, struct qseg *seg,
     e->seg = seg;
     e->off = off;
     e->len = len;
+    e->crc = crc;
     *slot = e;
     seg->live++;
     if (++l->count > l->tabcap)
@@ -316,13 +334,14 @@ static void scan_segment(struct qlog *l, struct qseg *seg)
         unsigned char h[QLOG_REC_HEADER_SIZE];
         char id[QUEUE_ID_SIZE];
         uint64_t len;
+        uint32_t crc;
         if (pread(seg->fd, h, sizeof(h), (off_t)off) != (ssize_t)sizeof(h) ||
-            !rec_header_parse(h, id, &len) ||
+            !rec_header_parse(h, id, &len, &crc) ||
             len > fsize - off - QLOG_REC_HEADER_SIZE)
             break;
         const char *key = id;
         if (ndone == 0 || bsearch(&key, done, ndone, sizeof(*done), cmp_str) == NULL)
-            ent_add(l, id, seg, off + QLOG_REC_HEADER_SIZE, len);
+            ent_add(l, id, seg, off + QLOG_REC_HEADER_SIZE, len, crc);
         off += QLOG_REC_HEADER_SIZE + len;
     }
     seg->size = off;
@@ -553,7 +572,7 @@ static int qlog_append_locked(struct qlog *l, const struct qlog_rec *recs,
     uint64_t start = seg->size, end = start;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        rec_header(recs[i].id, recs[i].len, hdrs[i]);
+        rec_header(recs[i].id, recs[i].len, recs[i].crc, hdrs[i]);
         iov[k++] = (struct iovec){hdrs[i], QLOG_REC_HEADER_SIZE};
         for (size_t j = 0; j < recs[i].iovcnt; j++)
             iov[k++] = recs[i].iov[j];
@@ -593,7 +612,8 @@ static int qlog_append_locked(struct qlog *l, const struct qlog_rec *recs,
     for (size_t i = 0; i < n; i++) {
         /* The caller checked the id is not live; if it were, the older
          * record wins and this one is marked done. */
-        if (!ent_add(l, recs[i].id, seg, off + QLOG_REC_HEADER_SIZE, recs[i].len)) {
+        if (!ent_add(l, recs[i].id, seg, off + QLOG_REC_HEADER_SIZE, recs[i].len,
+                     recs[i].crc)) {
             seg_write_done(l, seg, recs[i].id);
             results_r[i] = EEXIST;
         } else {
@@ -632,7 +652,7 @@ int qlog_pin(struct qlog *l, const char *id, struct qlog_ref *ref_r)
     }
     e->seg->pins++;
     *ref_r = (struct qlog_ref){.fd = e->seg->fd, .off = e->off, .len = e->len,
-                               .seg = e->seg};
+                               .crc = e->crc, .seg = e->seg};
     pthread_mutex_unlock(&l->mu);
     return 0;
 }
@@ -702,7 +722,7 @@ int qlog_recover(struct qlog *l,
                 if (e->seg != seg)
                     continue;
                 struct qlog_ref ref = {.fd = seg->fd, .off = e->off, .len = e->len,
-                                       .seg = seg};
+                                       .crc = e->crc, .seg = seg};
                 if (copy(e->id, &ref, arg) < 0) {
                     int saved = errno;
                     pthread_mutex_unlock(&l->mu);

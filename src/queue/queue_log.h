@@ -35,6 +35,7 @@ struct qlog_ref {
     int fd;            /* the segment, readable with pread */
     uint64_t off;      /* where the queue-file image starts */
     uint64_t len;      /* its length */
+    uint32_t crc;      /* zlib CRC-32 of the image, as the header says */
     void *seg;         /* opaque */
 };
 
@@ -45,7 +46,13 @@ struct qlog_rec {
     const struct iovec *iov;
     size_t iovcnt;
     uint64_t len;      /* sum of the iov lengths */
+    uint32_t crc;      /* zlib CRC-32 of those bytes (qlog_crc) */
 };
+
+/* The CRC-32 a record's header carries for its image (zlib's crc32: the
+ * whole image, body included, so a record torn by a crash can be told at
+ * recovery). Start with crc 0 and feed the pieces in order. */
+uint32_t qlog_crc(uint32_t crc, const void *p, size_t n);
 
 /* Opens log/ under dirfd (created if missing, with an fsync of dirfd) and
  * scans its segments and done files into the index (a snapshot for a
