@@ -165,9 +165,16 @@ static int recover_log_copy(const char *id, const struct qlog_ref *ref, void *ar
         return 0;
     if (fsq_log_copy(fq, id, ref, fq->msgfd, false) == 0)
         return 0;
+    if (errno == EBADMSG && ref->last) {
+        /* The append a crash cut short (a kill in the middle of pwritev):
+         * its client had no 250, like a file left in incoming/. */
+        log_kv(LOG_WARN, "queue.recover.incomplete", "dir", "log", "id", id, NULL);
+        return 0;
+    }
     if (errno == EBADMSG) {
         /* Torn by the crash (never acknowledged: its batch's fdatasync had
-         * not returned): kept for the admin, never delivered. */
+         * not returned), with whole records after it: kept for the admin,
+         * never delivered. */
         log_kv(LOG_WARN, "queue.recover.torn_record", "id", id, NULL);
         if (fsq_log_copy(fq, id, ref, fq->badfd, false) == 0)
             return 0;

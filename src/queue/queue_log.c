@@ -24,7 +24,7 @@
 #include "queue/queue_log.h"
 
 #define SEQ_DIGITS 16
-#define REC_MAGIC "EQLOGR01"
+#define REC_MAGIC "EQLOGR02"
 /* Done files are read whole at open; one line per message of a segment
  * of QLOG_SEGMENT_MAX, far below this. */
 #define DONE_FILE_MAX (64u * 1024u * 1024u)
@@ -37,6 +37,7 @@ struct qseg {
     size_t live;       /* live records */
     size_t pins;       /* qlog_ref outstanding */
     bool sealed;       /* never appended to again */
+    bool writable;     /* made by this process (O_RDWR): may be reused */
     struct qseg *next; /* in seq order */
 };
 
@@ -45,6 +46,7 @@ struct qent {
     struct qseg *seg;
     uint64_t off, len;
     uint32_t crc;
+    bool last;          /* the last record a scan found in its segment */
     struct qent *next;
 };
 
@@ -56,6 +58,8 @@ struct qlog {
     int dirfd;
     struct qseg *segs;   /* oldest first */
     struct qseg *cur;    /* the segment appended to, or NULL */
+    struct qseg *spare;  /* emptied, kept for reuse (at most QLOG_SPARE_MAX) */
+    size_t nspare;
     struct qent **tab;
     size_t tabcap, count;
     uint64_t next_seq;
@@ -99,28 +103,36 @@ uint32_t qlog_crc(uint32_t crc, const void *p, size_t n)
     return crc;
 }
 
-static void rec_header(const char *id, uint64_t len, uint32_t image_crc,
-                       unsigned char h[QLOG_REC_HEADER_SIZE])
+/* doc/queue.md "Segments": magic, image length, the segment's sequence
+ * number, id, CRC of the 48 bytes before it, CRC of the image, zeros. */
+static void rec_header(const char *id, uint64_t len, uint64_t seq,
+                       uint32_t image_crc, unsigned char h[QLOG_REC_HEADER_SIZE])
 {
     memset(h, 0, QLOG_REC_HEADER_SIZE);
     memcpy(h, REC_MAGIC, 8);
     put_u64(h + 8, len);
-    memcpy(h + 16, id, strlen(id));
-    put_u32(h + 40, qfile_crc32(0, h, 40));
-    put_u32(h + 44, image_crc);
+    put_u64(h + 16, seq);
+    memcpy(h + 24, id, strlen(id));
+    put_u32(h + 48, qfile_crc32(0, h, 48));
+    put_u32(h + 52, image_crc);
 }
 
-/* The id of a valid header (doc/queue.md "Segments"), or false. */
+/* The id of a valid header written for segment seq, or false: a record
+ * left from the file's earlier life as another segment is not valid. */
 static bool rec_header_parse(const unsigned char h[QLOG_REC_HEADER_SIZE],
-                             char id_r[QUEUE_ID_SIZE], uint64_t *len_r,
-                             uint32_t *crc_r)
+                             uint64_t seq, char id_r[QUEUE_ID_SIZE],
+                             uint64_t *len_r, uint32_t *crc_r)
 {
-    if (memcmp(h, REC_MAGIC, 8) != 0 || get_u32(h + 40) != qfile_crc32(0, h, 40))
+    if (memcmp(h, REC_MAGIC, 8) != 0 || get_u32(h + 48) != qfile_crc32(0, h, 48) ||
+        get_u64(h + 16) != seq)
         return false;
-    *crc_r = get_u32(h + 44);
-    memcpy(id_r, h + 16, QUEUE_ID_SIZE - 1);
+    for (size_t i = 56; i < QLOG_REC_HEADER_SIZE; i++)
+        if (h[i] != 0)
+            return false;
+    *crc_r = get_u32(h + 52);
+    memcpy(id_r, h + 24, QUEUE_ID_SIZE - 1);
     id_r[QUEUE_ID_SIZE - 1] = '\0';
-    if (h[16 + QUEUE_ID_SIZE - 1] != 0 || !qfile_id_valid(id_r))
+    if (h[24 + QUEUE_ID_SIZE - 1] != 0 || !qfile_id_valid(id_r))
         return false;
     *len_r = get_u64(h + 8);
     return true;
@@ -181,12 +193,12 @@ static void ent_grow(struct qlog *l)
 }
 
 /* False if id is already live (then nothing is added). */
-static bool ent_add(struct qlog *l, const char *id, struct qseg *seg,
-                    uint64_t off, uint64_t len, uint32_t crc)
+static struct qent *ent_add(struct qlog *l, const char *id, struct qseg *seg,
+                            uint64_t off, uint64_t len, uint32_t crc)
 {
     struct qent **slot = ent_slot(l, id);
     if (*slot != NULL)
-        return false;
+        return NULL;
     struct qent *e = xcalloc(1, sizeof(*e));
     snprintf(e->id, sizeof(e->id), "%s", id);
     e->seg = seg;
@@ -197,7 +209,7 @@ static bool ent_add(struct qlog *l, const char *id, struct qseg *seg,
     seg->live++;
     if (++l->count > l->tabcap)
         ent_grow(l);
-    return true;
+    return e;
 }
 
 /* ---- segments (caller holds mu) ---- */
@@ -224,7 +236,10 @@ static void seg_free(struct qseg *seg)
     free(seg);
 }
 
-/* Deletes a sealed segment nobody needs any more (owner only). */
+/* Retires a sealed segment nobody needs any more (owner only): kept as a
+ * spare for seg_create to reuse, or deleted. A spare keeps its name and
+ * its done file, which marks every record in it done, until it is reused:
+ * a restart meanwhile finds nothing live in it. */
 static void seg_maybe_delete(struct qlog *l, struct qseg *seg)
 {
     if (!l->owner || !seg->sealed || seg->live > 0 || seg->pins > 0)
@@ -237,6 +252,15 @@ static void seg_maybe_delete(struct qlog *l, struct qseg *seg)
     *p = seg->next;
     if (l->cur == seg)
         l->cur = NULL;
+    if (seg->writable && l->nspare < QLOG_SPARE_MAX) {
+        if (seg->donefd >= 0)
+            close(seg->donefd);
+        seg->donefd = -1;
+        seg->next = l->spare;
+        l->spare = seg;
+        l->nspare++;
+        return;
+    }
     seg_unlink(l, seg->seq);
     seg_free(seg);
 }
@@ -325,6 +349,7 @@ static void scan_segment(struct qlog *l, struct qseg *seg)
     char **done = done_read(l->dirfd, seg->seq, &ndone);
     struct stat st;
     uint64_t off = 0, fsize;
+    struct qent *last = NULL;
     if (fstat(seg->fd, &st) < 0 || st.st_size < 0) {
         fsize = 0;
     } else {
@@ -336,14 +361,17 @@ static void scan_segment(struct qlog *l, struct qseg *seg)
         uint64_t len;
         uint32_t crc;
         if (pread(seg->fd, h, sizeof(h), (off_t)off) != (ssize_t)sizeof(h) ||
-            !rec_header_parse(h, id, &len, &crc) ||
+            !rec_header_parse(h, seg->seq, id, &len, &crc) ||
             len > fsize - off - QLOG_REC_HEADER_SIZE)
             break;
         const char *key = id;
+        last = NULL;
         if (ndone == 0 || bsearch(&key, done, ndone, sizeof(*done), cmp_str) == NULL)
-            ent_add(l, id, seg, off + QLOG_REC_HEADER_SIZE, len, crc);
+            last = ent_add(l, id, seg, off + QLOG_REC_HEADER_SIZE, len, crc);
         off += QLOG_REC_HEADER_SIZE + len;
     }
+    if (last != NULL)
+        last->last = true;
     seg->size = off;
     for (size_t i = 0; i < ndone; i++)
         free(done[i]);
@@ -435,6 +463,14 @@ static void qlog_forget_all(struct qlog *l)
     }
     l->segs = NULL;
     l->cur = NULL;
+    s = l->spare;
+    while (s != NULL) {
+        struct qseg *next = s->next;
+        seg_free(s);
+        s = next;
+    }
+    l->spare = NULL;
+    l->nspare = 0;
 }
 
 void qlog_close(struct qlog *l)
@@ -460,11 +496,56 @@ bool qlog_is_owner(const struct qlog *l) { return l->owner; }
 
 /* ---- append ---- */
 
-/* A new segment, durable by name before anything is appended to it. */
+/*
+ * A spare under the new sequence number seq (doc/queue.md "Segments"): the
+ * rename is made durable before the old done file goes, so a crash never
+ * leaves the old records under their old name without their done records.
+ * NULL (the spare deleted) if it cannot be done.
+ */
+static struct qseg *seg_reuse(struct qlog *l, uint64_t seq)
+{
+    pthread_mutex_lock(&l->mu);
+    struct qseg *seg = l->spare;
+    if (seg != NULL) {
+        l->spare = seg->next;
+        l->nspare--;
+    }
+    pthread_mutex_unlock(&l->mu);
+    if (seg == NULL)
+        return NULL;
+    char from[SEQ_DIGITS + 6], to[SEQ_DIGITS + 6], done[SEQ_DIGITS + 6];
+    seg_name(seg->seq, false, from);
+    seg_name(seq, false, to);
+    seg_name(seg->seq, true, done);
+    if (renameat(l->dirfd, from, l->dirfd, to) < 0 || fsync(l->dirfd) < 0) {
+        log_kv(LOG_WARN, "queue.log.reuse_failed", "segment", from, "error",
+               strerror(errno), NULL);
+        pthread_mutex_lock(&l->mu);
+        seg_unlink(l, seg->seq);
+        seg_unlink(l, seq);
+        pthread_mutex_unlock(&l->mu);
+        seg_free(seg);
+        return NULL;
+    }
+    unlinkat(l->dirfd, done, 0);
+    seg->seq = seq;
+    seg->size = 0;
+    seg->live = 0;
+    seg->pins = 0;
+    seg->sealed = false;
+    seg->next = NULL;
+    return seg;
+}
+
+/* A new segment, durable by name before anything is appended to it: a
+ * spare reused, else a new file. */
 static struct qseg *seg_create(struct qlog *l)
 {
     char name[SEQ_DIGITS + 6];
     uint64_t seq = l->next_seq++;
+    struct qseg *reused = seg_reuse(l, seq);
+    if (reused != NULL)
+        return reused;
     seg_name(seq, false, name);
     int fd = openat(l->dirfd, name,
                     O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -481,6 +562,7 @@ static struct qseg *seg_create(struct qlog *l)
     seg->seq = seq;
     seg->fd = fd;
     seg->donefd = -1;
+    seg->writable = true;
     return seg;
 }
 
@@ -572,7 +654,7 @@ static int qlog_append_locked(struct qlog *l, const struct qlog_rec *recs,
     uint64_t start = seg->size, end = start;
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        rec_header(recs[i].id, recs[i].len, recs[i].crc, hdrs[i]);
+        rec_header(recs[i].id, recs[i].len, seg->seq, recs[i].crc, hdrs[i]);
         iov[k++] = (struct iovec){hdrs[i], QLOG_REC_HEADER_SIZE};
         for (size_t j = 0; j < recs[i].iovcnt; j++)
             iov[k++] = recs[i].iov[j];
@@ -722,7 +804,7 @@ int qlog_recover(struct qlog *l,
                 if (e->seg != seg)
                     continue;
                 struct qlog_ref ref = {.fd = seg->fd, .off = e->off, .len = e->len,
-                                       .crc = e->crc, .seg = seg};
+                                       .crc = e->crc, .last = e->last, .seg = seg};
                 if (copy(e->id, &ref, arg) < 0) {
                     int saved = errno;
                     pthread_mutex_unlock(&l->mu);

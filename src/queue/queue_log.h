@@ -22,11 +22,15 @@
 
 #include "queue/queue.h"
 
-#define QLOG_REC_HEADER_SIZE 48u
+#define QLOG_REC_HEADER_SIZE 64u
 /* A segment is sealed at this size. Not a limit on a peer: large enough
  * that a busy batch never straddles many segments, small enough that a
  * segment pinned by one slow message wastes little disk. */
-#define QLOG_SEGMENT_MAX (8u * 1024u * 1024u)
+#define QLOG_SEGMENT_MAX (1024u * 1024u)
+/* Emptied segments kept for reuse (doc/queue.md "Segments": overwriting
+ * blocks a file already has makes each fdatasync cheaper than growing
+ * it); beyond this many they are deleted. */
+#define QLOG_SPARE_MAX 8u
 
 struct qlog;
 
@@ -36,6 +40,7 @@ struct qlog_ref {
     uint64_t off;      /* where the queue-file image starts */
     uint64_t len;      /* its length */
     uint32_t crc;      /* zlib CRC-32 of the image, as the header says */
+    bool last;         /* qlog_recover: the last record of its segment */
     void *seg;         /* opaque */
 };
 

@@ -280,21 +280,25 @@ class Server:
                 done_path = d / (seg.name + ".done")
                 done = (set(done_path.read_text(errors="replace").split("\n"))
                         if done_path.exists() else set())
+                seq = int(seg.name, 16)
                 with open(seg, "rb") as f:
                     size = os.fstat(f.fileno()).st_size
                     off = 0
-                    while off + 48 <= size:
+                    # 64-byte record headers; a record of the file's earlier
+                    # life as another segment (a reused spare) ends the scan.
+                    while off + 64 <= size:
                         f.seek(off)
-                        h = f.read(48)
-                        if len(h) < 48 or h[:8] != b"EQLOGR01":
+                        h = f.read(64)
+                        if (len(h) < 64 or h[:8] != b"EQLOGR02"
+                                or int.from_bytes(h[16:24], "big") != seq):
                             break
                         n = int.from_bytes(h[8:16], "big")
-                        qid = h[16:40].rstrip(b"\0").decode(errors="replace")
-                        if off + 48 + n > size:
+                        qid = h[24:48].rstrip(b"\0").decode(errors="replace")
+                        if off + 64 + n > size:
                             break
                         if qid not in done:
                             out.append((qid, f.read(n) if images else None))
-                        off += 48 + n
+                        off += 64 + n
             except FileNotFoundError:
                 continue
         return out

@@ -23,6 +23,7 @@
 #include "lib/xalloc.h"
 #include "queue/qfile.h"
 #include "queue/queue.h"
+#include "queue/queue_log.h"
 
 /* ---- helpers ---- */
 
@@ -795,15 +796,16 @@ TEST(fs_log_recovery)
     struct buf f;
     CHECK(fs_read_file(seg, 8 << 20, &f) == 0);
     size_t off = 0, rec = 0, foot3 = 0, body4 = 0;
-    while (off + 48 <= f.len && memcmp(f.data + off, "EQLOGR01", 8) == 0) {
+    const size_t H = QLOG_REC_HEADER_SIZE;
+    while (off + H <= f.len && memcmp(f.data + off, "EQLOGR02", 8) == 0) {
         uint64_t len = 0;
         for (int k = 0; k < 8; k++)
             len = len << 8 | (unsigned char)f.data[off + 8 + (size_t)k];
         if (rec == 3)
-            foot3 = off + 48 + (size_t)len - 10;
+            foot3 = off + H + (size_t)len - 10;
         if (rec == 4)
-            body4 = off + 48 + 16 + 50000;
-        off += 48 + (size_t)len;
+            body4 = off + H + 16 + 50000;
+        off += H + (size_t)len;
         rec++;
     }
     CHECK(rec == 5 && off == f.len);
@@ -813,7 +815,7 @@ TEST(fs_log_recovery)
     if (fd >= 0) {
         CHECK(pwrite(fd, "X", 1, (off_t)foot3) == 1);
         CHECK(pwrite(fd, "\0", 1, (off_t)body4) == 1);
-        CHECK(pwrite(fd, "EQLOGR01\0\0\0\0\0\0\0\x10garbage", 23, (off_t)off) == 23);
+        CHECK(pwrite(fd, "EQLOGR02\0\0\0\0\0\0\0\x10garbage", 23, (off_t)off) == 23);
         close(fd);
     }
 
@@ -823,16 +825,19 @@ TEST(fs_log_recovery)
         CHECK(queue_recover(q) == 0);
         CHECK_EQ_INT(count_dir(dir, "log"), 0);
         CHECK_EQ_INT(count_dir(dir, "incoming"), 0);
-        /* 0 and 2 (kept before) are files; 3 and 4 are set aside; 1 is
-         * gone. */
+        /* 0 and 2 (kept before) are files; 3 (torn, whole records after
+         * it) is set aside; 4 (torn, the last: an append cut short) and 1
+         * (removed) are gone. */
         CHECK_EQ_INT(count_dir(dir, "msg"), 2);
-        CHECK_EQ_INT(count_dir(dir, "corrupt"), 2);
+        CHECK_EQ_INT(count_dir(dir, "corrupt"), 1);
         CHECK(body_is(q, ids[0], big, bigsz));
         CHECK(body_is(q, ids[2], big, bigsz - 2));
         char p4[4096];
         struct stat st4;
-        path_of(p4, sizeof(p4), dir, "corrupt", ids[4]);
+        path_of(p4, sizeof(p4), dir, "corrupt", ids[3]);
         CHECK(stat(p4, &st4) == 0);
+        path_of(p4, sizeof(p4), dir, "corrupt", ids[4]);
+        CHECK(stat(p4, &st4) == -1);
         struct queue_env *env = NULL;
         CHECK(queue_load(q, ids[1], &env) == -1 && errno == ENOENT);
         CHECK(queue_recover(q) == 0); /* idempotent */
@@ -926,9 +931,38 @@ TEST(fs_log_spill_and_rotation)
     CHECK(log_segments(dir) >= 2);
     for (int i = 0; i < 40; i++)
         CHECK(queue_remove(q, ids[i]) == 0);
-    CHECK_EQ_INT(log_segments(dir), 1); /* the one being appended to */
+    /* The one being appended to, and the emptied ones kept for reuse. */
+    int files = log_segments(dir);
+    CHECK(files >= 2 && files <= 1 + (int)QLOG_SPARE_MAX);
+    /* Reused, not added to: 80 more messages, the first 60 removed as they
+     * go, leave no more files than the live ones need plus the spares, and
+     * a restart finds only what is live: the records left from a reused
+     * file's earlier life are not. */
+    char more[80][QUEUE_ID_SIZE];
+    for (int i = 0; i < 80; i++) {
+        CHECK(queue_one(q, big, 250000, 1, more[i]) == 0);
+        if (i < 60)
+            CHECK(queue_remove(q, more[i]) == 0);
+    }
+    int need = (int)(20u * 250200u / QLOG_SEGMENT_MAX) + 2;
+    CHECK(log_segments(dir) <= need + (int)QLOG_SPARE_MAX);
+    queue_close(q); /* a crash: segments and spares stay */
+    q = fs_open_mode(dir, true);
+    CHECK(q != NULL);
+    if (q != NULL) {
+        struct idlist l = {.n = 0};
+        queue_list(q, collect, &l);
+        CHECK_EQ_INT(l.n, 20); /* the last 20 of the 80 */
+        CHECK(queue_recover(q) == 0);
+        CHECK_EQ_INT(count_dir(dir, "msg"), 20);
+        CHECK_EQ_INT(count_dir(dir, "corrupt"), 0);
+        CHECK(body_is(q, more[79], big, 250000));
+        struct queue_env *env = NULL;
+        CHECK(queue_load(q, more[0], &env) == -1 && errno == ENOENT);
+        CHECK(queue_load(q, ids[0], &env) == -1 && errno == ENOENT);
+        queue_close(q);
+    }
     free(big);
-    queue_close(q);
     rm_rf(dir);
     free(dir);
 }
