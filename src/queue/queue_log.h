@@ -26,11 +26,11 @@
 /* A segment is sealed at this size. Not a limit on a peer: large enough
  * that a busy batch never straddles many segments, small enough that a
  * segment pinned by one slow message wastes little disk. */
-#define QLOG_SEGMENT_MAX (1024u * 1024u)
+#define QLOG_SEGMENT_MAX (8u * 1024u * 1024u)
 /* Emptied segments kept for reuse (doc/queue.md "Segments": overwriting
  * blocks a file already has makes each fdatasync cheaper than growing
  * it); beyond this many they are deleted. */
-#define QLOG_SPARE_MAX 8u
+#define QLOG_SPARE_MAX 4u
 
 struct qlog;
 
