@@ -535,6 +535,46 @@ static int md_create_tmp(struct mdstore *s, const struct mdpath *p,
     }
 }
 
+/*
+ * An unnamed file in the folder's new/ (O_TMPFILE): it gets its name there
+ * with md_link_anon once it is complete and on disk, so a delivery makes
+ * one directory entry instead of a tmp/ entry and a rename, and a crash
+ * leaves nothing behind (doc/store.md "Delivery"). -1 with errno EOPNOTSUPP,
+ * EISDIR or EINVAL where the filesystem or kernel cannot (the caller uses
+ * tmp/); a new/ removed since the check (ENOENT) gets a fresh walk.
+ */
+static int md_create_anon(struct mdstore *s, const struct mdpath *p,
+                          struct md_dir **d)
+{
+    for (int attempt = 0;; attempt++) {
+        int fd = openat((*d)->newfd, ".", O_WRONLY | O_TMPFILE | O_CLOEXEC, 0600);
+        if (fd >= 0 || errno != ENOENT || attempt == 1)
+            return fd;
+        md_dir_put(s, *d, true);
+        if ((*d = md_dir_get(s, p, true)) == NULL)
+            return -1;
+    }
+}
+
+/* Names the file of md_create_anon new/<name>: linkat through /proc (no
+ * capability needed, unlike AT_EMPTY_PATH), which never replaces a name
+ * (EEXIST). A new/ gone meanwhile (ENOENT): a fresh walk, once. */
+static int md_link_anon(struct mdstore *s, const struct mdpath *p,
+                        struct md_dir **d, int fd, const char *name)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    for (int attempt = 0;; attempt++) {
+        if (linkat(AT_FDCWD, path, (*d)->newfd, name, AT_SYMLINK_FOLLOW) == 0)
+            return 0;
+        if (errno != ENOENT || attempt == 1)
+            return -1;
+        md_dir_put(s, *d, true);
+        if ((*d = md_dir_get(s, p, true)) == NULL)
+            return -1;
+    }
+}
+
 /* Whether the folder has an index: one fstatat on the directory we hold,
  * so a folder without one (mailboxes get it when POP3 or IMAP first opens
  * them) costs no SQLite open. Anything but a clear "no such file" counts
@@ -582,7 +622,17 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
     }
     if ((d = md_dir_get(s, &p, true)) == NULL)
         return -1;
-    fd = md_create_tmp(s, &p, &d, tmpname);
+    /* Unnamed in new/ where /proc is there to name it (the cache knows:
+     * it read the folder's path there), else the classic tmp/ file. */
+    bool anon = d->real != NULL;
+    if (anon) {
+        fd = md_create_anon(s, &p, &d);
+        if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) &&
+            d != NULL)
+            anon = false;
+    }
+    if (!anon)
+        fd = md_create_tmp(s, &p, &d, tmpname);
     if (fd < 0) {
         err = errno;
         goto out;
@@ -622,11 +672,13 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
         err = errno;
         goto fail_tmp;
     }
-    int cfd = fd;
-    fd = -1;
-    if (close(cfd) < 0) {
-        err = errno;
-        goto fail_tmp;
+    if (!anon) {
+        int cfd = fd;
+        fd = -1;
+        if (close(cfd) < 0) {
+            err = errno;
+            goto fail_tmp;
+        }
     }
     /* Fits in NAME_MAX: SIZES_ROOM bytes were kept free above. W= is the
      * size as CRLF text (Dovecot's virtual size): equal to S= for what
@@ -642,8 +694,21 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
     if (md_has_index(d))
         itx = md_index_begin(s, &p, d->real);
     /* Never overwrite: the name is unique by construction, and the kernel
-     * checks it where the filesystem supports it. */
-    if (renameat2(d->tmpfd, tmpname, d->newfd, name, RENAME_NOREPLACE) < 0) {
+     * checks it (linkat always; renameat2 where the filesystem supports
+     * it). */
+    if (anon) {
+        if (md_link_anon(s, &p, &d, fd, name) < 0) {
+            err = errno;
+            goto fail_tmp;
+        }
+        int cfd = fd;
+        fd = -1;
+        if (close(cfd) < 0) { /* its error counts (NFS): take the name back */
+            err = errno;
+            unlinkat(d->newfd, name, 0);
+            goto out;
+        }
+    } else if (renameat2(d->tmpfd, tmpname, d->newfd, name, RENAME_NOREPLACE) < 0) {
         if ((errno != EINVAL && errno != ENOSYS) ||
             renameat(d->tmpfd, tmpname, d->newfd, name) < 0) {
             err = errno;
@@ -673,9 +738,10 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
     goto out;
 fail_tmp:
     if (fd >= 0)
-        close(fd);
+        close(fd); /* an unnamed file goes with it */
     fd = -1;
-    unlinkat(d->tmpfd, tmpname, 0);
+    if (!anon && d != NULL)
+        unlinkat(d->tmpfd, tmpname, 0);
 out:
     if (itx != NULL)
         md_index_end(itx, NULL, 0, 0, false);

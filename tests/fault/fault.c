@@ -10,7 +10,8 @@
  *   write=ENOSPC    write()/pwrite()/writev()/pwritev() on regular files fail
  *                   with ENOSPC
  *   fsync=EIO       fsync()/fdatasync()/syncfs() fail with EIO (files and directories)
- *   rename=EIO      rename()/renameat()/renameat2() fail with EIO
+ *   rename=EIO      rename()/renameat()/renameat2() and linkat() fail with
+ *                   EIO: every call that gives a finished file its name
  *
  * Writes are failed only on regular files, so sockets, pipes and the log
  * (stderr) keep working. With no control file, or an empty one, nothing is injected.
@@ -166,4 +167,14 @@ int renameat2(int olddirfd, const char *from, int newdirfd, const char *to,
         return -1;
     }
     return (int)syscall(SYS_renameat2, olddirfd, from, newdirfd, to, flags);
+}
+
+int linkat(int olddirfd, const char *from, int newdirfd, const char *to, int flags)
+{
+    int e;
+    if ((e = fault_for("rename")) != 0) {
+        errno = e;
+        return -1;
+    }
+    return (int)syscall(SYS_linkat, olddirfd, from, newdirfd, to, flags);
 }

@@ -147,12 +147,14 @@ TEST(maildir_cache_mailbox_removed)
     CHECK(deliver(s, USER, NULL, "two\r\n", NULL, 0) == 0);
     CHECK_EQ_INT(dir_list(newd, NULL, 0), 1);
     CHECK_EQ_INT(count_text(newd, "two\r\n"), 1);
-    /* tmp/ alone: the create fails (ENOENT), the walk makes it again. */
+    /* tmp/ alone: a delivery makes its file unnamed in new/ (O_TMPFILE)
+     * and does not need it; where it does (a filesystem without O_TMPFILE)
+     * the create fails with ENOENT and the walk makes tmp/ again. Either
+     * way the message lands. */
     snprintf(path, sizeof(path), "%s/tmp", dir);
     rm_rf(path);
     CHECK(deliver(s, USER, NULL, "three\r\n", NULL, 0) == 0);
     CHECK_EQ_INT(count_text(newd, "three\r\n"), 1);
-    CHECK_EQ_INT(dir_list(path, NULL, 0), 0);
     /* new/ replaced by another directory: the new one gets it. */
     snprintf(path, sizeof(path), "%s/new.old", dir);
     CHECK(rename(newd, path) == 0);
