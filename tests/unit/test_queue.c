@@ -673,18 +673,29 @@ static bool body_is(struct queue *q, const char *id, const void *want, size_t n)
     return same;
 }
 
-TEST(fs_log_lifecycle)
+/* A fresh queue directory with the accept log on (*dir_r, to be removed
+ * by the caller); NULL, with nothing left, if either cannot be made. */
+static struct queue *log_queue_new(char **dir_r)
 {
-    char *dir = make_tmpdir();
-    if (dir == NULL)
-        return;
-    struct queue *q = fs_open_mode(dir, true);
+    *dir_r = make_tmpdir();
+    if (*dir_r == NULL)
+        return NULL;
+    struct queue *q = fs_open_mode(*dir_r, true);
     CHECK(q != NULL);
     if (q == NULL) {
-        rm_rf(dir);
-        free(dir);
-        return;
+        rm_rf(*dir_r);
+        free(*dir_r);
+        *dir_r = NULL;
     }
+    return q;
+}
+
+TEST(fs_log_lifecycle)
+{
+    char *dir;
+    struct queue *q = log_queue_new(&dir);
+    if (q == NULL)
+        return;
     char a[QUEUE_ID_SIZE], b[QUEUE_ID_SIZE], c[QUEUE_ID_SIZE], d[QUEUE_ID_SIZE];
     CHECK(queue_one(q, (const unsigned char *)HOSTILE, sizeof(HOSTILE) - 1, 2, a) == 0);
     CHECK(queue_one(q, (const unsigned char *)"b\r\n", 3, 1, b) == 0);
@@ -769,16 +780,10 @@ TEST(fs_log_lifecycle)
 
 TEST(fs_log_recovery)
 {
-    char *dir = make_tmpdir();
-    if (dir == NULL)
+    char *dir;
+    struct queue *q = log_queue_new(&dir);
+    if (q == NULL)
         return;
-    struct queue *q = fs_open_mode(dir, true);
-    CHECK(q != NULL);
-    if (q == NULL) {
-        rm_rf(dir);
-        free(dir);
-        return;
-    }
     char ids[5][QUEUE_ID_SIZE];
     unsigned char *big;
     size_t bigsz = make_body(&big, 100000);
@@ -856,16 +861,10 @@ TEST(fs_log_recovery)
 
 TEST(fs_log_spill_and_rotation)
 {
-    char *dir = make_tmpdir();
-    if (dir == NULL)
+    char *dir;
+    struct queue *q = log_queue_new(&dir);
+    if (q == NULL)
         return;
-    struct queue *q = fs_open_mode(dir, true);
-    CHECK(q != NULL);
-    if (q == NULL) {
-        rm_rf(dir);
-        free(dir);
-        return;
-    }
     unsigned char *big;
     (void)make_body(&big, 300000);
     char id[QUEUE_ID_SIZE], p[4096];
