@@ -404,22 +404,33 @@ bool qfile_env_equal(const struct queue_env *a, const struct queue_env *b)
 
 /* ---- footer ---- */
 
-#define FOOTER_MAGIC "EQFOOT01"
+#define FOOTER_MAGIC_V1 "EQFOOT01"
+#define FOOTER_MAGIC_V2 "EQFOOT02"
 
-void qfile_footer_make(uint64_t body_len, const void *env, size_t env_len,
-                       struct qfile_footer *f_r)
+void qfile_footer_make(uint64_t body_len, uint32_t body_crc, const void *env,
+                       size_t env_len, struct qfile_footer *f_r)
 {
     f_r->body_len = body_len;
     f_r->env_off = QFILE_HEADER_SIZE + body_len;
     f_r->env_len = env_len;
     f_r->env_crc = qfile_crc32(0, env, env_len);
+    f_r->version = 2;
+    f_r->body_crc = body_crc;
 }
 
+/* Bytes 8-15: version 1 the body offset (always 16), version 2 the body's
+ * CRC-32 and four zero bytes (the offset is implied). */
 void qfile_footer_encode(const struct qfile_footer *f,
                          unsigned char out[QFILE_FOOTER_SIZE])
 {
-    memcpy(out, FOOTER_MAGIC, 8);
-    put_u64(out + 8, QFILE_HEADER_SIZE);
+    if (f->version == 1) {
+        memcpy(out, FOOTER_MAGIC_V1, 8);
+        put_u64(out + 8, QFILE_HEADER_SIZE);
+    } else {
+        memcpy(out, FOOTER_MAGIC_V2, 8);
+        put_u32(out + 8, f->body_crc);
+        put_u32(out + 12, 0);
+    }
     put_u64(out + 16, f->body_len);
     put_u64(out + 24, f->env_off);
     put_u64(out + 32, f->env_len);
@@ -430,11 +441,21 @@ void qfile_footer_encode(const struct qfile_footer *f,
 int qfile_footer_decode(const unsigned char p[QFILE_FOOTER_SIZE],
                         uint64_t file_size, struct qfile_footer *f_r)
 {
-    uint64_t body_off = get_u64(p + 8), end;
-    struct qfile_footer f = {get_u64(p + 16), get_u64(p + 24), get_u64(p + 32),
-                             get_u32(p + 40)};
-    if (memcmp(p, FOOTER_MAGIC, 8) != 0 ||
-        get_u32(p + 44) != qfile_crc32(0, p, 44) ||
+    uint64_t body_off = QFILE_HEADER_SIZE, end;
+    struct qfile_footer f = {.body_len = get_u64(p + 16), .env_off = get_u64(p + 24),
+                             .env_len = get_u64(p + 32), .env_crc = get_u32(p + 40)};
+    bool known = true;
+    if (memcmp(p, FOOTER_MAGIC_V1, 8) == 0) {
+        f.version = 1;
+        body_off = get_u64(p + 8);
+    } else if (memcmp(p, FOOTER_MAGIC_V2, 8) == 0) {
+        f.version = 2;
+        f.body_crc = get_u32(p + 8);
+        known = get_u32(p + 12) == 0;
+    } else {
+        known = false;
+    }
+    if (!known || get_u32(p + 44) != qfile_crc32(0, p, 44) ||
         body_off != QFILE_HEADER_SIZE || f.env_len > QFILE_ENV_MAX ||
         __builtin_add_overflow(body_off, f.body_len, &end) ||
         end != f.env_off ||
@@ -462,7 +483,9 @@ int qfile_parse(const void *file, size_t len, struct queue_env **env_r,
     }
     /* The footer matched len, so env_off + env_len <= len. */
     const unsigned char *env = p + f.env_off;
-    if (qfile_crc32(0, env, (size_t)f.env_len) != f.env_crc) {
+    if (qfile_crc32(0, env, (size_t)f.env_len) != f.env_crc ||
+        (f.version == 2 &&
+         qfile_crc32(0, p + QFILE_HEADER_SIZE, (size_t)f.body_len) != f.body_crc)) {
         errno = EBADMSG;
         return -1;
     }

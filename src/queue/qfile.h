@@ -16,10 +16,15 @@
  *    not a canonical encoding. Never reads outside p[0..len), never
  *    allocates more than a small multiple of len.
  *    Canonical: decode(x) succeeding implies encode(decode(x)) == x.
- *  - qfile_footer_encode/decode: the fixed 48-byte footer; decode checks its
- *    magic and CRC and that it is consistent with the file's size: -1 if not.
+ *  - qfile_footer_make: a version 2 footer, with the CRC-32 of the body the
+ *    caller computed while writing it (qfile_crc32 or zlib's crc32: the same
+ *    function).
+ *  - qfile_footer_encode/decode: the fixed 48-byte footer (version 1 or 2,
+ *    as f->version says); decode checks its magic and CRC and that it is
+ *    consistent with the file's size: -1 if not. Checking the body against
+ *    body_crc is the reader's business (it means reading the body).
  *  - qfile_parse: a whole file in memory (tests, fuzzing): header, footer,
- *    envelope CRC, decode. 0 or -1.
+ *    envelope CRC, body CRC (version 2), decode. 0 or -1.
  *  - qfile_st_encode/decode: the per-recipient state records of <id>.st.
  *    decode returns 1 (a record; its status points into p, not
  *    NUL-terminated), 0 (p holds only the start of a record: need more, or
@@ -55,6 +60,8 @@ struct qfile_footer {
     uint64_t env_off;    /* QFILE_HEADER_SIZE + body_len */
     uint64_t env_len;
     uint32_t env_crc;
+    unsigned version;    /* 1: no body CRC (older files); 2: body_crc */
+    uint32_t body_crc;   /* version 2: CRC-32 of the body (as zlib's) */
 };
 
 struct qfile_st_rec {
@@ -74,8 +81,8 @@ int qfile_env_decode(const void *p, size_t len, struct queue_env **env_r);
 struct queue_env *qfile_env_dup(const struct queue_env *env);
 bool qfile_env_equal(const struct queue_env *a, const struct queue_env *b);
 
-void qfile_footer_make(uint64_t body_len, const void *env, size_t env_len,
-                       struct qfile_footer *f_r);
+void qfile_footer_make(uint64_t body_len, uint32_t body_crc, const void *env,
+                       size_t env_len, struct qfile_footer *f_r);
 void qfile_footer_encode(const struct qfile_footer *f,
                          unsigned char out[QFILE_FOOTER_SIZE]);
 int qfile_footer_decode(const unsigned char p[QFILE_FOOTER_SIZE],

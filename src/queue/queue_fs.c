@@ -49,6 +49,7 @@ struct fsmsg {
     unsigned char *wbuf;
     unsigned char *mem;   /* in memory: header + body so far */
     size_t mlen, mcap;    /* mcap is counted in fsq.log_mem */
+    uint32_t body_crc;    /* of the body so far, for the footer */
 };
 
 struct fsbody {
@@ -236,6 +237,7 @@ static int fs_msg_write(struct queue_msg *qm, const void *p, size_t n)
         errno = EFBIG;
         return -1;
     }
+    m->body_crc = qlog_crc(m->body_crc, p, n);
     if (m->fd < 0) {
         if (mem_append(fq, m, p, n, size) == 0) {
             m->base.size = size;
@@ -290,7 +292,7 @@ static int fs_commit_one(struct fsmsg *m, const struct queue_env *env)
         buf_free(&eb);
         return err;
     }
-    qfile_footer_make(m->base.size, eb.data, eb.len, &f);
+    qfile_footer_make(m->base.size, m->body_crc, eb.data, eb.len, &f);
     qfile_footer_encode(&f, foot);
     if (fs_append(m, eb.data, eb.len) < 0 ||
         fs_append(m, foot, sizeof(foot)) < 0 || fs_flush(m) < 0)
@@ -346,7 +348,7 @@ static void fs_commit_log(struct fsq *fq, struct queue_msg **msgs,
             results_r[i] = errno != 0 ? errno : EINVAL;
             continue;
         }
-        qfile_footer_make(m->base.size, ebs[i].data, ebs[i].len, &f);
+        qfile_footer_make(m->base.size, m->body_crc, ebs[i].data, ebs[i].len, &f);
         qfile_footer_encode(&f, foot[i]);
         iov[i][0] = (struct iovec){m->mem, m->mlen};
         iov[i][1] = (struct iovec){ebs[i].data, ebs[i].len};
@@ -491,6 +493,31 @@ static int fs_check_frame(int fd, struct qfile_footer *f_r, const char **why_r)
     if (!S_ISREG(st.st_mode) || st.st_size < 0)
         return -2;
     return fs_check_image(fd, 0, (uint64_t)st.st_size, f_r, why_r);
+}
+
+int fsq_check_body(int fd, const char **why_r)
+{
+    struct qfile_footer f;
+    int r = fs_check_frame(fd, &f, why_r);
+    if (r != 0 || f.version < 2)
+        return r;
+    unsigned char chunk[65536];
+    uint64_t off = QFILE_HEADER_SIZE, left = f.body_len;
+    uint32_t crc = 0;
+    while (left > 0) {
+        size_t n = left > sizeof(chunk) ? sizeof(chunk) : (size_t)left;
+        if ((r = pread_full(fd, chunk, n, off)) != 0)
+            return r;
+        crc = qlog_crc(crc, chunk, n);
+        off += n;
+        left -= n;
+    }
+    if (crc != f.body_crc) {
+        *why_r = "body checksum";
+        errno = EBADMSG;
+        return -2;
+    }
+    return 0;
 }
 
 /* Full validation (doc/queue.md "The queue file") of the image at
