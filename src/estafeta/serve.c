@@ -540,6 +540,8 @@ int cmd_serve(int argc, char **argv)
     smtpd_free(sv.smtpd);
     pop3d_free(sv.pop3d);
     qmgr_stop(sv.qmgr);
+    if (queue_fs_mark_clean(sv.queue) < 0)
+        log_kv(LOG_WARN, "queue.mark_clean_failed", "error", strerror(errno), NULL);
     unlink(SERVE_PID_FILE);
     event_free(ev_usr1);
     event_free(ev_term);

@@ -141,6 +141,14 @@ int queue_keep(struct queue *q, const char *id);
  */
 void queue_fs_tune(struct queue *q, uint64_t log_message_max,
                    uint64_t log_memory_max);
+/*
+ * fs backend, at a clean stop, once nothing uses the queue any more: flush
+ * everything and leave a marker, so the next queue_recover need not read
+ * every queued body against its CRC (only a crash can lose a page; doc/
+ * queue.md "Recovery"). 0 or -1 with errno (then the next start checks
+ * every body). No effect on other backends.
+ */
+int queue_fs_mark_clean(struct queue *q);
 int queue_set_aside(struct queue *q, const char *id, const char *reason);
 
 /*

@@ -1297,6 +1297,25 @@ static const struct queue_ops fs_ops = {
     .keep = fs_keep,
 };
 
+int queue_fs_mark_clean(struct queue *q)
+{
+    if (q == NULL || q->ops != &fs_ops)
+        return 0;
+    struct fsq *fq = FSQ(q);
+    if (syncfs(fq->dirfd) < 0)
+        return -1;
+    int fd = openat(fq->dirfd, FSQ_CLEAN_MARKER,
+                    O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    if (fsync(fd) < 0) {
+        fs_close_keep_errno(fd);
+        return -1;
+    }
+    close(fd);
+    return fsync(fq->dirfd);
+}
+
 void queue_fs_tune(struct queue *q, uint64_t log_message_max,
                    uint64_t log_memory_max)
 {

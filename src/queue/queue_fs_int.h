@@ -24,6 +24,9 @@ struct fsq {
 
 static inline struct fsq *FSQ(struct queue *q) { return (struct fsq *)q; }
 
+/* <queue>/clean: left by queue_fs_mark_clean, removed by recovery. */
+#define FSQ_CLEAN_MARKER "clean"
+
 /* "<id>.st" into out. */
 int fsq_st_name(const char *id, char out[QUEUE_ID_SIZE + 3]);
 bool fsq_exists_at(int dirfd, const char *name);

@@ -37,7 +37,8 @@ static void recover_incoming(struct fsq *fq)
 }
 
 /* Validates <id> in dirfd; sets a corrupt one aside. True if it did. */
-static bool recover_msg(struct fsq *fq, int dirfd, const char *id)
+static bool recover_msg(struct fsq *fq, int dirfd, const char *id,
+                        bool check_body)
 {
     const char *why = NULL;
     struct queue_env *env;
@@ -57,7 +58,7 @@ static bool recover_msg(struct fsq *fq, int dirfd, const char *id)
         r = fsq_read_valid(fd, id, &env, &why);
         /* After a crash a body page may not have reached the disk: only
          * here is the whole body read against its CRC (not at each load). */
-        if (r == 0 && (r = fsq_check_body(fd, &why)) != 0)
+        if (r == 0 && check_body && (r = fsq_check_body(fd, &why)) != 0)
             queue_env_free(env);
         fs_close_keep_errno(fd);
     }
@@ -202,6 +203,13 @@ int fsq_recover(struct queue *q)
     size_t mn, hn;
     bool mchanged = false, hchanged = false;
 
+    /* After a clean stop everything was flushed: no body page can be
+     * missing, and bodies are not read (doc/queue.md "Recovery"). The
+     * marker goes first, durably, so a crash from now on is seen. */
+    bool clean = fsq_exists_at(fq->dirfd, FSQ_CLEAN_MARKER);
+    if (clean && (unlinkat(fq->dirfd, FSQ_CLEAN_MARKER, 0) < 0 ||
+                  fsync(fq->dirfd) < 0))
+        return -1;
     qlog_set_owner(fq->log);
     if (qlog_recover(fq->log, recover_log_copy, recover_log_flush, fq) < 0)
         return -1;
@@ -217,10 +225,10 @@ int fsq_recover(struct queue *q)
     /* Messages first, so a set-aside message takes its .st along before the
      * state files are looked at. */
     for (size_t i = 0; i < mn; i++)
-        if (qfile_id_valid(mnames[i]) && recover_msg(fq, fq->msgfd, mnames[i]))
+        if (qfile_id_valid(mnames[i]) && recover_msg(fq, fq->msgfd, mnames[i], !clean))
             mchanged = true;
     for (size_t i = 0; i < hn; i++)
-        if (qfile_id_valid(hnames[i]) && recover_msg(fq, fq->holdfd, hnames[i]))
+        if (qfile_id_valid(hnames[i]) && recover_msg(fq, fq->holdfd, hnames[i], !clean))
             hchanged = true;
     /* In both directories (a rename not atomic on this filesystem): the
      * held copy stays; both are the same committed file. */

@@ -1007,7 +1007,33 @@ TEST(fs_recover_body_checksum)
         struct stat st;
         CHECK(stat(p, &st) == 0);
         CHECK(body_is(q, good, big, bigsz));
+        /* A clean stop leaves a marker: everything was flushed, so the next
+         * recovery reads no bodies (a byte changed by hand meanwhile is not
+         * what the check is for, and is not seen); the marker is gone after
+         * it, so a crash after that start is checked again. */
+        path_of(p, sizeof(p), dir, "msg", good);
+        fd = open(p, O_WRONLY);
+        CHECK(fd >= 0 && pwrite(fd, "\0", 1, QFILE_HEADER_SIZE + 10) == 1);
+        if (fd >= 0)
+            close(fd);
+        CHECK(queue_fs_mark_clean(q) == 0);
         queue_close(q);
+        char marker[4200];
+        snprintf(marker, sizeof(marker), "%s/clean", dir);
+        CHECK(stat(marker, &st) == 0);
+        q = fs_open(dir);
+        CHECK(q != NULL && queue_recover(q) == 0);
+        CHECK(stat(marker, &st) == -1);
+        env = NULL;
+        CHECK(q != NULL && queue_load(q, good, &env) == 0);
+        queue_env_free(env);
+        queue_close(q);
+        q = fs_open(dir); /* no marker: as after a crash */
+        CHECK(q != NULL && queue_recover(q) == 0);
+        env = NULL;
+        CHECK(q != NULL && queue_load(q, good, &env) == -1 && errno == ENOENT);
+        if (q != NULL)
+            queue_close(q);
     }
     free(big);
     rm_rf(dir);
