@@ -353,7 +353,10 @@ static void fs_commit_log(struct fsq *fq, struct queue_msg **msgs,
         iov[i][0] = (struct iovec){m->mem, m->mlen};
         iov[i][1] = (struct iovec){ebs[i].data, ebs[i].len};
         iov[i][2] = (struct iovec){foot[i], QFILE_FOOTER_SIZE};
-        uint32_t crc = qlog_crc(0, m->mem, m->mlen);
+        /* The image's CRC from the body's, already computed as it came in:
+         * no second pass over the body. */
+        uint32_t crc = qlog_crc(0, m->mem, QFILE_HEADER_SIZE);
+        crc = qlog_crc_combine(crc, m->body_crc, m->base.size);
         crc = qlog_crc(crc, ebs[i].data, ebs[i].len);
         crc = qlog_crc(crc, foot[i], QFILE_FOOTER_SIZE);
         recs[k] = (struct qlog_rec){.id = m->base.id, .iov = iov[i], .iovcnt = 3,

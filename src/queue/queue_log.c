@@ -105,6 +105,13 @@ uint32_t qlog_crc(uint32_t crc, const void *p, size_t n)
 
 /* doc/queue.md "Segments": magic, image length, the segment's sequence
  * number, id, CRC of the 48 bytes before it, CRC of the image, zeros. */
+uint32_t qlog_crc_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b)
+{
+    /* z_off_t is 64 bits with _FILE_OFFSET_BITS=64 or on LP64; message
+     * bodies are far below its range anyway (message-size <= 2 GiB). */
+    return (uint32_t)crc32_combine(crc_a, crc_b, (z_off_t)len_b);
+}
+
 static void rec_header(const char *id, uint64_t len, uint64_t seq,
                        uint32_t image_crc, unsigned char h[QLOG_REC_HEADER_SIZE])
 {

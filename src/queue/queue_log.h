@@ -58,6 +58,9 @@ struct qlog_rec {
  * whole image, body included, so a record torn by a crash can be told at
  * recovery). Start with crc 0 and feed the pieces in order. */
 uint32_t qlog_crc(uint32_t crc, const void *p, size_t n);
+/* The CRC of A followed by B from crc_a, crc_b and B's length (zlib's
+ * crc32_combine). */
+uint32_t qlog_crc_combine(uint32_t crc_a, uint32_t crc_b, uint64_t len_b);
 
 /* Opens log/ under dirfd (created if missing, with an fsync of dirfd) and
  * scans its segments and done files into the index (a snapshot for a
