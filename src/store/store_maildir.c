@@ -517,62 +517,60 @@ static uint64_t md_random64(void)
     return v;
 }
 
-/* Creates tmp/<name> in the folder's (cached) tmp/; a tmp/ removed since
- * the check (ENOENT: a mailbox deleted) gets a fresh walk, which makes the
- * Maildir again, and one more try. *d is replaced then. */
-static int md_create_tmp(struct mdstore *s, const struct mdpath *p,
-                         struct md_dir **d, const char *name)
+/* One step of a delivery on the folder's directories: a descriptor or 0
+ * on success, -1 with errno. */
+typedef int (*md_dir_op)(const struct md_dir *d, const void *arg);
+
+/* Runs op on *d. A folder removed since the cache's check (ENOENT: a
+ * mailbox deleted) gets a fresh walk, which makes the Maildir again, and op
+ * one more try; *d is replaced then (NULL if the walk fails). */
+static int md_on_fresh_dir(struct mdstore *s, const struct mdpath *p,
+                           struct md_dir **d, md_dir_op op, const void *arg)
 {
     for (int attempt = 0;; attempt++) {
-        int fd = openat((*d)->tmpfd, name,
-                        O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                        0600);
-        if (fd >= 0 || errno != ENOENT || attempt == 1)
-            return fd;
+        int r = op(*d, arg);
+        if (r >= 0 || errno != ENOENT || attempt == 1)
+            return r;
         md_dir_put(s, *d, true);
         if ((*d = md_dir_get(s, p, true)) == NULL)
             return -1;
     }
+}
+
+/* tmp/<name>, the classic Maildir way. */
+static int md_op_create_tmp(const struct md_dir *d, const void *name)
+{
+    return openat(d->tmpfd, name,
+                  O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 }
 
 /*
  * An unnamed file in the folder's new/ (O_TMPFILE): it gets its name there
- * with md_link_anon once it is complete and on disk, so a delivery makes
+ * with md_op_link_anon once it is complete and on disk, so a delivery makes
  * one directory entry instead of a tmp/ entry and a rename, and a crash
  * leaves nothing behind (doc/store.md "Delivery"). -1 with errno EOPNOTSUPP,
  * EISDIR or EINVAL where the filesystem or kernel cannot (the caller uses
- * tmp/); a new/ removed since the check (ENOENT) gets a fresh walk.
+ * tmp/).
  */
-static int md_create_anon(struct mdstore *s, const struct mdpath *p,
-                          struct md_dir **d)
+static int md_op_create_anon(const struct md_dir *d, const void *unused)
 {
-    for (int attempt = 0;; attempt++) {
-        int fd = openat((*d)->newfd, ".", O_WRONLY | O_TMPFILE | O_CLOEXEC, 0600);
-        if (fd >= 0 || errno != ENOENT || attempt == 1)
-            return fd;
-        md_dir_put(s, *d, true);
-        if ((*d = md_dir_get(s, p, true)) == NULL)
-            return -1;
-    }
+    (void)unused;
+    return openat(d->newfd, ".", O_WRONLY | O_TMPFILE | O_CLOEXEC, 0600);
 }
 
-/* Names the file of md_create_anon new/<name>: linkat through /proc (no
- * capability needed, unlike AT_EMPTY_PATH), which never replaces a name
- * (EEXIST). A new/ gone meanwhile (ENOENT): a fresh walk, once. */
-static int md_link_anon(struct mdstore *s, const struct mdpath *p,
-                        struct md_dir **d, int fd, const char *name)
+struct md_link {
+    int fd;
+    const char *name;
+};
+
+/* Names the unnamed file new/<name>: linkat through /proc (no capability
+ * needed, unlike AT_EMPTY_PATH), which never replaces a name (EEXIST). */
+static int md_op_link_anon(const struct md_dir *d, const void *arg)
 {
+    const struct md_link *l = arg;
     char path[64];
-    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-    for (int attempt = 0;; attempt++) {
-        if (linkat(AT_FDCWD, path, (*d)->newfd, name, AT_SYMLINK_FOLLOW) == 0)
-            return 0;
-        if (errno != ENOENT || attempt == 1)
-            return -1;
-        md_dir_put(s, *d, true);
-        if ((*d = md_dir_get(s, p, true)) == NULL)
-            return -1;
-    }
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", l->fd);
+    return linkat(AT_FDCWD, path, d->newfd, l->name, AT_SYMLINK_FOLLOW);
 }
 
 /* Whether the folder has an index: one fstatat on the directory we hold,
@@ -626,13 +624,13 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
      * it read the folder's path there), else the classic tmp/ file. */
     bool anon = d->real != NULL;
     if (anon) {
-        fd = md_create_anon(s, &p, &d);
+        fd = md_on_fresh_dir(s, &p, &d, md_op_create_anon, NULL);
         if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) &&
             d != NULL)
             anon = false;
     }
     if (!anon)
-        fd = md_create_tmp(s, &p, &d, tmpname);
+        fd = md_on_fresh_dir(s, &p, &d, md_op_create_tmp, tmpname);
     if (fd < 0) {
         err = errno;
         goto out;
@@ -697,7 +695,8 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
      * checks it (linkat always; renameat2 where the filesystem supports
      * it). */
     if (anon) {
-        if (md_link_anon(s, &p, &d, fd, name) < 0) {
+        struct md_link link = {fd, name};
+        if (md_on_fresh_dir(s, &p, &d, md_op_link_anon, &link) < 0) {
             err = errno;
             goto fail_tmp;
         }
