@@ -149,6 +149,18 @@ int fs_write_file_atomic(const char *path, const void *p, size_t n, mode_t mode)
     return fs_fsync_dir(dir);
 }
 
+int fs_create_synced(int dirfd, const char *name, mode_t mode)
+{
+    int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -1;
+    if (fsync(fd) < 0) {
+        fs_close_keep_errno(fd);
+        return -1;
+    }
+    return close(fd);
+}
+
 int fs_open_subdir(int dirfd, const char *name)
 {
     return openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);

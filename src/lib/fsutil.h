@@ -15,6 +15,11 @@
  *    through a symbolic link (O_NOFOLLOW): the one step of walking a tree
  *    one level at a time. A descriptor, or -1/errno (ELOOP or ENOTDIR for a
  *    link, ENOTDIR for a file).
+ *  - fs_create_synced(dirfd, name, mode): the file name in dirfd (AT_FDCWD
+ *    for a path) created if missing, never through a symbolic link, and
+ *    fsync'd: a marker file whose existence is what counts. The directory
+ *    entry is the caller's to make durable (fsync the directory). 0 or
+ *    -1/errno.
  *  - fs_close_keep_errno(fd): close(fd) on an error path without losing the
  *    errno that explains the error.
  *  - fs_dir_names(dirfd, names_r, n_r): every name in the directory dirfd
@@ -37,6 +42,7 @@ int fs_mkdir_p(const char *path, mode_t mode);
 int fs_read_file(const char *path, size_t max, struct buf *buf_r);
 int fs_write_file_atomic(const char *path, const void *p, size_t n, mode_t mode);
 int fs_open_subdir(int dirfd, const char *name);
+int fs_create_synced(int dirfd, const char *name, mode_t mode);
 void fs_close_keep_errno(int fd);
 int fs_dir_names(int dirfd, char ***names_r, size_t *n_r);
 void fs_names_free(char **names, size_t n);

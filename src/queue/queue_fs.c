@@ -1305,17 +1305,9 @@ int queue_fs_mark_clean(struct queue *q)
     if (q == NULL || q->ops != &fs_ops)
         return 0;
     struct fsq *fq = FSQ(q);
-    if (syncfs(fq->dirfd) < 0)
+    if (syncfs(fq->dirfd) < 0 ||
+        fs_create_synced(fq->dirfd, FSQ_CLEAN_MARKER, 0600) < 0)
         return -1;
-    int fd = openat(fq->dirfd, FSQ_CLEAN_MARKER,
-                    O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -1;
-    if (fsync(fd) < 0) {
-        fs_close_keep_errno(fd);
-        return -1;
-    }
-    close(fd);
     return fsync(fq->dirfd);
 }
 

@@ -455,15 +455,7 @@ int md_create(struct mdstore *s, const struct mdpath *p)
         fs_mkdir_p(dir, 0700) < 0 ||
         mkpath(path, sizeof(path), "%s/maildirfolder", dir) < 0)
         return -1;
-    int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -1;
-    if (fsync(fd) < 0) {
-        fs_close_keep_errno(fd);
-        return -1;
-    }
-    close(fd);
-    if (fs_fsync_dir(dir) < 0)
+    if (fs_create_synced(AT_FDCWD, path, 0600) < 0 || fs_fsync_dir(dir) < 0)
         return -1;
     return md_create_dirs(dir);
 }
