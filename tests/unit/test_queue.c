@@ -574,6 +574,24 @@ static struct queue *fs_open_mode(const char *dir, bool with_log)
 
 static struct queue *fs_open(const char *dir) { return fs_open_mode(dir, false); }
 
+/* A fresh queue directory (*dir_r, to be removed by the caller), with the
+ * accept log or without; NULL, with nothing left, if either cannot be
+ * made. */
+static struct queue *queue_new_in_tmp(char **dir_r, bool with_log)
+{
+    *dir_r = make_tmpdir();
+    if (*dir_r == NULL)
+        return NULL;
+    struct queue *q = fs_open_mode(*dir_r, with_log);
+    CHECK(q != NULL);
+    if (q == NULL) {
+        rm_rf(*dir_r);
+        free(*dir_r);
+        *dir_r = NULL;
+    }
+    return q;
+}
+
 static void fs_all_mode(bool with_log)
 {
     char *dir = make_tmpdir();
@@ -673,27 +691,11 @@ static bool body_is(struct queue *q, const char *id, const void *want, size_t n)
     return same;
 }
 
-/* A fresh queue directory with the accept log on (*dir_r, to be removed
- * by the caller); NULL, with nothing left, if either cannot be made. */
-static struct queue *log_queue_new(char **dir_r)
-{
-    *dir_r = make_tmpdir();
-    if (*dir_r == NULL)
-        return NULL;
-    struct queue *q = fs_open_mode(*dir_r, true);
-    CHECK(q != NULL);
-    if (q == NULL) {
-        rm_rf(*dir_r);
-        free(*dir_r);
-        *dir_r = NULL;
-    }
-    return q;
-}
 
 TEST(fs_log_lifecycle)
 {
     char *dir;
-    struct queue *q = log_queue_new(&dir);
+    struct queue *q = queue_new_in_tmp(&dir, true);
     if (q == NULL)
         return;
     char a[QUEUE_ID_SIZE], b[QUEUE_ID_SIZE], c[QUEUE_ID_SIZE], d[QUEUE_ID_SIZE];
@@ -781,7 +783,7 @@ TEST(fs_log_lifecycle)
 TEST(fs_log_recovery)
 {
     char *dir;
-    struct queue *q = log_queue_new(&dir);
+    struct queue *q = queue_new_in_tmp(&dir, true);
     if (q == NULL)
         return;
     char ids[5][QUEUE_ID_SIZE];
@@ -862,7 +864,7 @@ TEST(fs_log_recovery)
 TEST(fs_log_spill_and_rotation)
 {
     char *dir;
-    struct queue *q = log_queue_new(&dir);
+    struct queue *q = queue_new_in_tmp(&dir, true);
     if (q == NULL)
         return;
     unsigned char *big;
@@ -971,16 +973,10 @@ TEST(fs_log_spill_and_rotation)
  * the footer's CRC and sets it aside: never delivered. */
 TEST(fs_recover_body_checksum)
 {
-    char *dir = make_tmpdir();
-    if (dir == NULL)
+    char *dir;
+    struct queue *q = queue_new_in_tmp(&dir, false);
+    if (q == NULL)
         return;
-    struct queue *q = fs_open(dir);
-    CHECK(q != NULL);
-    if (q == NULL) {
-        rm_rf(dir);
-        free(dir);
-        return;
-    }
     unsigned char *big;
     size_t bigsz = make_body(&big, 200000);
     char good[QUEUE_ID_SIZE], bad[QUEUE_ID_SIZE], p[4096];
@@ -1042,16 +1038,10 @@ TEST(fs_recover_body_checksum)
 
 TEST(fs_file_layout)
 {
-    char *dir = make_tmpdir();
-    if (dir == NULL)
+    char *dir;
+    struct queue *q = queue_new_in_tmp(&dir, false);
+    if (q == NULL)
         return;
-    struct queue *q = fs_open(dir);
-    CHECK(q != NULL);
-    if (q == NULL) {
-        rm_rf(dir);
-        free(dir);
-        return;
-    }
     char id[QUEUE_ID_SIZE], p[4096];
     CHECK(queue_one(q, (const unsigned char *)"body\r\n", 6, 2, id) == 0);
     path_of(p, sizeof(p), dir, "msg", id);
