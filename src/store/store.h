@@ -104,7 +104,7 @@ char *store_size_format(char *out, size_t cap, uint64_t bytes);
 struct store_crlf {
     uint64_t n;
     bool cr;   /* the last octet was a CR */
-    bool bol;  /* at the start of a line */
+    bool bol;  /* at the start of a line: the last octet was a LF, or none */
 };
 void store_crlf_init(struct store_crlf *c);
 void store_crlf_feed(struct store_crlf *c, const void *p, size_t len);

@@ -237,46 +237,36 @@ void store_crlf_init(struct store_crlf *c)
     *c = (struct store_crlf){0, false, true};
 }
 
+/* Every octet counts one, and the two kinds of lone line end one more
+ * each: a LF without its CR, a CR without its LF. So the count is the
+ * length plus those, found with memchr (it scans a word or a vector at a
+ * time: this was the top user-space symbol in the delivery of 100 KiB
+ * messages when it looked at every octet). A CR that ends a piece is
+ * judged by the first octet of the next piece, or by finish. */
 void store_crlf_feed(struct store_crlf *c, const void *p, size_t len)
 {
     if (len == 0)
         return;
     const unsigned char *b = p, *end = b + len;
-    while (b < end) {
-        if (c->cr) {
-            /* CRLF counts 2; a bare CR gets its LF: 2 as well. */
-            c->n++;
-            c->cr = false;
-            c->bol = true;
-            if (*b == '\n') {
-                b++;
-                continue;
-            }
-        }
-        /* A run of ordinary octets in one step. */
-        const unsigned char *q = b;
-        while (q < end && *q != '\r' && *q != '\n')
-            q++;
-        if (q > b) {
-            c->n += (uint64_t)(q - b);
-            c->bol = false;
-            b = q;
-            continue;
-        }
-        if (*b == '\r') {
-            c->n++;
-            c->cr = true;
-        } else { /* a bare LF: CRLF */
-            c->n += 2;
-            c->bol = true;
-        }
-        b++;
-    }
+    uint64_t lone = 0;
+    if (c->cr && b[0] != '\n')
+        lone++;
+    for (const unsigned char *q = b;
+         q < end && (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++)
+        if (q > b ? q[-1] != '\r' : !c->cr)
+            lone++;
+    for (const unsigned char *q = b;
+         q < end && (q = memchr(q, '\r', (size_t)(end - q))) != NULL; q++)
+        if (q + 1 < end && q[1] != '\n')
+            lone++;
+    c->n += (uint64_t)len + lone;
+    c->cr = end[-1] == '\r';
+    c->bol = end[-1] == '\n';
 }
 
 uint64_t store_crlf_finish(const struct store_crlf *c)
 {
-    if (c->cr)
+    if (c->cr) /* a last lone CR gets its LF */
         return c->n + 1;
     return c->bol ? c->n : c->n + 2; /* the unended last line gets CRLF */
 }
