@@ -40,6 +40,7 @@
 #include "lib/fsutil.h"
 #include "lib/hash.h"
 #include "lib/xalloc.h"
+#include "store/index_sqlite.h"
 #include "store/store_backend.h"
 
 #define NBUCKETS 512 /* a power of two, at least 2 * MD_DIRCACHE_MAX */
@@ -64,6 +65,12 @@ struct md_dent {
     uint64_t renamed, synced, failed;
     int fail_err;
     bool syncing;
+    /* The folder's index connection kept for the next delivery
+     * (md_dir_index_take), under smu, and the index file it is on. */
+    struct idx *ix;
+    dev_t ix_dev;
+    ino_t ix_ino;
+    struct md_dircache *cache;
     bool listed;         /* in the table (else freed at refs == 0) */
     struct md_dent *hnext, *prev, *next; /* bucket chain; LRU list */
 };
@@ -71,6 +78,9 @@ struct md_dent {
 struct md_dircache {
     pthread_mutex_t mu;
     size_t cap, n;
+    /* Index connections kept in entries, and how many may be. */
+    atomic_size_t ix_n;
+    size_t ix_cap;
     struct md_dent *bucket[NBUCKETS];
     struct md_dent *mru, *lru;
 };
@@ -89,11 +99,18 @@ struct md_dircache *md_dircache_new(void)
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
         rl.rlim_cur / 16 < c->cap)
         c->cap = (size_t)(rl.rlim_cur / 16);
+    /* Three descriptors a connection (database, WAL, shared memory). */
+    c->ix_cap = c->cap / 4 < MD_INDEX_KEEP_MAX ? c->cap / 4 : MD_INDEX_KEEP_MAX;
+    atomic_init(&c->ix_n, 0);
     return c;
 }
 
 static void dent_free(struct md_dent *e)
 {
+    if (e->ix != NULL) {
+        idx_close(e->ix);
+        atomic_fetch_sub(&e->cache->ix_n, 1);
+    }
     pthread_mutex_destroy(&e->smu);
     pthread_cond_destroy(&e->scv);
     if (e->pub.tmpfd >= 0)
@@ -255,6 +272,7 @@ static struct md_dir *walk_new(struct mdstore *s, const struct mdpath *p,
     struct md_dent *e = xcalloc(1, sizeof(*e));
     pthread_mutex_init(&e->smu, NULL);
     pthread_cond_init(&e->scv, NULL);
+    e->cache = c;
     e->pub.tmpfd = tfd;
     e->pub.newfd = nfd;
     e->hash = h;
@@ -332,6 +350,51 @@ void md_dir_put(struct mdstore *s, struct md_dir *d, bool stale)
         dead = e;
     pthread_mutex_unlock(&c->mu);
     free_dead(dead);
+}
+
+void md_dir_hold(struct mdstore *s, struct md_dir *d)
+{
+    pthread_mutex_lock(&s->dcache->mu);
+    DENT(d)->refs++;
+    pthread_mutex_unlock(&s->dcache->mu);
+}
+
+/* The kept connection, if it is on the file sb describes; a stale one is
+ * closed (outside the lock: closing the last connection checkpoints). */
+struct idx *md_dir_index_take(struct md_dir *d, const struct stat *sb)
+{
+    struct md_dent *e = DENT(d);
+    pthread_mutex_lock(&e->smu);
+    struct idx *ix = e->ix;
+    bool same = ix != NULL && e->ix_dev == sb->st_dev && e->ix_ino == sb->st_ino;
+    e->ix = NULL;
+    pthread_mutex_unlock(&e->smu);
+    if (ix == NULL)
+        return NULL;
+    atomic_fetch_sub(&e->cache->ix_n, 1);
+    if (same)
+        return ix;
+    idx_close(ix);
+    return NULL;
+}
+
+void md_dir_index_keep(struct md_dir *d, struct idx *ix, const struct stat *sb)
+{
+    struct md_dent *e = DENT(d);
+    struct md_dircache *c = e->cache;
+    bool kept = false;
+    pthread_mutex_lock(&e->smu);
+    if (e->ix == NULL && atomic_fetch_add(&c->ix_n, 1) < c->ix_cap) {
+        e->ix = ix;
+        e->ix_dev = sb->st_dev;
+        e->ix_ino = sb->st_ino;
+        kept = true;
+    } else if (e->ix == NULL) {
+        atomic_fetch_sub(&c->ix_n, 1);
+    }
+    pthread_mutex_unlock(&e->smu);
+    if (!kept)
+        idx_close(ix);
 }
 
 void md_dircache_flush(struct md_dircache *c)

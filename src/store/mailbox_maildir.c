@@ -1088,30 +1088,54 @@ int md_user_create(struct store *st, const char *user)
 
 struct md_itx {
     struct idx *ix;
+    struct mdstore *s;
+    struct md_dir *d;  /* held: a clean connection goes back to it */
+    bool keep;         /* the connection is on the file in sb */
+    struct stat sb;
 };
 
+/* The index file beside d's new/, as md_deliver looked it up. */
+static bool md_index_same(const struct md_dir *d, const struct stat *isb)
+{
+    struct stat sb;
+    return fstatat(d->newfd, "../" IDX_FILE, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
+           sb.st_dev == isb->st_dev && sb.st_ino == isb->st_ino;
+}
+
 struct md_itx *md_index_begin(struct mdstore *s, const struct mdpath *p,
-                              const char *real)
+                              struct md_dir *d, const struct stat *isb)
 {
     char dir[PATH_MAX], path[PATH_MAX];
-    struct idx *ix;
-    /* real: the directory cache learnt it from the kernel, no link in it
-     * (and checked just now); else resolved from the root. */
-    if (real == NULL && md_dir_path(s, p, dir, sizeof(dir)) < 0)
-        return NULL;
-    if (fmt_path(path, sizeof(path), "%s/" IDX_FILE,
-                 real != NULL ? real : dir) < 0)
-        return NULL;
-    /* No index yet: the first open makes it and numbers every file. A
-     * damaged one is the reader's to rebuild. */
-    if (idx_open(path, -1, false, false, &ix) != IDX_OK)
-        return NULL;
+    struct idx *ix = isb != NULL ? md_dir_index_take(d, isb) : NULL;
+    bool keep = ix != NULL;
+    if (ix == NULL) {
+        /* d->real: the directory cache learnt it from the kernel, no link
+         * in it (and checked just now); else resolved from the root. */
+        if (d->real == NULL && md_dir_path(s, p, dir, sizeof(dir)) < 0)
+            return NULL;
+        if (fmt_path(path, sizeof(path), "%s/" IDX_FILE,
+                     d->real != NULL ? d->real : dir) < 0)
+            return NULL;
+        /* No index yet: the first open makes it and numbers every file. A
+         * damaged one is the reader's to rebuild. */
+        if (idx_open(path, -1, false, false, &ix) != IDX_OK)
+            return NULL;
+        /* Kept for later deliveries only if the path still names the file
+         * looked up before the open: the one a later check compares. */
+        keep = isb != NULL && md_index_same(d, isb);
+    }
     if (idx_begin(ix) != IDX_OK) {
         idx_close(ix);
         return NULL;
     }
     struct md_itx *t = xcalloc(1, sizeof(*t));
     t->ix = ix;
+    t->s = s;
+    t->d = d;
+    t->keep = keep;
+    if (keep)
+        t->sb = *isb;
+    md_dir_hold(s, d);
     return t;
 }
 
@@ -1120,6 +1144,7 @@ void md_index_end(struct md_itx *t, const char *name, uint64_t size,
 {
     if (t == NULL)
         return;
+    bool clean = true;
     if (visible) {
         struct idx_row row = {0};
         row.uniq = (char *)name;
@@ -1132,10 +1157,18 @@ void md_index_end(struct md_itx *t, const char *name, uint64_t size,
             r = idx_commit(t->ix);
         /* The message is delivered either way; without its row it gets
          * its UID at the next open. */
-        if (r != IDX_OK)
+        if (r != IDX_OK) {
+            clean = false;
             log_kv(LOG_WARN, "store.index_deliver", "unique", name, "result",
                    "uid deferred to next open", NULL);
+        }
+    } else {
+        idx_rollback(t->ix);
     }
-    idx_close(t->ix); /* rolls back what is not committed */
+    if (clean && t->keep)
+        md_dir_index_keep(t->d, t->ix, &t->sb);
+    else
+        idx_close(t->ix); /* rolls back what is not committed */
+    md_dir_put(t->s, t->d, false);
     free(t);
 }

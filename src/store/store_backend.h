@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "store/mailbox.h"
 #include "store/store.h"
@@ -186,6 +187,21 @@ void md_dir_put(struct mdstore *s, struct md_dir *d, bool stale);
  * other deliveries into the same folder at the same moment (group commit):
  * 0, or -1 with the errno of the fsync that was to cover this rename. */
 int md_dir_sync_new(struct md_dir *d);
+/* One more reference on d, given back with md_dir_put. */
+void md_dir_hold(struct mdstore *s, struct md_dir *d);
+/* The folder's index connection kept with its entry (doc/store.md "The
+ * directory cache"). md_dir_index_take hands it over (nobody else can use
+ * it until it is given back) when it is on the file `sb` describes, the
+ * index just found beside new/; else NULL: none kept, another delivery
+ * has it, or a stale one (closed here). md_dir_index_keep gives a
+ * connection, out of any transaction, back for the next delivery, `sb`
+ * the file it is on; it is closed instead when one is kept already or
+ * the cache keeps MD_INDEX_KEEP_MAX (fewer with a small cache: a quarter
+ * of its entries). Kept connections are closed with their entries. */
+#define MD_INDEX_KEEP_MAX 32
+struct idx;
+struct idx *md_dir_index_take(struct md_dir *d, const struct stat *sb);
+void md_dir_index_keep(struct md_dir *d, struct idx *ix, const struct stat *sb);
 /* Closes every cached entry nobody is using (tests; and when the process
  * runs out of descriptors). */
 void md_dircache_flush(struct md_dircache *c);
@@ -252,13 +268,17 @@ uint32_t md_kw_mask(const struct store_mailbox *mb, const char *letters);
 /* Delivery's part of the index (mailbox_maildir.c): md_index_begin takes
  * the index's write lock before the message becomes visible, so no reader
  * can see the file without its row; NULL when there is no index yet, or it
- * cannot be used now (the next open assigns the UID). `real` is the
- * folder's real path when the caller knows it (md_dir), else NULL (it is
- * then computed from the root). md_index_end inserts the row and commits
- * when `visible`, else rolls back; it always frees. */
+ * cannot be used now (the next open assigns the UID). d is the delivery's
+ * folder (held until md_index_end); `isb` the index file found beside its
+ * new/ just now, or NULL if that look failed (no connection is then kept).
+ * The connection comes from d's entry when it is on that file, else it is
+ * opened (by d->real when known, else from the root). md_index_end inserts
+ * the row and commits when `visible`, else rolls back; it gives a clean
+ * connection back to d (md_dir_index_keep) or closes it, and always
+ * frees. */
 struct md_itx;
 struct md_itx *md_index_begin(struct mdstore *s, const struct mdpath *p,
-                              const char *real);
+                              struct md_dir *d, const struct stat *isb);
 void md_index_end(struct md_itx *t, const char *name, uint64_t size,
                   uint64_t vsize, bool visible);
 

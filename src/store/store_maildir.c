@@ -558,12 +558,12 @@ static int md_op_link_anon(const struct md_dir *d, const void *arg)
 /* Whether the folder has an index: one fstatat on the directory we hold,
  * so a folder without one (mailboxes get it when POP3 or IMAP first opens
  * them) costs no SQLite open. Anything but a clear "no such file" counts
- * as yes, and SQLite decides. */
-static bool md_has_index(const struct md_dir *d)
+ * as yes, and SQLite decides; *known_r says whether sb_r is the file. */
+static bool md_has_index(const struct md_dir *d, struct stat *sb_r,
+                         bool *known_r)
 {
-    struct stat sb;
-    return fstatat(d->newfd, "../" IDX_FILE, &sb, AT_SYMLINK_NOFOLLOW) == 0 ||
-           errno != ENOENT;
+    *known_r = fstatat(d->newfd, "../" IDX_FILE, sb_r, AT_SYMLINK_NOFOLLOW) == 0;
+    return *known_r || errno != ENOENT;
 }
 
 static int md_deliver(struct store *st, const char *mailbox, const char *folder,
@@ -671,8 +671,10 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
      * index never sees the file without its row (doc/store.md "UIDs at
      * delivery"). Without an index the next open assigns the UID; an
      * index made by a reader after this look gives it at its next sync. */
-    if (md_has_index(d))
-        itx = md_index_begin(s, &p, d->real);
+    struct stat isb;
+    bool isb_known;
+    if (md_has_index(d, &isb, &isb_known))
+        itx = md_index_begin(s, &p, d, isb_known ? &isb : NULL);
     /* Never overwrite: the name is unique by construction, and the kernel
      * checks it (linkat always; renameat2 where the filesystem supports
      * it). */

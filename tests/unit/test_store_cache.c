@@ -399,6 +399,75 @@ out:
     free(root);
 }
 
+/* The index connection kept with the cache entry: it stays open between
+ * deliveries (its WAL is not checkpointed away after each one), and an
+ * index rebuilt meanwhile (renamed aside with its WAL and shared memory,
+ * as md_index_aside does, and made afresh by a reader) is never written
+ * through the old connection: the next delivery's row is in the new index
+ * at once, the old one is untouched, and closing the stale connection
+ * leaves the new index's WAL alone. */
+TEST(maildir_index_connection_kept)
+{
+    char *root = make_tmpdir();
+    if (root == NULL)
+        return;
+    struct store *s = store_maildir_new(root, "h");
+    char idx[4096], wal[4200], shm[4200], old[4200], oldwal[4200], oldshm[4200];
+    char dump[4096], want[4096], uid[4][STORE_UID_SIZE], got[512];
+    box_dir(root, "estafeta.index", idx, sizeof(idx));
+    snprintf(wal, sizeof(wal), "%s-wal", idx);
+    snprintf(shm, sizeof(shm), "%s-shm", idx);
+    snprintf(old, sizeof(old), "%s.damaged", idx);
+    snprintf(oldwal, sizeof(oldwal), "%s.damaged-wal", idx);
+    snprintf(oldshm, sizeof(oldshm), "%s.damaged-shm", idx);
+    CHECK(deliver(s, USER, NULL, "a\r\n", uid[0], sizeof(uid[0])) == 0);
+    struct store_mailbox *mb = NULL;
+    CHECK(store_mailbox_open(s, USER, NULL, 0, &mb) == 0);
+    store_mailbox_close(mb); /* the last connection: WAL checkpointed, gone */
+    CHECK(access(wal, F_OK) == -1);
+    CHECK(deliver(s, USER, NULL, "b\r\n", uid[1], sizeof(uid[1])) == 0);
+    CHECK(access(wal, F_OK) == 0); /* the delivery's connection is kept */
+    CHECK(deliver(s, USER, NULL, "c\r\n", uid[2], sizeof(uid[2])) == 0);
+    long next = 0;
+    CHECK(index_dump(idx, dump, sizeof(dump), &next) == 0);
+    snprintf(want, sizeof(want), "1:%s;2:%s;3:%s;", uid[0], uid[1], uid[2]);
+    CHECK_EQ_STR(dump, want);
+    CHECK_EQ_INT(next, 4);
+    /* A rebuild: the index and its files aside, a reader makes a new one
+     * (every file numbered afresh, in name order). */
+    CHECK(rename(idx, old) == 0);
+    CHECK(rename(wal, oldwal) == 0);
+    CHECK(rename(shm, oldshm) == 0 || errno == ENOENT);
+    mb = NULL;
+    CHECK(store_mailbox_open(s, USER, NULL, 0, &mb) == 0);
+    CHECK(deliver(s, USER, NULL, "d\r\n", uid[3], sizeof(uid[3])) == 0);
+    CHECK(index_dump(idx, dump, sizeof(dump), &next) == 0);
+    CHECK(strstr(dump, uid[3]) != NULL); /* d's row came with it */
+    CHECK_EQ_INT(next, 5);
+    CHECK(index_dump(old, dump, sizeof(dump), &next) == 0);
+    CHECK_EQ_STR(dump, want); /* the old index got nothing */
+    CHECK_EQ_INT(next, 4);
+    if (mb != NULL) {
+        CHECK(store_mailbox_refresh(mb) == 0);
+        uid_list(mb, got, sizeof(got));
+        CHECK_EQ_STR(got, "1:a;2:b;3:c;4:d;");
+        store_mailbox_close(mb);
+    }
+    store_free(s); /* closes the kept connection: the last one */
+    s = store_maildir_new(root, "h");
+    mb = NULL;
+    CHECK(store_mailbox_open(s, USER, NULL, 0, &mb) == 0);
+    if (mb != NULL) {
+        uid_list(mb, got, sizeof(got));
+        CHECK_EQ_STR(got, "1:a;2:b;3:c;4:d;");
+        CHECK_EQ_INT(store_mailbox_uidnext(mb), 5);
+        store_mailbox_close(mb);
+    }
+    store_free(s);
+    rm_rf(root);
+    free(root);
+}
+
 /* The warning state is read through the cached directories, also for a
  * delivery into a folder (the state is in the INBOX Maildir). */
 
@@ -453,6 +522,7 @@ int main(void)
     RUN(maildir_cache_root_repointed);
     RUN(maildir_cache_index);
     RUN(maildir_index_created_between);
+    RUN(maildir_index_connection_kept);
     RUN(maildir_name_pid_after_fork);
     return harness_done("test_store_cache");
 }
