@@ -33,6 +33,23 @@ int fs_write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
+ssize_t fs_read_upto(int fd, void *p, size_t cap)
+{
+    char *c = p;
+    size_t got = 0;
+    while (got < cap) {
+        ssize_t r = read(fd, c + got, cap - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            break;
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
 int fs_fsync_dir(const char *path)
 {
     int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

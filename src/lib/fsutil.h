@@ -2,6 +2,8 @@
  * fsutil: the few filesystem steps the durability rules are made of.
  *
  *  - fs_write_all(fd, p, n): write() until done, retrying EINTR. 0 or -1/errno.
+ *  - fs_read_upto(fd, p, cap): read() until end of file or cap octets,
+ *    retrying EINTR: the count (cap when there may be more), or -1/errno.
  *  - fs_fsync_dir(path): open the directory and fsync it, so a rename or
  *    create inside it is durable (doc/queue.md). 0 or -1/errno.
  *  - fs_mkdir_p(path, mode): create path and missing parents; an existing
@@ -37,6 +39,7 @@
 #include "lib/buf.h"
 
 int fs_write_all(int fd, const void *p, size_t n);
+ssize_t fs_read_upto(int fd, void *p, size_t cap);
 int fs_fsync_dir(const char *path);
 int fs_mkdir_p(const char *path, mode_t mode);
 int fs_read_file(const char *path, size_t max, struct buf *buf_r);

@@ -352,15 +352,22 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
     smtpd_submit_quota(s->srv, s);
 }
 
-/* Quota worker thread: the mailbox's usage. Reads only quota_mailbox and
- * the store (set before the server starts), writes only the answer. */
+/* Quota worker thread: the mailbox's usage. Reads only quota_mailbox, the
+ * limits and MAIL's SIZE (none of which change while the session waits)
+ * and the store (set before the server starts), writes only the answer.
+ * Well below the limits the store's running total answers; else the
+ * folders are read (doc/store.md "The usage file"). */
 void cmd_quota_run(struct batch_job *job)
 {
     struct session *s = job->arg;
+    struct store *st = smtpd_store(s->srv);
     uint64_t bytes = 0, msgs = 0;
     errno = 0;
-    if (store_quota_usage(smtpd_store(s->srv), s->quota_mailbox, &bytes,
-                          &msgs) == 0) {
+    if ((store_quota_usage_cached(st, s->quota_mailbox, &bytes, &msgs) == 0 &&
+         store_quota_clear(bytes, msgs, s->cfg->quota_bytes,
+                           s->cfg->quota_messages,
+                           s->mail.size_given ? s->mail.size : 0)) ||
+        store_quota_usage(st, s->quota_mailbox, &bytes, &msgs) == 0) {
         s->quota_bytes = bytes;
         s->quota_msgs = msgs;
         s->quota_err = 0;

@@ -130,10 +130,19 @@ bool store_keyword_valid(const char *kw);
 int store_mailbox_expunge(struct store_mailbox *mb, const size_t *idx, size_t n);
 
 /* Bytes (file sizes) and messages in every folder of the user, after a
- * sync of each folder's index (so it may write the indexes: call it as
- * the server's user). A user without a Maildir yet uses nothing. */
+ * sync of each folder's index (so it may write the indexes, and the usage
+ * file: call it as the server's user). A user without a Maildir yet uses
+ * nothing. */
 int store_quota_usage(struct store *s, const char *user, uint64_t *bytes_r,
                       uint64_t *messages_r);
+/* The usage as the backend keeps it running (Maildir: estafeta.usage,
+ * doc/store.md "The usage file"), without reading the folders: it may lag
+ * what other programs did to them, so it is only good for letting mail in
+ * well below the limits (store_deliver_quota). 0, or -1 with errno
+ * (ENOTSUP: the backend keeps none; ENOENT or ESTALE: none to trust now,
+ * the next store_quota_usage makes it again). */
+int store_quota_usage_cached(struct store *s, const char *user,
+                             uint64_t *bytes_r, uint64_t *messages_r);
 /* The same from the files alone, writing nothing: for tools that run as
  * another user (estafeta user list). */
 int store_quota_usage_files(struct store *s, const char *user,

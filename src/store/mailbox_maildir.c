@@ -64,6 +64,7 @@ struct md_loc {
 struct md_mailbox {
     struct store_mailbox base;
     int dirfd, newfd, curfd, lockfd;
+    bool infolder; /* a folder of the INBOX, not the INBOX */
     char *dir;    /* the folder's path, for SQLite */
     struct idx *ix;
     struct md_loc *locs; /* parallel to base.msgs, capacity base.cap */
@@ -705,6 +706,7 @@ static int md_open_path(struct mdstore *s, const struct mdpath *p,
     size_t n = 0;
     mb->base.store = &s->base;
     mb->newfd = mb->curfd = mb->lockfd = -1;
+    mb->infolder = p->folder[0] != '\0';
     mb->dirfd = md_walk(s, p);
     if (mb->dirfd < 0 ||
         (mb->newfd = fs_open_subdir(mb->dirfd, "new")) < 0 ||
@@ -1002,12 +1004,15 @@ int md_mailbox_expunge(struct store_mailbox *b, const size_t *idx,
     }
     bool *done = xcalloc(n, sizeof(*done));
     int err = 0;
+    uint64_t freed = 0, nfreed = 0; /* what we unlinked, for the usage */
     for (size_t k = 0; k < n; k++) {
         size_t i = idx[k];
         struct md_loc *l = &mb->locs[i];
         for (int attempt = 0;; attempt++) {
             if (unlinkat(l->incur ? mb->curfd : mb->newfd, l->fname, 0) == 0) {
                 done[k] = true;
+                freed += b->msgs[i].size;
+                nfreed++;
                 break;
             }
             if (errno != ENOENT) {
@@ -1025,6 +1030,9 @@ int md_mailbox_expunge(struct store_mailbox *b, const size_t *idx,
      * bring back a file whose UID was already forgotten. */
     if (fsync(mb->newfd) < 0 || fsync(mb->curfd) < 0)
         err = errno;
+    if (nfreed > 0 && freed <= INT64_MAX)
+        md_usage_add(mb->dirfd, false, mb->infolder, -(int64_t)freed,
+                     -(int64_t)nfreed);
     int r = IDX_OK;
     for (size_t k = 0; r == IDX_OK && k < n; k++)
         if (done[k])

@@ -57,6 +57,16 @@ bool store_quota_high(uint64_t bytes, uint64_t messages, uint64_t max_bytes,
            (max_messages != 0 && messages >= threshold(max_messages));
 }
 
+bool store_quota_clear(uint64_t bytes, uint64_t messages, uint64_t max_bytes,
+                       uint64_t max_messages, uint64_t incoming)
+{
+    uint64_t with_b, with_m;
+    return !__builtin_add_overflow(bytes, incoming, &with_b) &&
+           !__builtin_add_overflow(messages, 1, &with_m) &&
+           store_quota_fits(bytes, messages, max_bytes, max_messages, incoming) &&
+           !store_quota_high(with_b, with_m, max_bytes, max_messages);
+}
+
 static unsigned percent(uint64_t used, uint64_t limit)
 {
     if (limit == 0)
@@ -218,7 +228,14 @@ int store_deliver_quota(struct store *s, const char *user, uint64_t max_bytes,
     if (max_bytes == 0 && max_messages == 0)
         return 0;
     uint64_t bytes, msgs;
-    if (store_quota_usage(s, user, &bytes, &msgs) < 0)
+    /* The running total lets mail in while the mailbox stays below the
+     * warning threshold with it; near or over a limit the folders are
+     * read, so a refusal or a warning never rests on a stale total
+     * (doc/store.md "The usage file"). */
+    bool quick = store_quota_usage_cached(s, user, &bytes, &msgs) == 0 &&
+                 store_quota_clear(bytes, msgs, max_bytes, max_messages,
+                                   incoming_size);
+    if (!quick && store_quota_usage(s, user, &bytes, &msgs) < 0)
         return -1;
     bool fits = store_quota_fits(bytes, msgs, max_bytes, max_messages,
                                  incoming_size);

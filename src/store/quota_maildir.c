@@ -2,7 +2,10 @@
  * quota_maildir: the Maildir backend's side of quota (doc/store.md
  * "Quota"): a user's usage over every folder, from the indexes (the
  * server) or from the files alone (tools), and the quota warning state,
- * the file `estafeta.quota` in the user's INBOX Maildir.
+ * the file `estafeta.quota` in the user's INBOX Maildir; and the running
+ * total of the usage, `estafeta.usage` beside it (doc/store.md "The usage
+ * file"): "estafeta-usage 1", then lines "<bytes> <messages>" (signed
+ * changes) that add up to the usage.
  *
  * The state file holds one line, "estafeta-quota 1 <armed|due|sent>
  * <max-bytes> <max-messages>". It is read and changed under flock() on the
@@ -25,6 +28,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lib/fsutil.h"
@@ -33,6 +37,14 @@
 
 #define QUOTA_STATE_FILE MD_QUOTA_STATE_FILE
 #define QUOTA_STATE_MAX 128
+
+#define USAGE_MAGIC "estafeta-usage 1\n"
+/* Beyond this the total is read again from the folders: about 400 changes
+ * (Maildir++ recalculates its maildirsize at the same size). */
+#define USAGE_MAX 5120
+/* A total nobody changed for this long is read again too: it is when the
+ * mailbox is quiet that other programs' changes would stay unseen. */
+#define USAGE_MAX_AGE (15 * 60)
 
 /* Calls fn for the INBOX and every Maildir++ folder of the user (every
  * ".Name" directory, also one made by another tool); a missing folder is
@@ -76,11 +88,150 @@ static int md_each_folder(struct mdstore *s, const char *user,
     return 0;
 }
 
+/* ---- the usage file ---- */
+
+/* One signed decimal of up to 18 digits (no overflow when summed by the
+ * few hundred lines USAGE_MAX allows), then `stop`. */
+static bool usage_number(const char **q, const char *end, char stop,
+                         int64_t *v_r)
+{
+    const char *c = *q;
+    bool neg = c < end && *c == '-';
+    if (neg)
+        c++;
+    int64_t v = 0;
+    int digits = 0;
+    for (; c < end && *c >= '0' && *c <= '9'; c++) {
+        if (++digits > 18)
+            return false;
+        v = v * 10 + (*c - '0');
+    }
+    if (digits == 0 || c >= end || *c != stop)
+        return false;
+    *v_r = neg ? -v : v;
+    *q = c + 1;
+    return true;
+}
+
+/* The sum of the lines of a whole file's text; false if it is not a
+ * usage file, has a torn line, or sums below zero. */
+static bool usage_parse(const char *text, size_t len, uint64_t *bytes_r,
+                        uint64_t *msgs_r)
+{
+    size_t ml = strlen(USAGE_MAGIC);
+    if (len < ml || memcmp(text, USAGE_MAGIC, ml) != 0)
+        return false;
+    int64_t bytes = 0, msgs = 0;
+    for (const char *q = text + ml, *end = text + len; q < end;) {
+        int64_t b, m;
+        if (!usage_number(&q, end, ' ', &b) || !usage_number(&q, end, '\n', &m))
+            return false;
+        bytes += b;
+        msgs += m;
+    }
+    if (bytes < 0 || msgs < 0)
+        return false;
+    *bytes_r = (uint64_t)bytes;
+    *msgs_r = (uint64_t)msgs;
+    return true;
+}
+
+/* `rel` under dirfd: ../estafeta.usage from the INBOX's new/, and so on. */
+static const char *usage_rel(bool from_new, bool in_folder)
+{
+    if (from_new)
+        return in_folder ? "../../" MD_USAGE_FILE : "../" MD_USAGE_FILE;
+    return in_folder ? "../" MD_USAGE_FILE : MD_USAGE_FILE;
+}
+
+int md_quota_usage_cached(struct store *st, const char *user, uint64_t *bytes_r,
+                          uint64_t *messages_r)
+{
+    struct mdstore *s = (struct mdstore *)st;
+    struct mdpath p;
+    if (md_names(user, NULL, &p) < 0)
+        return -1;
+    struct md_dir *d = md_dir_get(s, &p, false);
+    if (d == NULL)
+        return -1;
+    int fd = openat(d->newfd, usage_rel(true, false),
+                    O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    int err = errno;
+    md_dir_put(s, d, false);
+    if (fd < 0) {
+        errno = err;
+        return -1;
+    }
+    char text[USAGE_MAX + 1];
+    struct stat sb;
+    ssize_t n = -1;
+    time_t now = time(NULL);
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size <= USAGE_MAX &&
+        sb.st_mtime <= now + 60 && now - sb.st_mtime <= USAGE_MAX_AGE)
+        n = fs_read_upto(fd, text, sizeof(text));
+    close(fd);
+    if (n < 0 || (size_t)n > USAGE_MAX ||
+        !usage_parse(text, (size_t)n, bytes_r, messages_r)) {
+        errno = ESTALE;
+        return -1;
+    }
+    return 0;
+}
+
+/* The exact total, in place of the file (a temporary file in the INBOX's
+ * tmp/, renamed over it). Not fsync'd, and a failure is only logged by
+ * nobody: it is a cache that the next exact reading makes again. */
+static void usage_write(struct mdstore *s, const char *user, uint64_t bytes,
+                        uint64_t msgs)
+{
+    struct mdpath p;
+    if (md_names(user, NULL, &p) < 0 || bytes > INT64_MAX || msgs > INT64_MAX)
+        return;
+    struct md_dir *d = md_dir_get(s, &p, false);
+    if (d == NULL)
+        return;
+    char name[96], text[96];
+    snprintf(name, sizeof(name), MD_USAGE_FILE ".%ld.%lu", (long)getpid(),
+             atomic_fetch_add(&s->counter, 1));
+    int len = snprintf(text, sizeof(text), USAGE_MAGIC "%" PRIu64 " %" PRIu64 "\n",
+                       bytes, msgs);
+    int fd = openat(d->tmpfd, name,
+                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        bool ok = fs_write_all(fd, text, (size_t)len) == 0;
+        ok = close(fd) == 0 && ok;
+        if (!ok || renameat(d->tmpfd, name, d->newfd, usage_rel(true, false)) < 0)
+            unlinkat(d->tmpfd, name, 0);
+    }
+    md_dir_put(s, d, false);
+}
+
+void md_usage_add(int dirfd, bool from_new, bool in_folder, int64_t bytes,
+                  int64_t msgs)
+{
+    int fd = openat(dirfd, usage_rel(from_new, in_folder),
+                    O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC |
+                        O_NOCTTY);
+    if (fd < 0)
+        return; /* none kept: nothing to keep up */
+    struct stat sb;
+    char line[48];
+    /* One write, so concurrent appends never mix; none past the size at
+     * which the total is read again anyway. */
+    int len = snprintf(line, sizeof(line), "%" PRId64 " %" PRId64 "\n", bytes, msgs);
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size < USAGE_MAX)
+        (void)!write(fd, line, (size_t)len);
+    close(fd);
+}
+
 int md_quota_usage(struct store *st, const char *user, uint64_t *bytes_r,
                    uint64_t *messages_r)
 {
-    return md_each_folder((struct mdstore *)st, user, md_folder_usage, bytes_r,
-                          messages_r);
+    struct mdstore *s = (struct mdstore *)st;
+    if (md_each_folder(s, user, md_folder_usage, bytes_r, messages_r) < 0)
+        return -1;
+    usage_write(s, user, *bytes_r, *messages_r);
+    return 0;
 }
 
 /* A folder's regular files in new/ and cur/ (dot files are not messages),

@@ -87,6 +87,11 @@ bool store_quota_fits(uint64_t bytes, uint64_t messages, uint64_t max_bytes,
 /* Whether usage is at or above STORE_QUOTA_WARN_PERCENT of a limit. */
 bool store_quota_high(uint64_t bytes, uint64_t messages, uint64_t max_bytes,
                       uint64_t max_messages);
+/* Whether one more message fits and leaves the usage below the warning
+ * threshold: the case in which a running total that may lag
+ * (store_quota_usage_cached) is good enough to let it in. */
+bool store_quota_clear(uint64_t bytes, uint64_t messages, uint64_t max_bytes,
+                       uint64_t max_messages, uint64_t incoming);
 /* "12 messages, 34 KiB of 100 MiB (0%)": usage next to the limits (the
  * percentage is of the fuller one); "12 messages, 34 KiB (no quota)"
  * without limits. Always NUL-terminated; returns out. */

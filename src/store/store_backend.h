@@ -67,6 +67,10 @@ struct store_ops {
                            size_t n);
     int (*quota_usage)(struct store *s, const char *user, uint64_t *bytes_r,
                        uint64_t *messages_r);
+    /* Optional: the backend's running total, which may lag other
+     * programs' changes (store_quota_usage_cached). */
+    int (*quota_usage_cached)(struct store *s, const char *user,
+                              uint64_t *bytes_r, uint64_t *messages_r);
     int (*quota_usage_files)(struct store *s, const char *user,
                              uint64_t *bytes_r, uint64_t *messages_r);
     int (*user_create)(struct store *s, const char *user);
@@ -223,6 +227,17 @@ int md_quota_usage(struct store *s, const char *user, uint64_t *bytes_r,
  * (mailbox_maildir.c); -1 ENOENT if there is no such Maildir. */
 int md_folder_usage(struct mdstore *s, const struct mdpath *p,
                     uint64_t *bytes, uint64_t *msgs);
+/* The running total of estafeta.usage (doc/store.md "The usage file"):
+ * 0, or -1 with errno (ENOENT: no Maildir or no file; ESTALE: a file not
+ * to be trusted now: too old, too large, torn or not ours). */
+int md_quota_usage_cached(struct store *s, const char *user, uint64_t *bytes_r,
+                          uint64_t *messages_r);
+/* Appends a change of the usage, when the file is there: dirfd is the
+ * folder's new/ (from_new) or the folder's directory, of the INBOX or of a
+ * folder in it. Errors are ignored: the file is a cache. */
+void md_usage_add(int dirfd, bool from_new, bool in_folder, int64_t bytes,
+                  int64_t msgs);
+#define MD_USAGE_FILE "estafeta.usage"
 int md_quota_usage_files(struct store *s, const char *user,
                          uint64_t *bytes_r, uint64_t *messages_r);
 int md_user_create(struct store *s, const char *user);

@@ -213,6 +213,16 @@ int store_quota_usage(struct store *s, const char *user, uint64_t *bytes_r,
     return s->ops->quota_usage(s, user, bytes_r, messages_r);
 }
 
+int store_quota_usage_cached(struct store *s, const char *user,
+                             uint64_t *bytes_r, uint64_t *messages_r)
+{
+    if (s->ops->quota_usage_cached == NULL) {
+        errno = ENOTSUP;
+        return -1;
+    }
+    return s->ops->quota_usage_cached(s, user, bytes_r, messages_r);
+}
+
 int store_quota_usage_files(struct store *s, const char *user,
                             uint64_t *bytes_r, uint64_t *messages_r)
 {
@@ -277,9 +287,7 @@ int store_crlf_fd(int fd, uint64_t *vsize_r)
     struct store_crlf c;
     store_crlf_init(&c);
     for (;;) {
-        ssize_t r = read(fd, chunk, sizeof(chunk));
-        if (r < 0 && errno == EINTR)
-            continue;
+        ssize_t r = fs_read_upto(fd, chunk, sizeof(chunk));
         if (r < 0)
             return -1;
         if (r == 0)
@@ -707,6 +715,8 @@ static int md_deliver(struct store *st, const char *mailbox, const char *folder,
     }
     md_index_end(itx, name, size, vsize, true);
     itx = NULL;
+    if (size <= INT64_MAX)
+        md_usage_add(d->newfd, true, p.folder[0] != '\0', (int64_t)size, 1);
     if (uid_r != NULL)
         snprintf(uid_r, uid_cap, "%s", name);
     /* The quota warning state sits in the INBOX Maildir: the parent of
@@ -807,6 +817,7 @@ static const struct store_ops md_ops = {
     .msg_update_flags = md_msg_update_flags,
     .mailbox_expunge = md_mailbox_expunge,
     .quota_usage = md_quota_usage,
+    .quota_usage_cached = md_quota_usage_cached,
     .quota_usage_files = md_quota_usage_files,
     .user_create = md_user_create,
     .quota_state_peek = md_quota_state_peek,

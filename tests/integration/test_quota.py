@@ -234,3 +234,57 @@ def test_rcpt_quota_many_sessions_at_once(make_server):
     for t in threads:
         t.join(60)
     assert not errors, errors
+
+
+def _usage_total(server, addr):
+    """The sum of estafeta.usage's lines (doc/store.md "The usage file")."""
+    text = (server.maildir(addr) / "estafeta.usage").read_text()
+    lines = text.splitlines()
+    assert lines[0] == "estafeta-usage 1", text
+    b = m = 0
+    for line in lines[1:]:
+        x, y = line.split(" ")
+        b, m = b + int(x), m + int(y)
+    return b, m
+
+
+def _maildir_usage(server, addr):
+    """Bytes and messages of every folder's new/ and cur/, from the disk."""
+    root = server.maildir(addr)
+    b = m = 0
+    for folder in [root] + [p for p in root.iterdir() if p.name.startswith(".")]:
+        for sub in ("new", "cur"):
+            d = folder / sub
+            if d.is_dir():
+                for f in d.iterdir():
+                    b, m = b + f.stat().st_size, m + 1
+    return b, m
+
+
+def test_usage_file_follows_the_mail(make_server):
+    """The running total the quota check reads well below the limits is made
+    by the first exact reading and then kept by every delivery: it equals
+    what is on disk. Mail deleted by hand is seen at the next check at
+    once (the total over-counts, which only sends the check to the disk),
+    and mail another program put there by the next exact reading."""
+    s = quota_server(make_server, "0 100")
+    u = "alice@example.test"
+    for i in range(3):
+        send_and_wait(s, u, i + 1)
+    assert _usage_total(s, u) == _maildir_usage(s, u)
+    # Another program adds a message: the total does not know it yet...
+    extra = s.maildir(u) / "cur" / "1.other.host:2,S"
+    extra.write_bytes(b"Subject: x\r\n\r\nby hand\r\n")
+    extra.chmod(0o644)
+    before = _usage_total(s, u)
+    assert before != _maildir_usage(s, u)
+    send_and_wait(s, u, 5)
+    # ...so the delivery added its own line to it, and no more.
+    b, m = _usage_total(s, u)
+    assert m == before[1] + 1
+    # The total is replaced by an exact reading when it is stale (here:
+    # made to look 16 minutes old); it is then what the disk says.
+    old = time.time() - 16 * 60
+    os.utime(s.maildir(u) / "estafeta.usage", (old, old))
+    send_and_wait(s, u, 6)
+    assert _usage_total(s, u) == _maildir_usage(s, u)
