@@ -741,27 +741,54 @@ static void qmgr_rescan_cb(const char *id, void *arg)
     rs->ids[rs->n++] = xstrdup(id);
 }
 
-static bool qmgr_known(struct qmgr *m, const char *id)
+static int qmgr_cmp_id(const void *a, const void *b)
 {
-    for (size_t k = 0; k < m->nthreads; k++)
-        if (strcmp(m->current[k], id) == 0)
-            return true;
-    struct qmgr_item *lists[3] = {m->ready_head, m->waiting, m->in_relay};
-    for (int k = 0; k < 3; k++)
-        for (struct qmgr_item *it = lists[k]; it != NULL; it = it->next)
-            if (strcmp(it->id, id) == 0)
-                return true;
-    return false;
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Marks the scanned id equal to id (rs->ids sorted) as one we have. */
+static void qmgr_mark_known(struct qmgr_rescan *rs, bool *known, const char *id)
+{
+    if (rs->n == 0)
+        return;
+    char **hit = bsearch(&id, rs->ids, rs->n, sizeof(*rs->ids), qmgr_cmp_id);
+    if (hit != NULL)
+        known[hit - rs->ids] = true;
 }
 
 /* On the delivery thread (called with the lock held; drops it while the
- * queue directory is read). */
+ * queue directory is read). The ids read are sorted first, so telling the
+ * new ones from those already in hand costs a binary search per message
+ * in hand, under the lock (which the event loop takes for every message
+ * it accepts), not a walk of every list per message read: a flush (ETRN,
+ * which any client may send) of a queue of 100,000 must not stop the
+ * server for minutes. */
 static void qmgr_do_flush(struct qmgr *m)
 {
     pthread_mutex_unlock(&m->mu);
     struct qmgr_rescan rs = {m, NULL, 0};
     queue_list(m->queue, qmgr_rescan_cb, &rs);
+    if (rs.n > 1)
+        qsort(rs.ids, rs.n, sizeof(*rs.ids), qmgr_cmp_id);
+    /* Listed twice (a message moving from the log to its file while the
+     * queue was read): one item. */
+    size_t u = 0;
+    for (size_t i = 0; i < rs.n; i++) {
+        if (u > 0 && strcmp(rs.ids[i], rs.ids[u - 1]) == 0)
+            free(rs.ids[i]);
+        else
+            rs.ids[u++] = rs.ids[i];
+    }
+    rs.n = u;
+    bool *known = xcalloc(rs.n ? rs.n : 1, sizeof(*known));
     pthread_mutex_lock(&m->mu);
+    for (size_t k = 0; k < m->nthreads; k++)
+        if (m->current[k][0] != '\0')
+            qmgr_mark_known(&rs, known, m->current[k]);
+    struct qmgr_item *lists[3] = {m->ready_head, m->waiting, m->in_relay};
+    for (int k = 0; k < 3; k++)
+        for (struct qmgr_item *it = lists[k]; it != NULL; it = it->next)
+            qmgr_mark_known(&rs, known, it->id);
     /* Deferred messages are retried now, the relay's too. */
     while (m->waiting != NULL) {
         struct qmgr_item *it = m->waiting;
@@ -772,7 +799,7 @@ static void qmgr_do_flush(struct qmgr *m)
     }
     size_t added = 0;
     for (size_t i = 0; i < rs.n; i++) {
-        if (!qmgr_known(m, rs.ids[i])) {
+        if (!known[i]) {
             struct qmgr_item *it = xcalloc(1, sizeof(*it));
             snprintf(it->id, sizeof(it->id), "%s", rs.ids[i]);
             qmgr_push_ready(m, it);
@@ -781,6 +808,7 @@ static void qmgr_do_flush(struct qmgr *m)
         free(rs.ids[i]);
     }
     free(rs.ids);
+    free(known);
     char count[32];
     snprintf(count, sizeof(count), "%zu", added);
     log_kv(LOG_INFO, "queue.flush", "new", count, NULL);
