@@ -16,6 +16,7 @@
 #include "relay/bounce.h"
 #include "relay/relay.h"
 #include "lib/log.h"
+#include "lib/timeheap.h"
 #include "lib/xalloc.h"
 #include "queue/queue.h"
 #include "store/mailbox.h"
@@ -42,7 +43,11 @@ struct qmgr {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct qmgr_item *ready_head, *ready_tail;  /* due now, FIFO */
-    struct qmgr_item *waiting;                  /* retries, unordered */
+    /* Retries by due time, so taking the due ones is O(log n) each and
+     * not a walk of every deferred message for every message delivered (a
+     * queue deferred by a remote outage can hold 100,000, and this lock is
+     * the event loop's too). */
+    struct timeheap waiting;
     struct qmgr_item *in_relay;                 /* handed to the relay */
     char (*current)[QUEUE_ID_SIZE];             /* per worker: being
                                                    delivered now */
@@ -603,20 +608,10 @@ static void qmgr_push_ready(struct qmgr *m, struct qmgr_item *it)
  * (0 if none). Called with the lock held. */
 static time_t qmgr_promote(struct qmgr *m, time_t now)
 {
-    time_t next = 0;
-    struct qmgr_item **pp = &m->waiting;
-    while (*pp) {
-        struct qmgr_item *it = *pp;
-        if (it->due <= now) {
-            *pp = it->next;
-            qmgr_push_ready(m, it);
-        } else {
-            if (next == 0 || it->due < next)
-                next = it->due;
-            pp = &it->next;
-        }
-    }
-    return next;
+    time_t due;
+    while (timeheap_peek(&m->waiting, &due) != NULL && due <= now)
+        qmgr_push_ready(m, timeheap_pop(&m->waiting));
+    return timeheap_peek(&m->waiting, &due) != NULL ? due : 0;
 }
 
 static void qmgr_do_flush(struct qmgr *m);
@@ -685,8 +680,7 @@ static void *qmgr_thread(void *arg)
             /* Waiting for the relay's next attempt: no later than that. */
             if (it->relay_tries > 0 && it->relay_due > now && it->relay_due < it->due)
                 it->due = it->relay_due;
-            it->next = m->waiting;
-            m->waiting = it;
+            timeheap_push(&m->waiting, it->due, it);
             log_kv(LOG_INFO, "queue.retry_scheduled", "qid", it->id, NULL);
         }
         cfgref_put(cfg);
@@ -785,18 +779,21 @@ static void qmgr_do_flush(struct qmgr *m)
     for (size_t k = 0; k < m->nthreads; k++)
         if (m->current[k][0] != '\0')
             qmgr_mark_known(&rs, known, m->current[k]);
-    struct qmgr_item *lists[3] = {m->ready_head, m->waiting, m->in_relay};
-    for (int k = 0; k < 3; k++)
+    struct qmgr_item *lists[2] = {m->ready_head, m->in_relay};
+    for (int k = 0; k < 2; k++)
         for (struct qmgr_item *it = lists[k]; it != NULL; it = it->next)
             qmgr_mark_known(&rs, known, it->id);
+    size_t nw = timeheap_count(&m->waiting);
+    for (size_t k = 0; k < nw; k++)
+        qmgr_mark_known(&rs, known, ((struct qmgr_item *)timeheap_at(&m->waiting, k))->id);
     /* Deferred messages are retried now, the relay's too. */
-    while (m->waiting != NULL) {
-        struct qmgr_item *it = m->waiting;
-        m->waiting = it->next;
+    for (size_t k = 0; k < nw; k++) {
+        struct qmgr_item *it = timeheap_at(&m->waiting, k);
         it->relay_due = 0;
         it->due = 0;
         qmgr_push_ready(m, it);
     }
+    timeheap_clear(&m->waiting);
     size_t added = 0;
     for (size_t i = 0; i < rs.n; i++) {
         if (!known[i]) {
@@ -900,14 +897,17 @@ void qmgr_stop(struct qmgr *m)
     /* No more submissions; what the relay has in flight is dropped (its
      * recipients stay pending in the queue). */
     relay_stop(m->relay);
-    struct qmgr_item *lists[3] = {m->ready_head, m->waiting, m->in_relay};
-    for (int i = 0; i < 3; i++) {
+    struct qmgr_item *lists[2] = {m->ready_head, m->in_relay};
+    for (int i = 0; i < 2; i++) {
         while (lists[i]) {
             struct qmgr_item *it = lists[i];
             lists[i] = it->next;
             free(it);
         }
     }
+    for (size_t k = 0; k < timeheap_count(&m->waiting); k++)
+        free(timeheap_at(&m->waiting, k));
+    timeheap_free(&m->waiting);
     cfgref_put(m->cfg);
     pthread_mutex_destroy(&m->mu);
     for (size_t k = 0; k < QMGR_BOX_LOCKS; k++)
