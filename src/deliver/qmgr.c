@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <search.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +49,9 @@ struct qmgr {
      * queue deferred by a remote outage can hold 100,000, and this lock is
      * the event loop's too). */
     struct timeheap waiting;
-    struct qmgr_item *in_relay;                 /* handed to the relay */
+    /* Handed to the relay, by id (tsearch): the relay reports by id, and
+     * a list walked for each report cost O(n) each with n in flight. */
+    void *in_relay;
     char (*current)[QUEUE_ID_SIZE];             /* per worker: being
                                                    delivered now */
     pthread_t *threads;
@@ -594,6 +597,11 @@ int qmgr_deliver_one(struct queue *q, struct store *st, const struct config *cfg
     return qmgr_deliver(NULL, q, st, cfg, id, NULL);
 }
 
+static int qmgr_item_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct qmgr_item *)a)->id, ((const struct qmgr_item *)b)->id);
+}
+
 static void qmgr_push_ready(struct qmgr *m, struct qmgr_item *it)
 {
     it->next = NULL;
@@ -670,8 +678,8 @@ static void *qmgr_thread(void *arg)
             free(it);
         } else if (r == 2) {
             /* The relay's until it calls qmgr_relay_done. */
-            it->next = m->in_relay;
-            m->in_relay = it;
+            if (*(struct qmgr_item **)tsearch(it, &m->in_relay, qmgr_item_cmp) != it)
+                free(it); /* the relay had it already: one is enough */
         } else {
             now = time(NULL);
             it->due = now + qmgr_backoff(cfg->cfg->limits[LIM_RETRY_MIN],
@@ -700,13 +708,13 @@ static void qmgr_relay_done(const char *id, bool pending, void *arg)
 {
     struct qmgr *m = arg;
     pthread_mutex_lock(&m->mu);
-    struct qmgr_item *it = NULL;
-    for (struct qmgr_item **pp = &m->in_relay; *pp != NULL; pp = &(*pp)->next)
-        if (strcmp((*pp)->id, id) == 0) {
-            it = *pp;
-            *pp = it->next;
-            break;
-        }
+    struct qmgr_item key, *it = NULL;
+    snprintf(key.id, sizeof(key.id), "%s", id);
+    void **node = tfind(&key, &m->in_relay, qmgr_item_cmp);
+    if (node != NULL) {
+        it = *node;
+        tdelete(it, &m->in_relay, qmgr_item_cmp);
+    }
     if (it == NULL) {
         it = xcalloc(1, sizeof(*it));
         snprintf(it->id, sizeof(it->id), "%s", id);
@@ -750,6 +758,18 @@ static void qmgr_mark_known(struct qmgr_rescan *rs, bool *known, const char *id)
         known[hit - rs->ids] = true;
 }
 
+struct qmgr_known {
+    struct qmgr_rescan *rs;
+    bool *known;
+};
+
+static void qmgr_mark_known_node(const void *node, VISIT v, void *arg)
+{
+    struct qmgr_known *kn = arg;
+    if (v == postorder || v == leaf)
+        qmgr_mark_known(kn->rs, kn->known, (*(struct qmgr_item *const *)node)->id);
+}
+
 /* On the delivery thread (called with the lock held; drops it while the
  * queue directory is read). The ids read are sorted first, so telling the
  * new ones from those already in hand costs a binary search per message
@@ -779,10 +799,10 @@ static void qmgr_do_flush(struct qmgr *m)
     for (size_t k = 0; k < m->nthreads; k++)
         if (m->current[k][0] != '\0')
             qmgr_mark_known(&rs, known, m->current[k]);
-    struct qmgr_item *lists[2] = {m->ready_head, m->in_relay};
-    for (int k = 0; k < 2; k++)
-        for (struct qmgr_item *it = lists[k]; it != NULL; it = it->next)
-            qmgr_mark_known(&rs, known, it->id);
+    for (struct qmgr_item *it = m->ready_head; it != NULL; it = it->next)
+        qmgr_mark_known(&rs, known, it->id);
+    struct qmgr_known kn = {&rs, known};
+    twalk_r(m->in_relay, qmgr_mark_known_node, &kn);
     size_t nw = timeheap_count(&m->waiting);
     for (size_t k = 0; k < nw; k++)
         qmgr_mark_known(&rs, known, ((struct qmgr_item *)timeheap_at(&m->waiting, k))->id);
@@ -897,14 +917,12 @@ void qmgr_stop(struct qmgr *m)
     /* No more submissions; what the relay has in flight is dropped (its
      * recipients stay pending in the queue). */
     relay_stop(m->relay);
-    struct qmgr_item *lists[2] = {m->ready_head, m->in_relay};
-    for (int i = 0; i < 2; i++) {
-        while (lists[i]) {
-            struct qmgr_item *it = lists[i];
-            lists[i] = it->next;
-            free(it);
-        }
+    while (m->ready_head != NULL) {
+        struct qmgr_item *it = m->ready_head;
+        m->ready_head = it->next;
+        free(it);
     }
+    tdestroy(m->in_relay, free);
     for (size_t k = 0; k < timeheap_count(&m->waiting); k++)
         free(timeheap_at(&m->waiting, k));
     timeheap_free(&m->waiting);
