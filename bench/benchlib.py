@@ -685,5 +685,58 @@ def on_signal_exit(targets):
     signal.signal(signal.SIGINT, handler)
 
 
+# ext4 without a journal keeps freed inodes out of reuse for 60 s (360 s
+# while their inode-table block is dirty), and skips them one by one when
+# it allocates (see empty_dir): a run started right after another run's
+# work directory was deleted pays for those deletes. The tools note when
+# they delete one, and wait out the window before measuring.
+RECENTLY_DELETED_S = 360
+CLEANUP_MARK = Path(__file__).resolve().parent / "results" / ".last-cleanup"
+
+
+def ext4_without_journal(path):
+    """Whether path is on ext4 mounted without a journal (no data= mode in
+    /proc/fs/ext4/<dev>/options: a journaled ext4 always has one)."""
+    try:
+        st = os.stat(path)
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                sep = fields.index("-")
+                major, minor = fields[2].split(":")
+                if (int(major), int(minor)) != (os.major(st.st_dev), os.minor(st.st_dev)):
+                    continue
+                if fields[sep + 1] != "ext4":
+                    return False
+                dev = os.path.basename(fields[sep + 2])
+                with open("/proc/fs/ext4/%s/options" % dev) as o:
+                    return not any(l.startswith("data=") for l in o.read().split())
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
+
+
+def settle(path, enabled=True):
+    """Waits (at most RECENTLY_DELETED_S) until the last cleanup of a tool
+    is that old, on ext4 without a journal; prints what it does."""
+    if not enabled or not ext4_without_journal(path):
+        return
+    try:
+        age = time.time() - CLEANUP_MARK.stat().st_mtime
+    except OSError:
+        return
+    wait = RECENTLY_DELETED_S - age
+    if 0 < wait <= RECENTLY_DELETED_S:
+        print("waiting %.0f s: a work directory was deleted %.0f s ago, and ext4 "
+              "without a journal skips recently freed inodes one by one "
+              "(--no-settle to skip)" % (wait, age), flush=True)
+        time.sleep(wait)
+
+
 def rmtree(p):
     shutil.rmtree(p, ignore_errors=True)
+    try:
+        CLEANUP_MARK.parent.mkdir(exist_ok=True)
+        CLEANUP_MARK.touch()
+    except OSError:
+        pass
