@@ -4,7 +4,9 @@ of doc/config.md from src/lib/limits.c, the one table of limits, so the
 manual cannot drift from the code.
 
     scripts/man-limits.py          rewrite both
-    scripts/man-limits.py --check  exit 1 if either is out of date
+    scripts/man-limits.py --check  exit 1 if either is out of date, or if a
+                                   directive of src/conf/config.c is not
+                                   described in both
 """
 import re
 import sys
@@ -70,6 +72,25 @@ def md_table():
     return "\n".join(lines) + "\n"
 
 
+def directive_gaps():
+    """Directives the parser knows (src/conf/config.c's table) that the
+    man page's DIRECTIVES section or doc/config.md does not describe."""
+    code = (ROOT / "src/conf/config.c").read_text()
+    names = re.findall(r'\[D_\w+\] = \{"([a-z0-9-]+)"', code)
+    if not names:
+        raise ValueError("config.c: no directive table found")
+    man = (ROOT / "man/estafeta.conf.5").read_text()
+    sect = man[man.index(".SH DIRECTIVES\n"):man.index(".SH LIMITS\n")]
+    # The words of each entry's tag line (".TP" then ".B name args", or
+    # two directives on one line), and of each "### name args" heading.
+    tags = re.findall(r"^\.TP\n(.*)$", sect, re.M)
+    in_man = set(re.findall(r"[a-z0-9-]+", " ".join(tags).replace("\\-", "-")))
+    md = (ROOT / "doc/config.md").read_text()
+    in_md = set(re.findall(r"[a-z0-9-]+", " ".join(re.findall(r"^### (.*)$", md, re.M))))
+    return ([("man/estafeta.conf.5", n) for n in names if n not in in_man] +
+            [("doc/config.md", n) for n in names if n not in in_md])
+
+
 def main():
     man = ROOT / "man/estafeta.conf.5"
     text = man.read_text()
@@ -86,8 +107,10 @@ def main():
                if a != b]
         if bad:
             print("%s: the limits are out of date; run scripts/man-limits.py" % ", ".join(bad))
-            return 1
-        return 0
+        gaps = directive_gaps()
+        for where, name in gaps:
+            print("%s: directive '%s' is not described" % (where, name))
+        return 1 if bad or gaps else 0
     man.write_text(new)
     md.write_text(mnew)
     return 0

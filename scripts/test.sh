@@ -11,7 +11,7 @@ JOBS="$(nproc)"
 
 ./scripts/setup.sh
 
-echo "== docs: the limits in estafeta.conf(5) and doc/config.md match src/lib/limits.c"
+echo "== docs: estafeta.conf(5) and doc/config.md describe every directive and match src/lib/limits.c"
 /usr/bin/python3 scripts/man-limits.py --check
 
 echo "== build (release, asan, fuzz)"
