@@ -708,7 +708,9 @@ def ext4_without_journal(path):
                     continue
                 if fields[sep + 1] != "ext4":
                     return False
-                dev = os.path.basename(fields[sep + 2])
+                # The kernel's name of the device (vda, dm-0), which the
+                # mount source (/dev/root, /dev/mapper/x) may not show.
+                dev = os.path.basename(os.readlink("/sys/dev/block/%s:%s" % (major, minor)))
                 with open("/proc/fs/ext4/%s/options" % dev) as o:
                     return not any(l.startswith("data=") for l in o.read().split())
     except (OSError, ValueError, IndexError):

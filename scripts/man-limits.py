@@ -81,12 +81,16 @@ def directive_gaps():
         raise ValueError("config.c: no directive table found")
     man = (ROOT / "man/estafeta.conf.5").read_text()
     sect = man[man.index(".SH DIRECTIVES\n"):man.index(".SH LIMITS\n")]
-    # The words of each entry's tag line (".TP" then ".B name args", or
-    # two directives on one line), and of each "### name args" heading.
+    # The name that opens each entry's tag line (".TP" then ".B name
+    # args"), or each of two (".BR vrfy " on|off" ", " expn ..."); the
+    # name that opens each "### name args" heading, or each of two
+    # ("### vrfy on|off, expn on|off"). Never an argument's words.
     tags = re.findall(r"^\.TP\n(.*)$", sect, re.M)
-    in_man = set(re.findall(r"[a-z0-9-]+", " ".join(tags).replace("\\-", "-")))
+    in_man = {n.replace("\\-", "-") for t in tags
+              for n in re.findall(r'(?:^\.B[IR]? |", " )([a-z0-9\\-]+)', t)}
     md = (ROOT / "doc/config.md").read_text()
-    in_md = set(re.findall(r"[a-z0-9-]+", " ".join(re.findall(r"^### (.*)$", md, re.M))))
+    in_md = {n for h in re.findall(r"^### (.*)$", md, re.M)
+             for n in re.findall(r"(?:^|, )([a-z0-9-]+)", h)}
     return ([("man/estafeta.conf.5", n) for n in names if n not in in_man] +
             [("doc/config.md", n) for n in names if n not in in_md])
 

@@ -678,7 +678,10 @@ static void *qmgr_thread(void *arg)
             free(it);
         } else if (r == 2) {
             /* The relay's until it calls qmgr_relay_done. */
-            if (*(struct qmgr_item **)tsearch(it, &m->in_relay, qmgr_item_cmp) != it)
+            void **node = tsearch(it, &m->in_relay, qmgr_item_cmp);
+            if (node == NULL)
+                abort(); /* out of memory, as xalloc */
+            if (*node != it)
                 free(it); /* the relay had it already: one is enough */
         } else {
             now = time(NULL);

@@ -459,6 +459,11 @@ void idx_rollback(struct idx *ix)
     ix->meta_dirty = false;
 }
 
+bool idx_idle(const struct idx *ix)
+{
+    return sqlite3_get_autocommit(ix->db) != 0;
+}
+
 uint32_t idx_uidvalidity(const struct idx *ix) { return ix->uidvalidity; }
 uint32_t idx_uidnext(const struct idx *ix) { return ix->uidnext; }
 uint64_t idx_highestmodseq(const struct idx *ix) { return ix->highestmodseq; }

@@ -64,6 +64,9 @@ void idx_close(struct idx *ix);
 int idx_begin(struct idx *ix);
 int idx_commit(struct idx *ix);
 void idx_rollback(struct idx *ix);
+/* Whether the connection is out of any transaction (a failed ROLLBACK can
+ * leave one open): only such a connection may be kept for later use. */
+bool idx_idle(const struct idx *ix);
 
 /* Valid between idx_begin and the end of the transaction (and after it,
  * as last seen). */

@@ -1173,7 +1173,7 @@ void md_index_end(struct md_itx *t, const char *name, uint64_t size,
     } else {
         idx_rollback(t->ix);
     }
-    if (clean && t->keep)
+    if (clean && t->keep && idx_idle(t->ix))
         md_dir_index_keep(t->d, t->ix, &t->sb);
     else
         idx_close(t->ix); /* rolls back what is not committed */

@@ -228,11 +228,17 @@ int store_deliver_quota(struct store *s, const char *user, uint64_t max_bytes,
     if (max_bytes == 0 && max_messages == 0)
         return 0;
     uint64_t bytes, msgs;
+    /* Most checks change nothing: look at the state without the lock. */
+    struct store_qstate st;
+    if (s->ops->quota_state_peek(s, user, &st) < 0)
+        st.state = STORE_QWARN_ARMED;
     /* The running total lets mail in while the mailbox stays below the
      * warning threshold with it; near or over a limit the folders are
      * read, so a refusal or a warning never rests on a stale total
-     * (doc/store.md "The usage file"). */
-    bool quick = store_quota_usage_cached(s, user, &bytes, &msgs) == 0 &&
+     * (doc/store.md "The usage file"); nor does re-arming a warning that
+     * was due or sent. */
+    bool quick = st.state == STORE_QWARN_ARMED &&
+                 store_quota_usage_cached(s, user, &bytes, &msgs) == 0 &&
                  store_quota_clear(bytes, msgs, max_bytes, max_messages,
                                    incoming_size);
     if (!quick && store_quota_usage(s, user, &bytes, &msgs) < 0)
@@ -248,10 +254,6 @@ int store_deliver_quota(struct store *s, const char *user, uint64_t max_bytes,
      * the warning, so it goes now. */
     bool warn_now = !fits && store_quota_high(bytes, msgs, max_bytes,
                                               max_messages);
-    /* Most checks change nothing: look without the lock first. */
-    struct store_qstate st;
-    if (s->ops->quota_state_peek(s, user, &st) < 0)
-        st.state = STORE_QWARN_ARMED;
     if (!(high ? st.state == STORE_QWARN_ARMED ||
                      (st.state == STORE_QWARN_DUE && warn_now)
                : st.state != STORE_QWARN_ARMED))

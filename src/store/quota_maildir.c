@@ -90,8 +90,7 @@ static int md_each_folder(struct mdstore *s, const char *user,
 
 /* ---- the usage file ---- */
 
-/* One signed decimal of up to 18 digits (no overflow when summed by the
- * few hundred lines USAGE_MAX allows), then `stop`. */
+/* One signed decimal of up to 18 digits, then `stop`. */
 static bool usage_number(const char **q, const char *end, char stop,
                          int64_t *v_r)
 {
@@ -126,14 +125,23 @@ static bool usage_parse(const char *text, size_t len, uint64_t *bytes_r,
         int64_t b, m;
         if (!usage_number(&q, end, ' ', &b) || !usage_number(&q, end, '\n', &m))
             return false;
-        bytes += b;
-        msgs += m;
+        if (__builtin_add_overflow(bytes, b, &bytes) ||
+            __builtin_add_overflow(msgs, m, &msgs))
+            return false;
     }
     if (bytes < 0 || msgs < 0)
         return false;
     *bytes_r = (uint64_t)bytes;
     *msgs_r = (uint64_t)msgs;
     return true;
+}
+
+/* A regular file of one link, changed in the last USAGE_MAX_AGE seconds
+ * (and not far in the future). */
+static bool usage_fresh(const struct stat *sb, time_t now)
+{
+    return S_ISREG(sb->st_mode) && sb->st_nlink == 1 && sb->st_mtime <= now + 60 &&
+           now - sb->st_mtime <= USAGE_MAX_AGE;
 }
 
 /* `rel` under dirfd: ../estafeta.usage from the INBOX's new/, and so on. */
@@ -166,11 +174,12 @@ int md_quota_usage_cached(struct store *st, const char *user, uint64_t *bytes_r,
     struct stat sb;
     ssize_t n = -1;
     time_t now = time(NULL);
-    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size <= USAGE_MAX &&
-        sb.st_mtime <= now + 60 && now - sb.st_mtime <= USAGE_MAX_AGE)
+    /* At USAGE_MAX appends stop (md_usage_add): such a file no longer
+     * follows the mail. */
+    if (fstat(fd, &sb) == 0 && usage_fresh(&sb, now) && sb.st_size < USAGE_MAX)
         n = fs_read_upto(fd, text, sizeof(text));
     close(fd);
-    if (n < 0 || (size_t)n > USAGE_MAX ||
+    if (n < 0 || (size_t)n >= USAGE_MAX ||
         !usage_parse(text, (size_t)n, bytes_r, messages_r)) {
         errno = ESTALE;
         return -1;
@@ -178,49 +187,102 @@ int md_quota_usage_cached(struct store *st, const char *user, uint64_t *bytes_r,
     return 0;
 }
 
-/* The exact total, in place of the file (a temporary file in the INBOX's
- * tmp/, renamed over it). Not fsync'd, and a failure is only logged by
- * nobody: it is a cache that the next exact reading makes again. */
-static void usage_write(struct mdstore *s, const char *user, uint64_t bytes,
-                        uint64_t msgs)
+/*
+ * An exact reading replaces the total in two steps, so that a change made
+ * while the folders are read is never lost (doc/store.md "The usage
+ * file"). Before: a placeholder that the parser refuses ("?") goes in the
+ * file's place, and it is kept open. After: the total goes in its place
+ * only if the placeholder is still the file there and nothing was
+ * appended to it; else the placeholder stays, and the next check reads
+ * the folders again. Each step writes a temporary file in the INBOX's
+ * tmp/ and renames it over the file: not fsync'd, a cache.
+ */
+struct usage_claim {
+    struct md_dir *d; /* the INBOX, held */
+    int fd;           /* the placeholder, open */
+    struct stat sb;   /* as it was made */
+};
+
+/* Writes text to a temporary file in d's tmp/ and renames it over the
+ * usage file; the new file's descriptor (open for reading) when keep_fd,
+ * else 0; -1 on failure (nothing renamed). */
+static int usage_replace(struct mdstore *s, struct md_dir *d, const char *text,
+                         bool keep_fd)
 {
-    struct mdpath p;
-    if (md_names(user, NULL, &p) < 0 || bytes > INT64_MAX || msgs > INT64_MAX)
-        return;
-    struct md_dir *d = md_dir_get(s, &p, false);
-    if (d == NULL)
-        return;
-    char name[96], text[96];
+    char name[96];
     snprintf(name, sizeof(name), MD_USAGE_FILE ".%ld.%lu", (long)getpid(),
              atomic_fetch_add(&s->counter, 1));
-    int len = snprintf(text, sizeof(text), USAGE_MAGIC "%" PRIu64 " %" PRIu64 "\n",
-                       bytes, msgs);
     int fd = openat(d->tmpfd, name,
-                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd >= 0) {
-        bool ok = fs_write_all(fd, text, (size_t)len) == 0;
-        ok = close(fd) == 0 && ok;
-        if (!ok || renameat(d->tmpfd, name, d->newfd, usage_rel(true, false)) < 0)
-            unlinkat(d->tmpfd, name, 0);
+                    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    if (fs_write_all(fd, text, strlen(text)) < 0 ||
+        renameat(d->tmpfd, name, d->newfd, usage_rel(true, false)) < 0) {
+        unlinkat(d->tmpfd, name, 0);
+        close(fd);
+        return -1;
     }
-    md_dir_put(s, d, false);
+    if (keep_fd)
+        return fd;
+    return close(fd) < 0 ? -1 : 0;
+}
+
+static bool usage_claim(struct mdstore *s, const char *user, struct usage_claim *c)
+{
+    struct mdpath p;
+    c->d = NULL;
+    c->fd = -1;
+    if (md_names(user, NULL, &p) < 0 || (c->d = md_dir_get(s, &p, false)) == NULL)
+        return false;
+    c->fd = usage_replace(s, c->d, USAGE_MAGIC "?\n", true);
+    if (c->fd < 0 || fstat(c->fd, &c->sb) < 0) {
+        if (c->fd >= 0)
+            close(c->fd);
+        md_dir_put(s, c->d, false);
+        return false;
+    }
+    return true;
+}
+
+/* The exact total in place of the placeholder, if it is untouched; the
+ * claim is given back either way. */
+static void usage_finish(struct mdstore *s, struct usage_claim *c, bool ok,
+                         uint64_t bytes, uint64_t msgs)
+{
+    struct stat now, there;
+    char text[96];
+    if (ok && bytes <= INT64_MAX && msgs <= INT64_MAX &&
+        fstat(c->fd, &now) == 0 && now.st_size == c->sb.st_size &&
+        fstatat(c->d->newfd, usage_rel(true, false), &there, AT_SYMLINK_NOFOLLOW) == 0 &&
+        there.st_dev == c->sb.st_dev && there.st_ino == c->sb.st_ino) {
+        snprintf(text, sizeof(text), USAGE_MAGIC "%" PRIu64 " %" PRIu64 "\n", bytes,
+                 msgs);
+        (void)usage_replace(s, c->d, text, false);
+    }
+    close(c->fd);
+    md_dir_put(s, c->d, false);
 }
 
 void md_usage_add(int dirfd, bool from_new, bool in_folder, int64_t bytes,
                   int64_t msgs)
 {
-    int fd = openat(dirfd, usage_rel(from_new, in_folder),
+    const char *rel = usage_rel(from_new, in_folder);
+    int fd = openat(dirfd, rel,
                     O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC |
                         O_NOCTTY);
     if (fd < 0)
         return; /* none kept: nothing to keep up */
     struct stat sb;
     char line[48];
-    /* One write, so concurrent appends never mix; none past the size at
-     * which the total is read again anyway. */
+    /* One write, so concurrent appends never mix. None to a file the
+     * reader no longer trusts (too large, or too old: the append would
+     * make an old total look fresh). A line that did not go in whole (a
+     * full disk) leaves a total that is wrong: the file goes, and the next
+     * check reads the folders. */
     int len = snprintf(line, sizeof(line), "%" PRId64 " %" PRId64 "\n", bytes, msgs);
-    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size < USAGE_MAX)
-        (void)!write(fd, line, (size_t)len);
+    if (fstat(fd, &sb) == 0 && usage_fresh(&sb, time(NULL)) && sb.st_size < USAGE_MAX &&
+        write(fd, line, (size_t)len) != len)
+        unlinkat(dirfd, rel, 0);
     close(fd);
 }
 
@@ -228,10 +290,12 @@ int md_quota_usage(struct store *st, const char *user, uint64_t *bytes_r,
                    uint64_t *messages_r)
 {
     struct mdstore *s = (struct mdstore *)st;
-    if (md_each_folder(s, user, md_folder_usage, bytes_r, messages_r) < 0)
-        return -1;
-    usage_write(s, user, *bytes_r, *messages_r);
-    return 0;
+    struct usage_claim c;
+    bool claimed = usage_claim(s, user, &c);
+    int r = md_each_folder(s, user, md_folder_usage, bytes_r, messages_r);
+    if (claimed)
+        usage_finish(s, &c, r == 0, *bytes_r, *messages_r);
+    return r;
 }
 
 /* A folder's regular files in new/ and cur/ (dot files are not messages),

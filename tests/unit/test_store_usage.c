@@ -136,6 +136,8 @@ TEST(usage_untrusted)
         "estafeta-usage 1\n+7 1\n",
         "estafeta-usage 1\n7 1\n-8 -1\n", /* below zero */
         "estafeta-usage 1\n1234567890123456789 1\n",
+        "estafeta-usage 1\n?\n",          /* an exact reading's placeholder */
+        "estafeta-usage 1\n?\n7 1\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         write_text(path, bad[i]);
@@ -144,8 +146,32 @@ TEST(usage_untrusted)
     }
     write_text(path, "estafeta-usage 1\n7 1\n-7 -1\n5 1\n");
     CHECK(store_quota_usage_cached(s, USER, &b, &m) == 0 && b == 5 && m == 1);
-    /* Over 5,120 octets. */
+    /* Lines that sum beyond 64 bits. */
     size_t o = (size_t)snprintf(big, sizeof(big), "estafeta-usage 1\n");
+    for (int i = 0; i < 11; i++)
+        o += (size_t)snprintf(big + o, sizeof(big) - o, "999999999999999999 1\n");
+    write_text(path, big);
+    CHECK(store_quota_usage_cached(s, USER, &b, &m) == -1 && errno == ESTALE);
+    /* A second name for it (a hard link) is not ours to trust. */
+    write_text(path, "estafeta-usage 1\n7 1\n");
+    char other[4200];
+    snprintf(other, sizeof(other), "%s.link", path);
+    CHECK(link(path, other) == 0);
+    CHECK(store_quota_usage_cached(s, USER, &b, &m) == -1 && errno == ESTALE);
+    CHECK(unlink(other) == 0);
+    CHECK(store_quota_usage_cached(s, USER, &b, &m) == 0 && b == 7 && m == 1);
+    /* Exactly 5,120 octets: appends stop there, so it is not trusted. */
+    o = (size_t)snprintf(big, sizeof(big), "estafeta-usage 1\n");
+    while (o + 4 <= 5120)
+        o += (size_t)snprintf(big + o, sizeof(big) - o, "0 0\n");
+    while (o < 5120)
+        o += (size_t)snprintf(big + o, sizeof(big) - o, "\n");
+    big[5119] = '\n';
+    CHECK_EQ_INT(o, 5120);
+    write_text(path, big);
+    CHECK(store_quota_usage_cached(s, USER, &b, &m) == -1 && errno == ESTALE);
+    /* Over 5,120 octets. */
+    o = (size_t)snprintf(big, sizeof(big), "estafeta-usage 1\n");
     while (o + 4 < 5200)
         o += (size_t)snprintf(big + o, sizeof(big) - o, "0 0\n");
     write_text(path, big);
@@ -158,6 +184,12 @@ TEST(usage_untrusted)
     write_text(path, "estafeta-usage 1\n7 1\n");
     struct timespec old[2] = {{time(NULL) - 16 * 60, 0}, {time(NULL) - 16 * 60, 0}};
     CHECK(utimensat(AT_FDCWD, path, old, 0) == 0);
+    CHECK(store_quota_usage_cached(s, USER, &b, &m) == -1 && errno == ESTALE);
+    /* A delivery does not append to it: that would make it look fresh. */
+    CHECK(deliver(s, USER, NULL, "1\r\n", NULL, 0) == 0);
+    char text0[256];
+    read_text(path, text0, sizeof(text0));
+    CHECK_EQ_STR(text0, "estafeta-usage 1\n7 1\n");
     CHECK(store_quota_usage_cached(s, USER, &b, &m) == -1 && errno == ESTALE);
     /* A symbolic link is not followed, a directory is not a total. */
     char target[4200];
@@ -176,7 +208,7 @@ TEST(usage_untrusted)
     CHECK(store_quota_usage(s, USER, &b, &m) == 0);
     uint64_t cb, cm;
     CHECK(store_quota_usage_cached(s, USER, &cb, &cm) == 0 && cb == b && cm == m);
-    CHECK_EQ_INT(m, 3);
+    CHECK_EQ_INT(m, 4);
     usage_teardown(s, root);
 }
 
@@ -239,6 +271,22 @@ TEST(usage_quota_check)
           strchr(text + 22, '\n') != NULL);
     check_agree(s, &b, &m);
     CHECK_EQ_INT(m, 4);
+    /* The warning was sent (just now): a total that says the mailbox is
+     * nearly empty does not decide whether to arm it again; the folders
+     * are read (the file made afresh), and on their count (4 of 100) it
+     * is armed again. */
+    char st_text[256];
+    box_dir(root, "estafeta.quota", state, sizeof(state));
+    read_text(state, st_text, sizeof(st_text));
+    CHECK(strncmp(st_text, "estafeta-quota 1 sent ", 22) == 0);
+    write_text(path, "estafeta-usage 1\n1 1\n");
+    errno = 0;
+    CHECK(store_deliver_quota(s, USER, 0, 100, 5) == 0); /* 4 of 100: fits */
+    read_text(path, text, sizeof(text));
+    CHECK(strncmp(text, "estafeta-usage 1\n", 17) == 0 &&
+          strcmp(text, "estafeta-usage 1\n1 1\n") != 0); /* read again */
+    read_text(state, st_text, sizeof(st_text));
+    CHECK(strncmp(st_text, "estafeta-quota 1 armed", 22) == 0); /* 4 of 100 */
     usage_teardown(s, root);
 }
 
