@@ -499,8 +499,7 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
         status = -1;
     if (status == 0 && relay != NULL && remote_pending > 0 && local_pending == 0 &&
         (it == NULL || it->relay_due <= now)) {
-        status = 2;
-        relay_submit(relay, id);
+        status = 2; /* the caller hands it to the relay (qmgr_thread) */
     }
     if (status == 1) {
         if (queue_remove(q, id) < 0)
@@ -677,12 +676,21 @@ static void *qmgr_thread(void *arg)
         if (r == 1) {
             free(it);
         } else if (r == 2) {
-            /* The relay's until it calls qmgr_relay_done. */
+            /* The relay's until it calls qmgr_relay_done: in the tree
+             * before the relay has it, so that a report, however quick,
+             * finds it. */
             void **node = tsearch(it, &m->in_relay, qmgr_item_cmp);
             if (node == NULL)
                 abort(); /* out of memory, as xalloc */
-            if (*node != it)
-                free(it); /* the relay had it already: one is enough */
+            if (*node == it) {
+                char id[QUEUE_ID_SIZE];
+                snprintf(id, sizeof(id), "%s", it->id);
+                pthread_mutex_unlock(&m->mu);
+                relay_submit(m->relay, id);
+                pthread_mutex_lock(&m->mu);
+            } else {
+                free(it); /* the relay has it already: one is enough */
+            }
         } else {
             now = time(NULL);
             it->due = now + qmgr_backoff(cfg->cfg->limits[LIM_RETRY_MIN],
