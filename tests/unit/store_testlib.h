@@ -1,6 +1,7 @@
 /*
  * store_testlib: helpers shared by the store's unit tests (test_store.c,
- * test_store_cache.c). Static inline, so a test that uses only some of
+ * test_store_cache.c, test_store_usage.c, test_mailbox.c), on top of
+ * testlib.h. Static inline, so a test that uses only some of
  * them compiles without warnings.
  */
 #ifndef ESTAFETA_TESTS_STORE_TESTLIB_H
@@ -16,39 +17,10 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "testlib.h"
 #include "lib/fsutil.h"
 #include "lib/xalloc.h"
 #include "store/store.h"
-
-static inline char *make_tmpdir(void)
-{
-    char tmpl[] = "/tmp/estafeta-test-store-XXXXXX";
-    char *d = mkdtemp(tmpl);
-    return d != NULL ? xstrdup(d) : NULL;
-}
-
-static inline void rm_rf(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        if (d != NULL) {
-            struct dirent *de;
-            while ((de = readdir(d)) != NULL) {
-                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                    continue;
-                char sub[4096];
-                int n = snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
-                if (n > 0 && (size_t)n < sizeof(sub))
-                    rm_rf(sub);
-            }
-            closedir(d);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
 
 /* Number of entries of a directory and the first name (if any). */
 static inline int dir_list(const char *path, char *first, size_t cap)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "store_testlib.h"
 #include "lib/fsutil.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
@@ -25,49 +26,6 @@
 /* This test binary, for the child of exclusive_open (not /proc/self/exe:
  * under valgrind that is valgrind itself). */
 static char self_path[4096];
-
-static char *make_tmpdir(void)
-{
-    char tmpl[] = "/tmp/estafeta-test-mailbox-XXXXXX";
-    char *d = mkdtemp(tmpl);
-    return d != NULL ? xstrdup(d) : NULL;
-}
-
-static void rm_rf(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        DIR *d = opendir(path);
-        if (d != NULL) {
-            struct dirent *de;
-            while ((de = readdir(d)) != NULL) {
-                if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                    continue;
-                char sub[4096];
-                snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
-                rm_rf(sub);
-            }
-            closedir(d);
-        }
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
-
-static int dir_count(const char *path)
-{
-    DIR *d = opendir(path);
-    if (d == NULL)
-        return -1;
-    int n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)) != NULL)
-        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
-            n++;
-    closedir(d);
-    return n;
-}
 
 /* Whether the directory holds an entry starting with prefix. */
 static bool dir_has_prefix(const char *path, const char *prefix)
@@ -82,29 +40,6 @@ static bool dir_has_prefix(const char *path, const char *prefix)
             found = true;
     closedir(d);
     return found;
-}
-
-struct src {
-    const char *p;
-    size_t len, off;
-};
-
-static ssize_t src_read(void *arg, void *p, size_t n)
-{
-    struct src *s = arg;
-    size_t k = s->len - s->off;
-    if (k > n)
-        k = n;
-    memcpy(p, s->p + s->off, k);
-    s->off += k;
-    return (ssize_t)k;
-}
-
-static int deliver(struct store *s, const char *mbox, const char *folder,
-                   const char *text, char *uid, size_t cap)
-{
-    struct src src = {text, strlen(text), 0};
-    return store_deliver(s, mbox, folder, "", 0, src_read, &src, uid, cap);
 }
 
 static void msg_text(size_t i, char *out, size_t cap)
@@ -125,12 +60,6 @@ static ssize_t read_msg(struct store_mailbox *mb, size_t i, char *out,
     if (n >= 0)
         out[n] = '\0';
     return n;
-}
-
-static void box_dir(const char *root, const char *sub, char *out, size_t cap)
-{
-    snprintf(out, cap, "%s/example.org/alice%s%s", root, sub[0] ? "/" : "",
-             sub);
 }
 
 #define USER "alice@example.org"
@@ -172,9 +101,9 @@ TEST(uids_in_delivery_order)
     box_dir(root, "estafeta.index", path, sizeof(path));
     CHECK(access(path, F_OK) == 0);
     box_dir(root, "new", path, sizeof(path));
-    CHECK_EQ_INT(dir_count(path), 3);
+    CHECK_EQ_INT(dir_list(path, NULL, 0), 3);
     box_dir(root, "cur", path, sizeof(path));
-    CHECK_EQ_INT(dir_count(path), 0);
+    CHECK_EQ_INT(dir_list(path, NULL, 0), 0);
     store_mailbox_close(mb);
 out:
     store_free(s);
@@ -279,7 +208,7 @@ TEST(flags_rename_into_cur)
     CHECK(store_msg_set_flags(mb2, 0, STORE_F_TRASHED) == 0);
     snprintf(file, sizeof(file), "%s/%s:2,T", path, uid[0]);
     CHECK(access(file, F_OK) == 0);
-    CHECK_EQ_INT(dir_count(path), 1);
+    CHECK_EQ_INT(dir_list(path, NULL, 0), 1);
     struct store_mailbox *mb3 = NULL;
     CHECK(store_mailbox_open(s, USER, NULL, 0, &mb3) == 0);
     if (mb3 != NULL) {
@@ -328,10 +257,10 @@ TEST(expunge_and_no_uid_reuse)
     CHECK_EQ_INT(store_mailbox_msg(mb, 1)->uid, 3);
     CHECK(store_mailbox_msg(mb, 0)->modseq == before);
     box_dir(root, "new", path, sizeof(path));
-    CHECK_EQ_INT(dir_count(path), 2);
+    CHECK_EQ_INT(dir_list(path, NULL, 0), 2);
     CHECK(!dir_has_prefix(path, uid[3]));
     box_dir(root, "cur", path, sizeof(path));
-    CHECK_EQ_INT(dir_count(path), 0);
+    CHECK_EQ_INT(dir_list(path, NULL, 0), 0);
     size_t bad = 2;
     CHECK(store_mailbox_expunge(mb, &bad, 1) == -1 && errno == EINVAL);
     CHECK(store_mailbox_expunge(mb, NULL, 0) == 0);
@@ -357,7 +286,7 @@ TEST(expunge_and_no_uid_reuse)
     CHECK_EQ_INT(store_mailbox_count(mb), 0);
     store_mailbox_close(mb);
     box_dir(root, "new", path, sizeof(path));
-    CHECK_EQ_INT(dir_count(path), 0);
+    CHECK_EQ_INT(dir_list(path, NULL, 0), 0);
 out:
     store_free(s);
     rm_rf(root);
@@ -603,13 +532,6 @@ TEST(rebuild_after_schema_mismatch)
 
 /* ---- files changed by other tools, crashes ---- */
 
-static void put_file(const char *dir, const char *name, const char *text)
-{
-    char path[8192];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    CHECK(fs_write_file_atomic(path, text, strlen(text), 0600) == 0);
-}
-
 TEST(other_tools_and_crashes)
 {
     char *root = make_tmpdir();
@@ -746,9 +668,9 @@ TEST(user_create_folders)
             CHECK(access(path, F_OK) == 0);
         }
     box_dir(root, "new", path, sizeof(path));
-    CHECK_EQ_INT(dir_count(path), 0);
+    CHECK_EQ_INT(dir_list(path, NULL, 0), 0);
     box_dir(root, ".Sent/new", path, sizeof(path));
-    CHECK_EQ_INT(dir_count(path), 1);
+    CHECK_EQ_INT(dir_list(path, NULL, 0), 1);
     struct store_mailbox *mb = NULL;
     CHECK(store_mailbox_open(s, USER, "Trash", 0, &mb) == 0);
     CHECK(mb != NULL && store_mailbox_count(mb) == 0);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "testlib.h"
 #include "lib/fsutil.h"
 #include "lib/log.h"
 #include "lib/xalloc.h"
@@ -26,32 +27,6 @@
 #include "queue/queue_log.h"
 
 /* ---- helpers ---- */
-
-static char *make_tmpdir(void)
-{
-    char tmpl[] = "/tmp/estafeta-test-queue-XXXXXX";
-    char *d = mkdtemp(tmpl);
-    return d != NULL ? xstrdup(d) : NULL;
-}
-
-static void rm_rf(const char *path)
-{
-    DIR *d = opendir(path);
-    if (d != NULL) {
-        struct dirent *de;
-        while ((de = readdir(d)) != NULL) {
-            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                continue;
-            char sub[4096];
-            snprintf(sub, sizeof(sub), "%s/%s", path, de->d_name);
-            rm_rf(sub);
-        }
-        closedir(d);
-        rmdir(path);
-    } else {
-        unlink(path);
-    }
-}
 
 /* Entries in dir/sub, "." and ".." excluded; -1 if it cannot be opened. */
 static int count_dir(const char *dir, const char *sub)
