@@ -498,36 +498,36 @@ static int fs_check_frame(int fd, struct qfile_footer *f_r, const char **why_r)
     return fs_check_image(fd, 0, (uint64_t)st.st_size, f_r, why_r);
 }
 
-int fsq_check_body(int fd, const char **why_r)
+/* Reads len bytes at off in `from` a chunk at a time, writing them to `to`
+ * unless it is -1; *crc_r their CRC (qlog_crc). 0, -1 (I/O error, errno),
+ * -2 (shorter than len: EBADMSG), as pread_full. */
+static int range_crc(int from, uint64_t off, uint64_t len, int to, uint32_t *crc_r)
 {
-    struct qfile_footer f;
-    int r = fs_check_frame(fd, &f, why_r);
-    if (r != 0 || f.version < 2)
-        return r;
     unsigned char chunk[65536];
-    uint64_t off = QFILE_HEADER_SIZE, left = f.body_len;
     uint32_t crc = 0;
-    while (left > 0) {
-        size_t n = left > sizeof(chunk) ? sizeof(chunk) : (size_t)left;
-        if ((r = pread_full(fd, chunk, n, off)) != 0)
+    while (len > 0) {
+        size_t n = len > sizeof(chunk) ? sizeof(chunk) : (size_t)len;
+        int r = pread_full(from, chunk, n, off);
+        if (r != 0)
             return r;
+        if (to >= 0 && fs_write_all(to, chunk, n) < 0)
+            return -1;
         crc = qlog_crc(crc, chunk, n);
         off += n;
-        left -= n;
+        len -= n;
     }
-    if (crc != f.body_crc) {
-        *why_r = "body checksum";
-        errno = EBADMSG;
-        return -2;
-    }
+    *crc_r = crc;
     return 0;
 }
 
 /* Full validation (doc/queue.md "The queue file") of the image at
  * base/size in fd, or of the whole file when size is UINT64_MAX: 0 with
- * the envelope, -1 (I/O error, errno), -2 (corrupt, *why_r says how). */
+ * the envelope, -1 (I/O error, errno), -2 (corrupt, *why_r says how).
+ * check_body: also read the body against a version 2 footer's CRC (after
+ * a crash a page may be missing; a version 1 file has no CRC and passes). */
 static int fs_read_valid_at(int fd, uint64_t base, uint64_t size, const char *id,
-                            struct queue_env **env_r, const char **why_r)
+                            bool check_body, struct queue_env **env_r,
+                            const char **why_r)
 {
     struct qfile_footer f;
     *env_r = NULL;
@@ -545,13 +545,24 @@ static int fs_read_valid_at(int fd, uint64_t base, uint64_t size, const char *id
         r = -2;
     } else if (r == 0 && strcmp((*env_r)->id, id) != 0) {
         *why_r = "id does not match file name";
-        queue_env_free(*env_r);
-        *env_r = NULL;
         r = -2;
     } else if (r == -2) {
         *why_r = "envelope truncated";
     }
     free(eb);
+    uint32_t crc;
+    if (r == 0 && check_body && f.version >= 2) {
+        *why_r = "body truncated";
+        r = range_crc(fd, base + QFILE_HEADER_SIZE, f.body_len, -1, &crc);
+        if (r == 0 && crc != f.body_crc) {
+            *why_r = "body checksum";
+            r = -2;
+        }
+    }
+    if (r != 0) {
+        queue_env_free(*env_r);
+        *env_r = NULL;
+    }
     if (r == 0)
         (*env_r)->body_size = f.body_len;
     if (r == -2)
@@ -559,10 +570,10 @@ static int fs_read_valid_at(int fd, uint64_t base, uint64_t size, const char *id
     return r;
 }
 
-int fsq_read_valid(int fd, const char *id, struct queue_env **env_r,
-                         const char **why_r)
+int fsq_read_valid(int fd, const char *id, bool check_body,
+                   struct queue_env **env_r, const char **why_r)
 {
-    return fs_read_valid_at(fd, 0, UINT64_MAX, id, env_r, why_r);
+    return fs_read_valid_at(fd, 0, UINT64_MAX, id, check_body, env_r, why_r);
 }
 
 /* <id>.st in dirfd, opened for reading: a descriptor, -1 with errno ENOENT
@@ -674,7 +685,7 @@ static int fs_load_in(int dirfd, const char *id, struct queue_env **env_r)
         return r;
     }
     struct queue_env *env;
-    int r = fsq_read_valid(fd, id, &env, &why);
+    int r = fsq_read_valid(fd, id, false, &env, &why);
     fs_close_keep_errno(fd);
     if (r == 0 && sfd >= 0 && fsq_read_st(sfd, id, env, &valid, &torn) < 0) {
         int saved = errno;
@@ -698,7 +709,7 @@ static int fs_log_load(struct fsq *fq, const char *id, struct queue_env **env_r)
     *env_r = NULL;
     if (qlog_pin(fq->log, id, &ref) < 0)
         return -1;
-    int r = fs_read_valid_at(ref.fd, ref.off, ref.len, id, env_r, &why);
+    int r = fs_read_valid_at(ref.fd, ref.off, ref.len, id, false, env_r, &why);
     int saved = errno;
     qlog_unpin(fq->log, &ref);
     errno = saved;
@@ -883,21 +894,12 @@ static void fs_body_close(struct queue_body *qb)
 static int copy_range(int from, uint64_t off, uint64_t len, int to,
                       const uint32_t *want_crc)
 {
-    unsigned char chunk[65536];
-    uint32_t crc = 0;
-    while (len > 0) {
-        size_t n = len > sizeof(chunk) ? sizeof(chunk) : (size_t)len;
-        int r = pread_full(from, chunk, n, off);
-        if (r != 0) {
-            if (r == -2)
-                errno = EIO;
-            return -1;
-        }
-        if (fs_write_all(to, chunk, n) < 0)
-            return -1;
-        crc = qlog_crc(crc, chunk, n);
-        off += n;
-        len -= n;
+    uint32_t crc;
+    int r = range_crc(from, off, len, to, &crc);
+    if (r != 0) {
+        if (r == -2)
+            errno = EIO;
+        return -1;
     }
     if (want_crc != NULL && crc != *want_crc) {
         errno = EBADMSG;

@@ -30,14 +30,11 @@ static inline struct fsq *FSQ(struct queue *q) { return (struct fsq *)q; }
 /* "<id>.st" into out. */
 int fsq_st_name(const char *id, char out[QUEUE_ID_SIZE + 3]);
 bool fsq_exists_at(int dirfd, const char *name);
-/* Validation of a whole queue file: 0, -1 (I/O, errno), -2 (corrupt,
- * *why_r). */
-int fsq_read_valid(int fd, const char *id, struct queue_env **env_r,
-                   const char **why_r);
-/* The body of a whole queue file against its footer's CRC (version 2
- * footers; a version 1 file has none and passes): 0, -1 (I/O, errno), -2
- * (mismatch, *why_r). */
-int fsq_check_body(int fd, const char **why_r);
+/* Validation of a whole queue file, with check_body its body against
+ * the footer's CRC too (recovery after a crash): 0, -1 (I/O, errno), -2
+ * (corrupt, *why_r). */
+int fsq_read_valid(int fd, const char *id, bool check_body,
+                   struct queue_env **env_r, const char **why_r);
 /* Replays an <id>.st into env (or only measures it when env is NULL). */
 int fsq_read_st(int fd, const char *id, struct queue_env *env,
                 uint64_t *valid_r, bool *torn_r);

@@ -55,11 +55,9 @@ static bool recover_msg(struct fsq *fq, int dirfd, const char *id,
         why = "symbolic link";
         r = -2;
     } else {
-        r = fsq_read_valid(fd, id, &env, &why);
         /* After a crash a body page may not have reached the disk: only
          * here is the whole body read against its CRC (not at each load). */
-        if (r == 0 && check_body && (r = fsq_check_body(fd, &why)) != 0)
-            queue_env_free(env);
+        r = fsq_read_valid(fd, id, check_body, &env, &why);
         fs_close_keep_errno(fd);
     }
     if (r == 0) {
