@@ -360,14 +360,12 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *cmd)
 void cmd_quota_run(struct batch_job *job)
 {
     struct session *s = job->arg;
-    struct store *st = smtpd_store(s->srv);
     uint64_t bytes = 0, msgs = 0;
     errno = 0;
-    if ((store_quota_usage_cached(st, s->quota_mailbox, &bytes, &msgs) == 0 &&
-         store_quota_clear(bytes, msgs, s->cfg->quota_bytes,
-                           s->cfg->quota_messages,
-                           s->mail.size_given ? s->mail.size : 0)) ||
-        store_quota_usage(st, s->quota_mailbox, &bytes, &msgs) == 0) {
+    if (store_quota_usage_for(smtpd_store(s->srv), s->quota_mailbox,
+                              s->cfg->quota_bytes, s->cfg->quota_messages,
+                              s->mail.size_given ? s->mail.size : 0, true, &bytes,
+                              &msgs) == 0) {
         s->quota_bytes = bytes;
         s->quota_msgs = msgs;
         s->quota_err = 0;

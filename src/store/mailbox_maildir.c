@@ -1102,12 +1102,17 @@ struct md_itx {
     struct stat sb;
 };
 
-/* The index file beside d's new/, as md_deliver looked it up. */
+int md_index_stat(const struct md_dir *d, struct stat *sb_r)
+{
+    return fstatat(d->newfd, "../" IDX_FILE, sb_r, AT_SYMLINK_NOFOLLOW);
+}
+
+/* The index file beside d's new/ is still the one md_deliver looked up. */
 static bool md_index_same(const struct md_dir *d, const struct stat *isb)
 {
     struct stat sb;
-    return fstatat(d->newfd, "../" IDX_FILE, &sb, AT_SYMLINK_NOFOLLOW) == 0 &&
-           sb.st_dev == isb->st_dev && sb.st_ino == isb->st_ino;
+    return md_index_stat(d, &sb) == 0 && sb.st_dev == isb->st_dev &&
+           sb.st_ino == isb->st_ino;
 }
 
 struct md_itx *md_index_begin(struct mdstore *s, const struct mdpath *p,

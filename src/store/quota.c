@@ -57,14 +57,27 @@ bool store_quota_high(uint64_t bytes, uint64_t messages, uint64_t max_bytes,
            (max_messages != 0 && messages >= threshold(max_messages));
 }
 
-bool store_quota_clear(uint64_t bytes, uint64_t messages, uint64_t max_bytes,
-                       uint64_t max_messages, uint64_t incoming)
+/* Whether one more message fits and leaves the usage below the warning
+ * threshold: the case in which a running total that may lag is good
+ * enough to let it in. */
+static bool quota_clear(uint64_t bytes, uint64_t messages, uint64_t max_bytes,
+                        uint64_t max_messages, uint64_t incoming)
 {
     uint64_t with_b, with_m;
     return !__builtin_add_overflow(bytes, incoming, &with_b) &&
            !__builtin_add_overflow(messages, 1, &with_m) &&
            store_quota_fits(bytes, messages, max_bytes, max_messages, incoming) &&
            !store_quota_high(with_b, with_m, max_bytes, max_messages);
+}
+
+int store_quota_usage_for(struct store *s, const char *user, uint64_t max_bytes,
+                          uint64_t max_messages, uint64_t incoming, bool total_ok,
+                          uint64_t *bytes_r, uint64_t *messages_r)
+{
+    if (total_ok && store_quota_usage_cached(s, user, bytes_r, messages_r) == 0 &&
+        quota_clear(*bytes_r, *messages_r, max_bytes, max_messages, incoming))
+        return 0;
+    return store_quota_usage(s, user, bytes_r, messages_r);
 }
 
 static unsigned percent(uint64_t used, uint64_t limit)
@@ -232,16 +245,10 @@ int store_deliver_quota(struct store *s, const char *user, uint64_t max_bytes,
     struct store_qstate st;
     if (s->ops->quota_state_peek(s, user, &st) < 0)
         st.state = STORE_QWARN_ARMED;
-    /* The running total lets mail in while the mailbox stays below the
-     * warning threshold with it; near or over a limit the folders are
-     * read, so a refusal or a warning never rests on a stale total
-     * (doc/store.md "The usage file"); nor does re-arming a warning that
-     * was due or sent. */
-    bool quick = st.state == STORE_QWARN_ARMED &&
-                 store_quota_usage_cached(s, user, &bytes, &msgs) == 0 &&
-                 store_quota_clear(bytes, msgs, max_bytes, max_messages,
-                                   incoming_size);
-    if (!quick && store_quota_usage(s, user, &bytes, &msgs) < 0)
+    /* The running total may let mail in, but not re-arm a warning that
+     * was due or sent: that rests on an exact count. */
+    if (store_quota_usage_for(s, user, max_bytes, max_messages, incoming_size,
+                              st.state == STORE_QWARN_ARMED, &bytes, &msgs) < 0)
         return -1;
     bool fits = store_quota_fits(bytes, msgs, max_bytes, max_messages,
                                  incoming_size);

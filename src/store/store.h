@@ -87,11 +87,14 @@ bool store_quota_fits(uint64_t bytes, uint64_t messages, uint64_t max_bytes,
 /* Whether usage is at or above STORE_QUOTA_WARN_PERCENT of a limit. */
 bool store_quota_high(uint64_t bytes, uint64_t messages, uint64_t max_bytes,
                       uint64_t max_messages);
-/* Whether one more message fits and leaves the usage below the warning
- * threshold: the case in which a running total that may lag
- * (store_quota_usage_cached) is good enough to let it in. */
-bool store_quota_clear(uint64_t bytes, uint64_t messages, uint64_t max_bytes,
-                       uint64_t max_messages, uint64_t incoming);
+/* The usage to decide on one more message of `incoming` octets with: the
+ * backend's running total (store_quota_usage_cached, which may lag) when
+ * `total_ok` and it lets the message in below the warning threshold, else
+ * the exact reading (store_quota_usage), so a refusal never rests on a
+ * stale total (doc/store.md "The usage file"). 0, or -1 with errno. */
+int store_quota_usage_for(struct store *s, const char *user, uint64_t max_bytes,
+                          uint64_t max_messages, uint64_t incoming, bool total_ok,
+                          uint64_t *bytes_r, uint64_t *messages_r);
 /* "12 messages, 34 KiB of 100 MiB (0%)": usage next to the limits (the
  * percentage is of the fuller one); "12 messages, 34 KiB (no quota)"
  * without limits. Always NUL-terminated; returns out. */

@@ -291,6 +291,9 @@ uint32_t md_kw_mask(const struct store_mailbox *mb, const char *letters);
  * the row and commits when `visible`, else rolls back; it gives a clean
  * connection back to d (md_dir_index_keep) or closes it, and always
  * frees. */
+/* fstatat of the folder's index file, beside d's new/ (never through a
+ * link): 0 with *sb_r, or -1 with errno (ENOENT: no index yet). */
+int md_index_stat(const struct md_dir *d, struct stat *sb_r);
 struct md_itx;
 struct md_itx *md_index_begin(struct mdstore *s, const struct mdpath *p,
                               struct md_dir *d, const struct stat *isb);

@@ -570,7 +570,7 @@ static int md_op_link_anon(const struct md_dir *d, const void *arg)
 static bool md_has_index(const struct md_dir *d, struct stat *sb_r,
                          bool *known_r)
 {
-    *known_r = fstatat(d->newfd, "../" IDX_FILE, sb_r, AT_SYMLINK_NOFOLLOW) == 0;
+    *known_r = md_index_stat(d, sb_r) == 0;
     return *known_r || errno != ENOENT;
 }
 
