@@ -136,12 +136,24 @@ static bool usage_parse(const char *text, size_t len, uint64_t *bytes_r,
     return true;
 }
 
-/* A regular file of one link, changed in the last USAGE_MAX_AGE seconds
- * (and not far in the future). */
-static bool usage_fresh(const struct stat *sb, time_t now)
+/* A usage file to trust and keep up: a regular file of one link, under
+ * USAGE_MAX (appends stop there, so a larger one no longer follows the
+ * mail), changed in the last USAGE_MAX_AGE seconds (and not far in the
+ * future). */
+static bool usage_trusted(const struct stat *sb, time_t now)
 {
-    return S_ISREG(sb->st_mode) && sb->st_nlink == 1 && sb->st_mtime <= now + 60 &&
-           now - sb->st_mtime <= USAGE_MAX_AGE;
+    return S_ISREG(sb->st_mode) && sb->st_nlink == 1 && sb->st_size < USAGE_MAX &&
+           sb->st_mtime <= now + 60 && now - sb->st_mtime <= USAGE_MAX_AGE;
+}
+
+/* The user's INBOX as delivery holds it (the directory cache; nothing
+ * created): NULL with errno (ENOENT: no Maildir yet). */
+static struct md_dir *inbox_get(struct mdstore *s, const char *user)
+{
+    struct mdpath p;
+    if (md_names(user, NULL, &p) < 0)
+        return NULL;
+    return md_dir_get(s, &p, false);
 }
 
 /* `rel` under dirfd: ../estafeta.usage from the INBOX's new/, and so on. */
@@ -156,10 +168,7 @@ int md_quota_usage_cached(struct store *st, const char *user, uint64_t *bytes_r,
                           uint64_t *messages_r)
 {
     struct mdstore *s = (struct mdstore *)st;
-    struct mdpath p;
-    if (md_names(user, NULL, &p) < 0)
-        return -1;
-    struct md_dir *d = md_dir_get(s, &p, false);
+    struct md_dir *d = inbox_get(s, user);
     if (d == NULL)
         return -1;
     int fd = openat(d->newfd, usage_rel(true, false),
@@ -174,9 +183,7 @@ int md_quota_usage_cached(struct store *st, const char *user, uint64_t *bytes_r,
     struct stat sb;
     ssize_t n = -1;
     time_t now = time(NULL);
-    /* At USAGE_MAX appends stop (md_usage_add): such a file no longer
-     * follows the mail. */
-    if (fstat(fd, &sb) == 0 && usage_fresh(&sb, now) && sb.st_size < USAGE_MAX)
+    if (fstat(fd, &sb) == 0 && usage_trusted(&sb, now))
         n = fs_read_upto(fd, text, sizeof(text));
     close(fd);
     if (n < 0 || (size_t)n >= USAGE_MAX ||
@@ -229,10 +236,8 @@ static int usage_replace(struct mdstore *s, struct md_dir *d, const char *text,
 
 static bool usage_claim(struct mdstore *s, const char *user, struct usage_claim *c)
 {
-    struct mdpath p;
-    c->d = NULL;
     c->fd = -1;
-    if (md_names(user, NULL, &p) < 0 || (c->d = md_dir_get(s, &p, false)) == NULL)
+    if ((c->d = inbox_get(s, user)) == NULL)
         return false;
     c->fd = usage_replace(s, c->d, USAGE_MAGIC "?\n", true);
     if (c->fd < 0 || fstat(c->fd, &c->sb) < 0) {
@@ -280,7 +285,7 @@ void md_usage_add(int dirfd, bool from_new, bool in_folder, int64_t bytes,
      * full disk) leaves a total that is wrong: the file goes, and the next
      * check reads the folders. */
     int len = snprintf(line, sizeof(line), "%" PRId64 " %" PRId64 "\n", bytes, msgs);
-    if (fstat(fd, &sb) == 0 && usage_fresh(&sb, time(NULL)) && sb.st_size < USAGE_MAX &&
+    if (fstat(fd, &sb) == 0 && usage_trusted(&sb, time(NULL)) &&
         write(fd, line, (size_t)len) != len)
         unlinkat(dirfd, rel, 0);
     close(fd);
@@ -408,13 +413,10 @@ int md_quota_state_peek(struct store *st, const char *user,
                         struct store_qstate *st_r)
 {
     struct mdstore *s = (struct mdstore *)st;
-    struct mdpath p;
-    if (md_names(user, NULL, &p) < 0)
-        return -1;
     /* The INBOX's directories as delivery holds them (checked, or walked
      * without creating anything); else (no Maildir, or one without tmp/
      * or new/) the long way, as before the cache. */
-    struct md_dir *d = md_dir_get(s, &p, false);
+    struct md_dir *d = inbox_get(s, user);
     if (d != NULL) {
         int r = md_quota_state_peek_at(d->newfd, "../" QUOTA_STATE_FILE, st_r);
         int err = errno;
