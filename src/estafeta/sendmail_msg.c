@@ -161,6 +161,25 @@ bool sm_is_wsp(char c)
     return c == ' ' || c == '\t';
 }
 
+/* Steps over s[*i] when it belongs to a quoted string: an opening or
+ * closing quote, or a character or a \-escape inside one (*i then past
+ * the escape); true then. *inq carries the state from call to call. */
+static bool quote_step(const char *s, size_t len, size_t *i, bool *inq)
+{
+    if (*inq) {
+        if (s[*i] == '\\' && *i + 1 < len)
+            (*i)++;
+        else if (s[*i] == '"')
+            *inq = false;
+        return true;
+    }
+    if (s[*i] == '"') {
+        *inq = true;
+        return true;
+    }
+    return false;
+}
+
 /* One command-line element: "addr", "<addr>" or "Name <addr>". */
 static void arg_element(struct rcpts *r, const char *s, size_t len)
 {
@@ -172,13 +191,8 @@ static void arg_element(struct rcpts *r, const char *s, size_t len)
         return;     /* "a@b," : empty list elements are ignored */
     bool inq = false;
     for (size_t i = 0; i < len; i++) {
-        if (inq) {
-            if (s[i] == '\\' && i + 1 < len)
-                i++;
-            else if (s[i] == '"')
-                inq = false;
-        } else if (s[i] == '"') {
-            inq = true;
+        if (quote_step(s, len, &i, &inq)) {
+            continue;
         } else if (s[i] == '<') {
             const char *end = memchr(s + i, '>', len - i);
             if (end == NULL || (size_t)(end - s) != len - 1) {
@@ -198,16 +212,11 @@ static void arg_element(struct rcpts *r, const char *s, size_t len)
  * angle brackets do not separate). */
 void sm_arg_list(struct rcpts *r, const char *s)
 {
-    size_t start = 0, i;
+    size_t start = 0, i, len = strlen(s);
     bool inq = false, angle = false;
-    for (i = 0; s[i] != '\0'; i++) {
-        if (inq) {
-            if (s[i] == '\\' && s[i + 1] != '\0')
-                i++;
-            else if (s[i] == '"')
-                inq = false;
-        } else if (s[i] == '"') {
-            inq = true;
+    for (i = 0; i < len; i++) {
+        if (quote_step(s, len, &i, &inq)) {
+            continue;
         } else if (s[i] == '<') {
             angle = true;
         } else if (s[i] == '>') {
@@ -221,7 +230,6 @@ void sm_arg_list(struct rcpts *r, const char *s)
 }
 
 /* ------------------------------------------------------------ input */
-
 
 void sm_norm_feed(struct norm *n, const char *in, size_t len, char *out,
                   size_t *out_len_r)

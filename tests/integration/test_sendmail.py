@@ -90,6 +90,25 @@ def test_argument_recipients_crlf_date_message_id(server):
         assert body_of(m) == b"line one\r\nline two\r\n"
 
 
+def test_argument_quoted_names_and_angle_brackets(server):
+    """A comma inside a quoted display name (or after a \\-escaped quote
+    in one) does not split the argument; an unbalanced '<' refuses the
+    whole command and sends nothing."""
+    tok = token()
+    p = sendmail(server, '"Doe, John" <alice@example.test>, "a\\"b, c" <bob@example.test>',
+                 stdin="Subject: %s\n\nx\n" % tok)
+    ok(p)
+    for rcpt in ("alice@example.test", "bob@example.test"):
+        assert body_of(one(server, rcpt, tok)) == b"x\r\n"
+    tok2 = token()
+    p = sendmail(server, "demo@example.test", "Bob <bob@example.test",
+                 stdin="Subject: %s\n\nx\n" % tok2)
+    assert p.returncode == EX_USAGE and b"unbalanced" in p.stderr, p.stderr
+    time.sleep(0.5)
+    server.wait_queue_empty()
+    assert not [m for m in server.messages("demo@example.test") if tok2.encode() in m[1]]
+
+
 def test_line_ends_normalized(server):
     tok = token()
     # LF, CRLF, a bare CR, and a last line without an end
