@@ -645,8 +645,8 @@ static int send_body(struct dwriter *w, struct head *h, struct norm *n,
     char *in = xmalloc(SM_CHUNK), *out = xmalloc(2 * SM_CHUNK + 8);
     bool eof = h->eof;
     while (r == 0 && !eof) {
-        ssize_t got = sm_read_some(0, in, SM_CHUNK);
         size_t olen;
+        ssize_t got = sm_read_normalized(n, in, out, &olen);
         if (got < 0) {
             sm_err("cannot read standard input: %s: message NOT sent",
                    strerror(errno));
@@ -654,10 +654,6 @@ static int send_body(struct dwriter *w, struct head *h, struct norm *n,
             r = -3;
             break;
         }
-        if (got == 0)
-            sm_norm_finish(n, out, &olen);
-        else
-            sm_norm_feed(n, in, (size_t)got, out, &olen);
         eof = got == 0 || n->ended;
         r = dw_put(w, out, olen);
     }

@@ -296,6 +296,18 @@ ssize_t sm_read_some(int fd, char *p, size_t n)
     }
 }
 
+ssize_t sm_read_normalized(struct norm *n, char *in, char *out, size_t *out_len_r)
+{
+    ssize_t r = sm_read_some(0, in, SM_CHUNK);
+    if (r < 0)
+        return -1;
+    if (r == 0)
+        sm_norm_finish(n, out, out_len_r);
+    else
+        sm_norm_feed(n, in, (size_t)r, out, out_len_r);
+    return r;
+}
+
 
 /* A field line: a name of printable ASCII but ':', optional WSP, ':'. */
 static bool is_field_line(const char *s, size_t len)
@@ -356,16 +368,12 @@ int sm_head_read(struct head *h, struct norm *n, size_t hmax)
             h->too_big = true;
             break;
         }
-        ssize_t r = sm_read_some(0, in, SM_CHUNK);
         size_t olen;
+        ssize_t r = sm_read_normalized(n, in, out, &olen);
         if (r < 0) {
             rc = -1;
             break;
         }
-        if (r == 0)
-            sm_norm_finish(n, out, &olen);
-        else
-            sm_norm_feed(n, in, (size_t)r, out, &olen);
         if (buf_append(&h->pre, out, olen) < 0)
             abort();    /* cannot happen: pre.len <= hmax before, cap above */
         head_scan(h);

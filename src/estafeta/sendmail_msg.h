@@ -101,6 +101,12 @@ void sm_norm_finish(struct norm *n, char *out, size_t *out_len_r);
 /* read() until n bytes or end of input; -1 on error. */
 ssize_t sm_read_some(int fd, char *p, size_t n);
 
+/* The next piece of standard input (up to SM_CHUNK octets into in),
+ * normalized into out (room for 2 * SM_CHUNK + 2), *out_len_r octets; at
+ * the end of input the normalizer is finished. The octets read (0 at the
+ * end), or -1 with errno. */
+ssize_t sm_read_normalized(struct norm *n, char *in, char *out, size_t *out_len_r);
+
 /* Reads standard input until the header section is complete (or input
  * ends, or it exceeds hmax). 0, or -1 on a read error (errno). */
 int sm_head_read(struct head *h, struct norm *n, size_t hmax);
