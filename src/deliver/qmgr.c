@@ -742,7 +742,6 @@ static void qmgr_relay_done(const char *id, bool pending, void *arg)
 }
 
 struct qmgr_rescan {
-    struct qmgr *m;
     char **ids;
     size_t n;
 };
@@ -791,7 +790,7 @@ static void qmgr_mark_known_node(const void *node, VISIT v, void *arg)
 static void qmgr_do_flush(struct qmgr *m)
 {
     pthread_mutex_unlock(&m->mu);
-    struct qmgr_rescan rs = {m, NULL, 0};
+    struct qmgr_rescan rs = {NULL, 0};
     queue_list(m->queue, qmgr_rescan_cb, &rs);
     if (rs.n > 1)
         qsort(rs.ids, rs.n, sizeof(*rs.ids), qmgr_cmp_id);
@@ -807,6 +806,15 @@ static void qmgr_do_flush(struct qmgr *m)
     rs.n = u;
     bool *known = xcalloc(rs.n ? rs.n : 1, sizeof(*known));
     pthread_mutex_lock(&m->mu);
+    /* Deferred messages are retried now, the relay's too. */
+    for (size_t k = 0; k < timeheap_count(&m->waiting); k++) {
+        struct qmgr_item *it = timeheap_at(&m->waiting, k);
+        it->relay_due = 0;
+        it->due = 0;
+        qmgr_push_ready(m, it);
+    }
+    timeheap_clear(&m->waiting);
+    /* What is in hand now: being delivered, ready, or the relay's. */
     for (size_t k = 0; k < m->nthreads; k++)
         if (m->current[k][0] != '\0')
             qmgr_mark_known(&rs, known, m->current[k]);
@@ -814,17 +822,6 @@ static void qmgr_do_flush(struct qmgr *m)
         qmgr_mark_known(&rs, known, it->id);
     struct qmgr_known kn = {&rs, known};
     twalk_r(m->in_relay, qmgr_mark_known_node, &kn);
-    size_t nw = timeheap_count(&m->waiting);
-    for (size_t k = 0; k < nw; k++)
-        qmgr_mark_known(&rs, known, ((struct qmgr_item *)timeheap_at(&m->waiting, k))->id);
-    /* Deferred messages are retried now, the relay's too. */
-    for (size_t k = 0; k < nw; k++) {
-        struct qmgr_item *it = timeheap_at(&m->waiting, k);
-        it->relay_due = 0;
-        it->due = 0;
-        qmgr_push_ready(m, it);
-    }
-    timeheap_clear(&m->waiting);
     size_t added = 0;
     for (size_t i = 0; i < rs.n; i++) {
         if (!known[i]) {
