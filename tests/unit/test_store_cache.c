@@ -9,6 +9,7 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -21,6 +22,7 @@
 #include "proto/pop3.h"
 #include "store/mailbox.h"
 #include "store/store.h"
+#include "store/store_backend.h"
 
 /* ---- helpers ---- */
 #include "store/mailbox.h"
@@ -468,6 +470,60 @@ TEST(maildir_index_connection_kept)
     free(root);
 }
 
+/* At most MD_INDEX_KEEP_MAX index connections are kept (a quarter of the
+ * cache's entries when the descriptor limit makes it smaller): after
+ * deliveries into more indexed mailboxes than that, with no reader, the
+ * WAL files that remain (a connection's, while it is open) are exactly
+ * that many, and every delivery still got its row. */
+TEST(maildir_index_connections_bounded)
+{
+    enum { BOXES = MD_INDEX_KEEP_MAX + 8 };
+    struct rlimit rl;
+    size_t cap = MD_DIRCACHE_MAX;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur / 16 < cap)
+        cap = (size_t)(rl.rlim_cur / 16);
+    size_t want = cap / 4 < MD_INDEX_KEEP_MAX ? cap / 4 : MD_INDEX_KEEP_MAX;
+    char *root = make_tmpdir();
+    if (root == NULL)
+        return;
+    struct store *s = store_maildir_new(root, "h");
+    char mbox[64], path[4096], dump[512];
+    for (int i = 0; i < BOXES; i++) {
+        snprintf(mbox, sizeof(mbox), "u%d@example.org", i);
+        CHECK(deliver(s, mbox, NULL, "a\r\n", NULL, 0) == 0);
+        struct store_mailbox *mb = NULL;
+        CHECK(store_mailbox_open(s, mbox, NULL, 0, &mb) == 0); /* the index */
+        store_mailbox_close(mb);
+    }
+    for (int i = 0; i < BOXES; i++) {
+        snprintf(mbox, sizeof(mbox), "u%d@example.org", i);
+        CHECK(deliver(s, mbox, NULL, "b\r\n", NULL, 0) == 0);
+    }
+    size_t wals = 0;
+    for (int i = 0; i < BOXES; i++) {
+        snprintf(path, sizeof(path), "%s/example.org/u%d/estafeta.index-wal", root, i);
+        wals += access(path, F_OK) == 0;
+    }
+    CHECK_EQ_INT(wals, want);
+    store_free(s); /* closes them: the last connection takes its WAL */
+    wals = 0;
+    for (int i = 0; i < BOXES; i++) {
+        snprintf(path, sizeof(path), "%s/example.org/u%d/estafeta.index-wal", root, i);
+        wals += access(path, F_OK) == 0;
+    }
+    CHECK_EQ_INT(wals, 0);
+    /* Every delivery got its row, kept connection or not. */
+    for (int i = 0; i < BOXES; i++) {
+        snprintf(path, sizeof(path), "%s/example.org/u%d/estafeta.index", root, i);
+        long next = 0;
+        CHECK(index_dump(path, dump, sizeof(dump), &next) == 0);
+        CHECK_EQ_INT(next, 3);
+    }
+    rm_rf(root);
+    free(root);
+}
+
 /* The warning state is read through the cached directories, also for a
  * delivery into a folder (the state is in the INBOX Maildir). */
 
@@ -523,6 +579,7 @@ int main(void)
     RUN(maildir_cache_index);
     RUN(maildir_index_created_between);
     RUN(maildir_index_connection_kept);
+    RUN(maildir_index_connections_bounded);
     RUN(maildir_name_pid_after_fork);
     return harness_done("test_store_cache");
 }
