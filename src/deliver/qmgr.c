@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,6 +57,7 @@ struct qmgr {
                                                    delivered now */
     pthread_t *threads;
     size_t nthreads;
+    int nice;                /* delivery-nice, applied by each worker */
     /* With a quota, the check and the delivery of one mailbox must not
      * interleave with another worker's (or both could pass the check and
      * overfill it): striped locks by mailbox name. */
@@ -637,12 +639,30 @@ struct qmgr_worker {
     size_t index;
 };
 
+/*
+ * Lowers the calling worker's CPU priority (Linux: setpriority on a thread
+ * id changes that thread only). A client waits on the loop thread and the
+ * commit thread for every reply; a delivery only has to keep up, so on a
+ * busy machine the scheduler should run those first (doc/performance.md
+ * "Delivery at a lower priority").
+ */
+static void qmgr_thread_nice(int nice)
+{
+    if (nice <= 0)
+        return;
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), nice) < 0)
+        log_kv(LOG_WARN, "qmgr.nice_failed", "error", strerror(errno), NULL);
+}
+
 static void *qmgr_thread(void *arg)
 {
     struct qmgr_worker *w = arg;
     struct qmgr *m = w->m;
     char *current = m->current[w->index];
     free(w);
+    /* "deliver" in ps -L and top -H, so an admin can tell them apart. */
+    pthread_setname_np(pthread_self(), "deliver");
+    qmgr_thread_nice(m->nice);
     pthread_mutex_lock(&m->mu);
     while (!m->stopping) {
         if (m->flush) {
@@ -875,6 +895,7 @@ struct qmgr *qmgr_start(struct queue *q, struct store *st, struct cfgref *cfg,
      * a message is only ever in one worker's hands (it is in exactly one
      * list or `current`). */
     m->nthreads = cfg->cfg->limits[LIM_DELIVERY_THREADS];
+    m->nice = (int)cfg->cfg->limits[LIM_DELIVERY_NICE];
     m->current = xcalloc(m->nthreads, sizeof(*m->current));
     m->threads = xcalloc(m->nthreads, sizeof(*m->threads));
     for (size_t k = 0; k < m->nthreads; k++) {

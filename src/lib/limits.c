@@ -151,6 +151,14 @@ const struct limit_def limit_table[LIM__COUNT] = {
         "than the same flushes in a row, and deliveries into one folder "
         "share its directory flush (doc/performance.md: 16 delivered 1.3-1.6x "
         "faster than 4 at less CPU; Postfix runs up to 20 virtual(8))"},
+    [LIM_DELIVERY_NICE] = {"delivery-nice", LIMIT_COUNT, 10, 0, 19,
+        "how much lower the delivery threads' CPU priority is than the "
+        "threads that answer clients (a nice increment; read at start): "
+        "a client waits for each reply, a delivery only has to keep up, "
+        "so accepting goes first and deliveries take the CPU it leaves "
+        "(doc/performance.md: at 10 and 50 sessions 1.4-1.8x the accept "
+        "rate of 0, all mail in the Maildir about as soon); 0 leaves them "
+        "equal"},
     [LIM_QUEUE_LOG_MESSAGE] = {"queue-log-message", LIMIT_SIZE, 256 * KiB, 0, 16 * MiB,
         "largest message body kept in memory while received and committed "
         "to the queue's accept log (one append and one fdatasync per batch) "

@@ -59,3 +59,51 @@ def test_idle_timeouts(make_server):
         c.close()
     assert time.monotonic() - t0 >= 8, "timed out too early"
     s.assert_not_delivered(tok)
+
+
+def _thread_nices(pid):
+    """{thread name: [nice, ...]} of a running process (/proc/PID/task)."""
+    import os
+    out = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+            stat = f.read()
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        out.setdefault(name, []).append(int(fields[16]))  # field 19: nice
+    return out
+
+
+def _settled_nices(pid, want, timeout=5.0):
+    """_thread_nices once the "deliver" threads are `want` (they name
+    themselves and lower their priority as they start, maybe after the
+    server says it is ready), or at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nices = _thread_nices(pid)
+        if nices.get("deliver") == want or time.monotonic() > deadline:
+            return nices
+        time.sleep(0.05)
+
+
+def test_delivery_nice(make_server):
+    """The delivery threads run at `delivery-nice` (default 10) below the
+    threads that answer clients, and mail is still delivered."""
+    s = make_server()
+    nices = _settled_nices(s.proc.pid, [10] * 16)
+    assert nices.get("deliver") and len(nices["deliver"]) == 16, nices
+    assert set(nices["deliver"]) == {10}, nices
+    others = [n for name, ns in nices.items() if name != "deliver" for n in ns]
+    assert others and set(others) == {0}, nices
+    tok = token()
+    c = SMTPRaw(s.port)
+    c.hello()
+    c.start_mail("sender@remote.test", ["alice@example.test"])
+    check(c.send_data(b"Subject: " + tok.encode() + b"\r\n\r\nbody\r\n"),
+          250, "2.0.0", None, c)
+    c.close()
+    assert len(s.wait_messages("alice@example.test", tok)) == 1
+
+    s2 = make_server(extra="limit delivery-nice 0\nlimit delivery-threads 3\n")
+    nices = _settled_nices(s2.proc.pid, [0, 0, 0])
+    assert nices.get("deliver") == [0, 0, 0], nices
