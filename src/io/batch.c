@@ -95,7 +95,8 @@ static void batch_on_done(evutil_socket_t fd, short what, void *arg)
     batch_reap(arg);
 }
 
-struct batch *batch_new(struct event_base *base, batch_run_fn run, void *arg)
+struct batch *batch_new(struct event_base *base, batch_run_fn run, void *arg,
+                        const char *name)
 {
     struct batch *b = xcalloc(1, sizeof(*b));
     b->run = run;
@@ -116,6 +117,7 @@ struct batch *batch_new(struct event_base *base, batch_run_fn run, void *arg)
         log_kv(LOG_CRIT, "batch.thread", "error", "pthread_create failed", NULL);
         abort();
     }
+    pthread_setname_np(b->thread, name);
     return b;
 }
 

@@ -8,8 +8,9 @@
  * that window, and each client is answered after the fsync that covers it.
  *
  * Contract:
- *  - batch_new(base, run, arg): run(jobs, n, arg) is called on the worker
- *    thread with up to BATCH_MAX jobs; it fills each job's result.
+ *  - batch_new(base, run, arg, name): run(jobs, n, arg) is called on the
+ *    worker thread (named name for ps -L and top -H: at most 15
+ *    characters) with up to BATCH_MAX jobs; it fills each job's result.
  *  - batch_submit(b, job) from the loop thread. The job is owned by the
  *    caller and must stay valid until its done(job) callback runs on the
  *    loop thread.
@@ -35,7 +36,8 @@ struct batch_job {
 
 typedef void (*batch_run_fn)(struct batch_job **jobs, size_t n, void *arg);
 
-struct batch *batch_new(struct event_base *base, batch_run_fn run, void *arg);
+struct batch *batch_new(struct event_base *base, batch_run_fn run, void *arg,
+                        const char *name);
 void batch_submit(struct batch *b, struct batch_job *job);
 void batch_free(struct batch *b);
 

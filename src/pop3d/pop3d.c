@@ -932,7 +932,7 @@ struct pop3d *pop3d_new(struct event_base *base, struct store *store,
     srv->cfg = cfgref_get(cfg);
     srv->fails = fails;
     srv->sid_prefix = (uint32_t)getpid() ^ (uint32_t)time(NULL);
-    srv->worker = batch_new(base, p3_worker_run, srv);
+    srv->worker = batch_new(base, p3_worker_run, srv, "pop3");
     srv->ev_all_closed = event_new(base, -1, 0, pop3d_on_all_closed, srv);
     return srv;
 }

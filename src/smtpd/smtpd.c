@@ -489,9 +489,9 @@ struct smtpd *smtpd_new(struct event_base *base, struct queue *queue,
     if (getrandom(&srv->sid_prefix, sizeof(srv->sid_prefix), 0) !=
         (ssize_t)sizeof(srv->sid_prefix))
         srv->sid_prefix = (uint32_t)getpid();
-    srv->committer = batch_new(base, smtpd_commit_run, srv);
-    srv->auth_worker = batch_new(base, smtpd_auth_run, srv);
-    srv->quota_worker = batch_new(base, smtpd_quota_run, srv);
+    srv->committer = batch_new(base, smtpd_commit_run, srv, "commit");
+    srv->auth_worker = batch_new(base, smtpd_auth_run, srv, "auth");
+    srv->quota_worker = batch_new(base, smtpd_quota_run, srv, "quota");
     srv->qcache = xcalloc(QUOTA_CACHE_SLOTS, sizeof(*srv->qcache));
     srv->ev_all_closed = event_new(base, -1, 0, smtpd_on_all_closed, srv);
     return srv;
