@@ -2,10 +2,14 @@
  * the running total agrees with the folders through deliveries and
  * expunges, a total that cannot be trusted is never used, and the quota
  * check uses it only to let mail in well below the limits. */
+#include <dirent.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,6 +22,33 @@
 #include "store_testlib.h"
 
 #define USER "alice@example.org"
+
+/*
+ * A seam for "a delivery in the middle of an exact reading": the reading
+ * lists each folder through fdopendir(), and this program's own
+ * definition is found before libc's. While scan_append_to names a usage
+ * file, the first call appends one line to it, as a delivery by another
+ * thread or process would (md_usage_add: one O_APPEND write), then
+ * disarms.
+ */
+static const char *scan_append_to;
+
+DIR *fdopendir(int fd)
+{
+    static DIR *(*real)(int);
+    if (real == NULL)
+        *(void **)&real = dlsym(RTLD_NEXT, "fdopendir");
+    if (scan_append_to != NULL) {
+        const char *path = scan_append_to;
+        scan_append_to = NULL;
+        int afd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+        if (afd >= 0) {
+            CHECK(write(afd, "5 1\n", 4) == 4);
+            close(afd);
+        }
+    }
+    return real(fd);
+}
 
 /* The cached total equals the exact one (asserted), returned in *b, *m. */
 static void check_agree(struct store *s, uint64_t *b_r, uint64_t *m_r)
@@ -290,10 +321,80 @@ TEST(usage_quota_check)
     usage_teardown(s, root);
 }
 
+/* A delivery during an exact reading: the reading leaves its placeholder
+ * (the total it counted may miss that message), so the total is not
+ * trusted until the next exact reading, which gets it right. */
+TEST(usage_delivery_during_reading)
+{
+    char *root, path[4096], text[512];
+    uint64_t b, m, cb, cm;
+    struct store *s = usage_setup(&root, path, sizeof(path));
+    if (s == NULL)
+        return;
+    CHECK(deliver(s, USER, NULL, "12345\r\n", NULL, 0) == 0); /* 7 */
+    CHECK(store_quota_usage(s, USER, &b, &m) == 0);
+    read_text(path, text, sizeof(text));
+    CHECK_EQ_STR(text, "estafeta-usage 1\n7 1\n");
+    scan_append_to = path;
+    CHECK(store_quota_usage(s, USER, &b, &m) == 0);
+    CHECK(scan_append_to == NULL); /* the seam was reached */
+    CHECK_EQ_INT(b, 7);
+    CHECK_EQ_INT(m, 1);
+    read_text(path, text, sizeof(text));
+    CHECK_EQ_STR(text, "estafeta-usage 1\n?\n5 1\n"); /* placeholder kept */
+    errno = 0;
+    CHECK(store_quota_usage_cached(s, USER, &cb, &cm) == -1 && errno == ESTALE);
+    /* A real delivery now does not make it trusted either. */
+    CHECK(deliver(s, USER, NULL, "1\r\n", NULL, 0) == 0); /* 3 */
+    CHECK(store_quota_usage_cached(s, USER, &cb, &cm) == -1 && errno == ESTALE);
+    CHECK(store_quota_usage(s, USER, &b, &m) == 0);
+    read_text(path, text, sizeof(text));
+    CHECK_EQ_STR(text, "estafeta-usage 1\n10 2\n");
+    check_agree(s, &b, &m);
+    usage_teardown(s, root);
+}
+
+/* A line that does not go in whole (the disk full, here the file size
+ * limit) would leave a wrong total: the file goes, the next check reads
+ * the folders, and the delivery itself stands. */
+TEST(usage_short_append)
+{
+    char *root, path[4096], text[512];
+    uint64_t b, m;
+    struct store *s = usage_setup(&root, path, sizeof(path));
+    if (s == NULL)
+        return;
+    CHECK(deliver(s, USER, NULL, "12345\r\n", NULL, 0) == 0); /* 7 */
+    CHECK(store_quota_usage(s, USER, &b, &m) == 0);
+    read_text(path, text, sizeof(text));
+    CHECK_EQ_STR(text, "estafeta-usage 1\n7 1\n"); /* 21 octets */
+    /* Room for the 3-octet message but for only 2 of the 4 of "3 1\n". */
+    struct rlimit old, lim;
+    CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
+    lim = old;
+    lim.rlim_cur = 23;
+    CHECK(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    int r = deliver(s, USER, NULL, "1\r\n", NULL, 0);
+    CHECK(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    signal(SIGXFSZ, was);
+    CHECK(r == 0);
+    CHECK(access(path, F_OK) == -1 && errno == ENOENT);
+    errno = 0;
+    CHECK(store_quota_usage_cached(s, USER, &b, &m) == -1 && errno == ENOENT);
+    CHECK(store_quota_usage(s, USER, &b, &m) == 0);
+    CHECK_EQ_INT(b, 10);
+    CHECK_EQ_INT(m, 2);
+    check_agree(s, &b, &m);
+    usage_teardown(s, root);
+}
+
 int main(void)
 {
     RUN(usage_follows_deliveries_and_expunges);
     RUN(usage_untrusted);
     RUN(usage_quota_check);
+    RUN(usage_delivery_during_reading);
+    RUN(usage_short_append);
     return harness_done("test_store_usage");
 }
