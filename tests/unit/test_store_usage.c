@@ -91,6 +91,22 @@ static struct store *usage_setup(char **root_r, char *usage_r, size_t cap)
     return s;
 }
 
+/* usage_setup, then one message of 7 octets and an exact reading, which
+ * makes the usage file "7 1". */
+static struct store *usage_setup_one(char **root_r, char *usage_r, size_t cap)
+{
+    char text[512];
+    uint64_t b, m;
+    struct store *s = usage_setup(root_r, usage_r, cap);
+    if (s == NULL)
+        return NULL;
+    CHECK(deliver(s, USER, NULL, "12345\r\n", NULL, 0) == 0);
+    CHECK(store_quota_usage(s, USER, &b, &m) == 0);
+    read_text(usage_r, text, sizeof(text));
+    CHECK_EQ_STR(text, "estafeta-usage 1\n7 1\n");
+    return s;
+}
+
 static void usage_teardown(struct store *s, char *root)
 {
     store_free(s);
@@ -150,11 +166,9 @@ TEST(usage_untrusted)
 {
     char *root, path[4096], big[6000];
     uint64_t b, m;
-    struct store *s = usage_setup(&root, path, sizeof(path));
+    struct store *s = usage_setup_one(&root, path, sizeof(path));
     if (s == NULL)
         return;
-    CHECK(deliver(s, USER, NULL, "12345\r\n", NULL, 0) == 0);
-    CHECK(store_quota_usage(s, USER, &b, &m) == 0);
     static const char *const bad[] = {
         "",
         "garbage\n",
@@ -328,13 +342,9 @@ TEST(usage_delivery_during_reading)
 {
     char *root, path[4096], text[512];
     uint64_t b, m, cb, cm;
-    struct store *s = usage_setup(&root, path, sizeof(path));
+    struct store *s = usage_setup_one(&root, path, sizeof(path));
     if (s == NULL)
         return;
-    CHECK(deliver(s, USER, NULL, "12345\r\n", NULL, 0) == 0); /* 7 */
-    CHECK(store_quota_usage(s, USER, &b, &m) == 0);
-    read_text(path, text, sizeof(text));
-    CHECK_EQ_STR(text, "estafeta-usage 1\n7 1\n");
     scan_append_to = path;
     CHECK(store_quota_usage(s, USER, &b, &m) == 0);
     CHECK(scan_append_to == NULL); /* the seam was reached */
@@ -359,16 +369,12 @@ TEST(usage_delivery_during_reading)
  * the folders, and the delivery itself stands. */
 TEST(usage_short_append)
 {
-    char *root, path[4096], text[512];
+    char *root, path[4096];
     uint64_t b, m;
-    struct store *s = usage_setup(&root, path, sizeof(path));
+    struct store *s = usage_setup_one(&root, path, sizeof(path));
     if (s == NULL)
         return;
-    CHECK(deliver(s, USER, NULL, "12345\r\n", NULL, 0) == 0); /* 7 */
-    CHECK(store_quota_usage(s, USER, &b, &m) == 0);
-    read_text(path, text, sizeof(text));
-    CHECK_EQ_STR(text, "estafeta-usage 1\n7 1\n"); /* 21 octets */
-    /* Room for the 3-octet message but for only 2 of the 4 of "3 1\n". */
+    /* The file has 21 octets. Room for the 3-octet message but for only 2 of the 4 of "3 1\n". */
     struct rlimit old, lim;
     CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
     void (*was)(int) = signal(SIGXFSZ, SIG_IGN);
