@@ -716,49 +716,6 @@ static int fs_log_load(struct fsq *fq, const char *id, struct queue_env **env_r)
     return r;
 }
 
-/*
- * An active message is in msg/ or in the log (doc/queue.md "The log and
- * the other operations"). The server's own index of the log is exact, so it
- * looks there first; another process's is a snapshot taken at open, and a
- * message kept as a file since then is read from the file (with its
- * states).
- */
-static int fs_load(struct queue *q, const char *id, struct queue_env **env_r)
-{
-    struct fsq *fq = FSQ(q);
-    if (!qfile_id_valid(id)) {
-        errno = EINVAL;
-        return -1;
-    }
-    if (qlog_is_owner(fq->log)) {
-        int r = fs_log_load(fq, id, env_r);
-        if (r == -1 && errno == ENOENT)
-            r = fs_load_in(fq->msgfd, id, env_r);
-        return r;
-    }
-    int r = fs_load_in(fq->msgfd, id, env_r);
-    if (r == -1 && errno == ENOENT) {
-        r = fs_log_load(fq, id, env_r);
-        if (r == -1)
-            errno = ENOENT;
-    }
-    return r;
-}
-
-static int fs_load_any(struct queue *q, const char *id, struct queue_env **env_r,
-                       bool *held_r)
-{
-    *held_r = false;
-    int r = fs_load(q, id, env_r);
-    if (r == -1 && errno == ENOENT) {
-        *held_r = true;
-        r = fs_load_in(FSQ(q)->holdfd, id, env_r);
-        if (r == -1 && errno == ENOENT)
-            *held_r = false;
-    }
-    return r;
-}
-
 static int fs_body_open_in(struct queue *q, int dirfd, const char *id,
                            struct queue_body **b_r)
 {
@@ -815,8 +772,25 @@ static int fs_log_body_open(struct queue *q, const char *id,
     return 0;
 }
 
-/* The same order as fs_load. */
-static int fs_body_open(struct queue *q, const char *id, struct queue_body **b_r)
+/*
+ * One way of reading a message (its envelope, or its body): from a record
+ * of the accept log, or from a file in a directory (msg/ or hold/). `out`
+ * is the caller's env_r or b_r.
+ */
+struct fs_reader {
+    int (*from_log)(struct queue *q, const char *id, void *out);
+    int (*from_dir)(struct queue *q, int dirfd, const char *id, void *out);
+};
+
+/*
+ * An active message is in msg/ or in the log (doc/queue.md "The log and
+ * the other operations"). The server's own index of the log is exact, so it
+ * looks there first; another process's is a snapshot taken at open, and a
+ * message kept as a file since then is read from the file (with its
+ * states).
+ */
+static int fs_read_active(struct queue *q, const char *id, const struct fs_reader *rd,
+                          void *out)
 {
     struct fsq *fq = FSQ(q);
     if (!qfile_id_valid(id)) {
@@ -824,32 +798,79 @@ static int fs_body_open(struct queue *q, const char *id, struct queue_body **b_r
         return -1;
     }
     if (qlog_is_owner(fq->log)) {
-        int r = fs_log_body_open(q, id, b_r);
+        int r = rd->from_log(q, id, out);
         if (r == -1 && errno == ENOENT)
-            r = fs_body_open_in(q, fq->msgfd, id, b_r);
+            r = rd->from_dir(q, fq->msgfd, id, out);
         return r;
     }
-    int r = fs_body_open_in(q, fq->msgfd, id, b_r);
+    int r = rd->from_dir(q, fq->msgfd, id, out);
     if (r == -1 && errno == ENOENT) {
-        r = fs_log_body_open(q, id, b_r);
+        r = rd->from_log(q, id, out);
         if (r == -1)
             errno = ENOENT;
     }
     return r;
 }
 
-static int fs_body_open_any(struct queue *q, const char *id,
-                            struct queue_body **b_r, bool *held_r)
+/* An active message, else a held one (*held_r). */
+static int fs_read_any(struct queue *q, const char *id, const struct fs_reader *rd,
+                       void *out, bool *held_r)
 {
     *held_r = false;
-    int r = fs_body_open(q, id, b_r);
+    int r = fs_read_active(q, id, rd, out);
     if (r == -1 && errno == ENOENT) {
         *held_r = true;
-        r = fs_body_open_in(q, FSQ(q)->holdfd, id, b_r);
+        r = rd->from_dir(q, FSQ(q)->holdfd, id, out);
         if (r == -1 && errno == ENOENT)
             *held_r = false;
     }
     return r;
+}
+
+static int fs_env_from_log(struct queue *q, const char *id, void *out)
+{
+    return fs_log_load(FSQ(q), id, out);
+}
+
+static int fs_env_from_dir(struct queue *q, int dirfd, const char *id, void *out)
+{
+    (void)q;
+    return fs_load_in(dirfd, id, out);
+}
+
+static int fs_body_from_log(struct queue *q, const char *id, void *out)
+{
+    return fs_log_body_open(q, id, out);
+}
+
+static int fs_body_from_dir(struct queue *q, int dirfd, const char *id, void *out)
+{
+    return fs_body_open_in(q, dirfd, id, out);
+}
+
+static const struct fs_reader fs_env_reader = {fs_env_from_log, fs_env_from_dir};
+static const struct fs_reader fs_body_reader = {fs_body_from_log, fs_body_from_dir};
+
+static int fs_load(struct queue *q, const char *id, struct queue_env **env_r)
+{
+    return fs_read_active(q, id, &fs_env_reader, env_r);
+}
+
+static int fs_load_any(struct queue *q, const char *id, struct queue_env **env_r,
+                       bool *held_r)
+{
+    return fs_read_any(q, id, &fs_env_reader, env_r, held_r);
+}
+
+static int fs_body_open(struct queue *q, const char *id, struct queue_body **b_r)
+{
+    return fs_read_active(q, id, &fs_body_reader, b_r);
+}
+
+static int fs_body_open_any(struct queue *q, const char *id,
+                            struct queue_body **b_r, bool *held_r)
+{
+    return fs_read_any(q, id, &fs_body_reader, b_r, held_r);
 }
 
 static ssize_t fs_body_read(struct queue_body *qb, void *p, size_t n)
