@@ -644,7 +644,7 @@ struct qmgr_worker {
  * id changes that thread only). A client waits on the loop thread and the
  * commit thread for every reply; a delivery only has to keep up, so on a
  * busy machine the scheduler should run those first (doc/performance.md
- * "Delivery at a lower priority").
+ * "Latest: delivery at a lower priority", with its price under a flood).
  */
 static void qmgr_thread_nice(int nice)
 {
