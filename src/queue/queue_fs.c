@@ -58,6 +58,8 @@ struct fsbody {
     uint64_t off, end;
     struct qlog_ref ref;  /* a record of the log: fd is the segment's */
     bool in_log;
+    unsigned char *img;   /* a small image read whole (fs_check_image), or NULL */
+    uint64_t img_base;    /* the file offset of img[0] */
 };
 
 
@@ -461,41 +463,77 @@ static int pread_full(int fd, void *p, size_t n, uint64_t off)
     return 0;
 }
 
+/* An image this small is read whole, in one pread, by whoever wants its
+ * envelope or its body: a delivery of a small message then reads it twice
+ * (the envelope, the body) instead of six times (header, footer and
+ * envelope; header, footer and body). Beyond it, the parts are read where
+ * they lie, so a large body is not read to get at its envelope. */
+#define FS_IMAGE_WHOLE_MAX (16u * 1024u)
+
 /* Header and footer of a queue-file image of `size` bytes at `base` in
  * fd (a queue file: base 0; a record of the log): 0, -1 (I/O), -2
- * (corrupt). */
+ * (corrupt). With img_r, an image of at most FS_IMAGE_WHOLE_MAX is read
+ * whole into *img_r (malloc'd: the caller frees it); else *img_r is
+ * NULL. */
 static int fs_check_image(int fd, uint64_t base, uint64_t size,
-                          struct qfile_footer *f_r, const char **why_r)
+                          struct qfile_footer *f_r, const char **why_r,
+                          unsigned char **img_r)
 {
     unsigned char head[QFILE_HEADER_SIZE], foot[QFILE_FOOTER_SIZE];
+    const unsigned char *h = head, *ft = foot;
+    unsigned char *img = NULL;
     int r;
+    if (img_r != NULL)
+        *img_r = NULL;
     *why_r = "too short";
     if (size < (uint64_t)(QFILE_HEADER_SIZE + QFILE_FOOTER_SIZE))
         return -2;
+    if (img_r != NULL && size <= FS_IMAGE_WHOLE_MAX) {
+        img = xmalloc((size_t)size);
+        *why_r = "truncated";
+        if ((r = pread_full(fd, img, (size_t)size, base)) != 0) {
+            free(img);
+            return r;
+        }
+        h = img;
+        ft = img + size - QFILE_FOOTER_SIZE;
+    } else {
+        *why_r = "bad header";
+        if ((r = pread_full(fd, head, sizeof(head), base)) != 0)
+            return r;
+        *why_r = "bad footer";
+        r = pread_full(fd, foot, sizeof(foot), base + size - QFILE_FOOTER_SIZE);
+        if (r != 0)
+            return r;
+    }
     *why_r = "bad header";
-    if ((r = pread_full(fd, head, sizeof(head), base)) != 0)
-        return r;
-    if (memcmp(head, QFILE_HEADER, QFILE_HEADER_SIZE) != 0)
+    if (memcmp(h, QFILE_HEADER, QFILE_HEADER_SIZE) != 0) {
+        free(img);
         return -2;
+    }
     *why_r = "bad footer";
-    r = pread_full(fd, foot, sizeof(foot), base + size - QFILE_FOOTER_SIZE);
-    if (r != 0)
-        return r;
-    if (qfile_footer_decode(foot, size, f_r) < 0)
+    if (qfile_footer_decode(ft, size, f_r) < 0) {
+        free(img);
         return -2;
+    }
+    if (img_r != NULL)
+        *img_r = img;
     return 0;
 }
 
 /* fs_check_image for a whole queue file. */
-static int fs_check_frame(int fd, struct qfile_footer *f_r, const char **why_r)
+static int fs_check_frame(int fd, struct qfile_footer *f_r, const char **why_r,
+                          unsigned char **img_r)
 {
+    if (img_r != NULL)
+        *img_r = NULL;
     struct stat st;
     if (fstat(fd, &st) < 0)
         return -1;
     *why_r = "not a regular file";
     if (!S_ISREG(st.st_mode) || st.st_size < 0)
         return -2;
-    return fs_check_image(fd, 0, (uint64_t)st.st_size, f_r, why_r);
+    return fs_check_image(fd, 0, (uint64_t)st.st_size, f_r, why_r, img_r);
 }
 
 /* Reads len bytes at off in `from` a chunk at a time, writing them to `to`
@@ -530,13 +568,22 @@ static int fs_read_valid_at(int fd, uint64_t base, uint64_t size, const char *id
                             const char **why_r)
 {
     struct qfile_footer f;
+    unsigned char *img;
     *env_r = NULL;
-    int r = size == UINT64_MAX ? fs_check_frame(fd, &f, why_r)
-                               : fs_check_image(fd, base, size, &f, why_r);
-    if (r != 0)
+    int r = size == UINT64_MAX ? fs_check_frame(fd, &f, why_r, &img)
+                               : fs_check_image(fd, base, size, &f, why_r, &img);
+    if (r != 0) {
+        if (r == -2)
+            errno = EBADMSG;
         return r;
-    unsigned char *eb = xmalloc(f.env_len > 0 ? (size_t)f.env_len : 1);
-    r = pread_full(fd, eb, (size_t)f.env_len, base + f.env_off);
+    }
+    unsigned char *eb;
+    if (img != NULL) {
+        eb = img + f.env_off; /* within the image: qfile_footer_decode */
+    } else {
+        eb = xmalloc(f.env_len > 0 ? (size_t)f.env_len : 1);
+        r = pread_full(fd, eb, (size_t)f.env_len, base + f.env_off);
+    }
     if (r == 0 && qfile_crc32(0, eb, (size_t)f.env_len) != f.env_crc) {
         *why_r = "envelope checksum";
         r = -2;
@@ -549,7 +596,10 @@ static int fs_read_valid_at(int fd, uint64_t base, uint64_t size, const char *id
     } else if (r == -2) {
         *why_r = "envelope truncated";
     }
-    free(eb);
+    if (img != NULL)
+        free(img);
+    else
+        free(eb);
     uint32_t crc;
     if (r == 0 && check_body && f.version >= 2) {
         *why_r = "body truncated";
@@ -729,7 +779,8 @@ static int fs_body_open_in(struct queue *q, int dirfd, const char *id,
     int fd = openat(dirfd, id, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return -1;
-    int r = fs_check_frame(fd, &f, &why);
+    unsigned char *img;
+    int r = fs_check_frame(fd, &f, &why, &img);
     if (r != 0) {
         if (r == -2)
             errno = EBADMSG;
@@ -741,6 +792,8 @@ static int fs_body_open_in(struct queue *q, int dirfd, const char *id,
     b->fd = fd;
     b->off = QFILE_HEADER_SIZE;
     b->end = QFILE_HEADER_SIZE + f.body_len;
+    b->img = img;
+    b->img_base = 0;
     *b_r = &b->base;
     return 0;
 }
@@ -755,7 +808,8 @@ static int fs_log_body_open(struct queue *q, const char *id,
     *b_r = NULL;
     if (qlog_pin(fq->log, id, &ref) < 0)
         return -1;
-    int r = fs_check_image(ref.fd, ref.off, ref.len, &f, &why);
+    unsigned char *img;
+    int r = fs_check_image(ref.fd, ref.off, ref.len, &f, &why, &img);
     if (r != 0) {
         qlog_unpin(fq->log, &ref);
         errno = r == -2 ? EBADMSG : errno;
@@ -768,6 +822,8 @@ static int fs_log_body_open(struct queue *q, const char *id,
     b->end = b->off + f.body_len;
     b->ref = ref;
     b->in_log = true;
+    b->img = img;
+    b->img_base = ref.off;
     *b_r = &b->base;
     return 0;
 }
@@ -883,6 +939,11 @@ static ssize_t fs_body_read(struct queue_body *qb, void *p, size_t n)
         n = SSIZE_MAX;
     if (n == 0)
         return 0;
+    if (b->img != NULL) {
+        memcpy(p, b->img + (b->off - b->img_base), n);
+        b->off += (uint64_t)n;
+        return (ssize_t)n;
+    }
     for (;;) {
         ssize_t r = pread(b->fd, p, n, (off_t)b->off);
         if (r < 0 && errno == EINTR)
@@ -904,6 +965,7 @@ static void fs_body_close(struct queue_body *qb)
         qlog_unpin(FSQ(qb->q)->log, &b->ref);
     else
         close(b->fd);
+    free(b->img);
     free(b);
 }
 

@@ -423,6 +423,95 @@ TEST(fs_recover_body_checksum)
     free(dir);
 }
 
+/* Flips the octet at off in path (its first one is 0). */
+static void flip_at(const char *path, uint64_t off)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    unsigned char c = 0;
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    CHECK(pread(fd, &c, 1, (off_t)off) == 1);
+    c ^= 0x20;
+    CHECK(pwrite(fd, &c, 1, (off_t)off) == 1);
+    close(fd);
+}
+
+/* Where the only message's image lies: in its file (0, the file's size)
+ * or in the log's only segment (after the first record's header, the
+ * length that header gives). */
+static bool image_place(const char *dir, const char *id, bool in_log, char *path,
+                        size_t cap, uint64_t *off_r, uint64_t *len_r)
+{
+    struct stat st;
+    if (!in_log) {
+        path_of(path, cap, dir, "msg", id);
+        *off_r = 0;
+        *len_r = stat(path, &st) == 0 ? (uint64_t)st.st_size : 0;
+        return *len_r > 0;
+    }
+    unsigned char h[QLOG_REC_HEADER_SIZE];
+    int fd = log_segment(dir, path, cap) ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    bool ok = fd >= 0 && pread(fd, h, sizeof(h), 0) == (ssize_t)sizeof(h);
+    if (fd >= 0)
+        close(fd);
+    uint64_t len = 0;
+    for (int i = 8; i < 16; i++)
+        len = len << 8 | h[i];
+    *off_r = QLOG_REC_HEADER_SIZE;
+    *len_r = len;
+    return ok && memcmp(h, "EQLOGR02", 8) == 0;
+}
+
+/* Small images are read whole in one go, larger ones a part at a time
+ * (queue_fs.c FS_IMAGE_WHOLE_MAX, 16 KiB): on both sides of that line, in
+ * the log and in a file, the envelope and the body come back as written,
+ * and a damaged header or footer is refused by both readers. */
+TEST(fs_image_whole_or_in_parts)
+{
+    static const size_t sizes[] = {1, 100, 15 * 1024, 16 * 1024 - 300, 16 * 1024,
+                                   17 * 1024, 70 * 1024};
+    for (int in_log = 0; in_log < 2; in_log++) {
+        for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+            for (int damage = 0; damage < 3; damage++) {
+                char *dir, id[QUEUE_ID_SIZE], path[4096];
+                struct queue *q = queue_new_in_tmp(&dir, in_log != 0);
+                if (q == NULL)
+                    return;
+                unsigned char *body;
+                size_t len = make_body(&body, sizes[k]);
+                CHECK(queue_one(q, body, len, 2, id) == 0);
+                uint64_t off = 0, ilen = 0;
+                CHECK(image_place(dir, id, in_log != 0, path, sizeof(path), &off, &ilen));
+                CHECK(ilen > len);
+                if (damage == 1)
+                    flip_at(path, off + 3);                 /* the header */
+                else if (damage == 2)
+                    flip_at(path, off + ilen - 30);          /* the footer */
+                struct queue_env *env = NULL;
+                struct queue_body *b = NULL;
+                if (damage == 0) {
+                    CHECK(queue_load(q, id, &env) == 0);
+                    if (env != NULL)
+                        CHECK(env->body_size == len && env->nrcpts == 2 &&
+                              strcmp(env->id, id) == 0);
+                    CHECK(body_is(q, id, body, len));
+                } else {
+                    errno = 0;
+                    CHECK(queue_load(q, id, &env) == -2 && errno == EBADMSG);
+                    errno = 0;
+                    CHECK(queue_body_open(q, id, &b) == -1 && errno == EBADMSG);
+                }
+                queue_env_free(env);
+                free(body);
+                queue_close(q);
+                rm_rf(dir);
+                free(dir);
+            }
+        }
+    }
+}
+
 int main(void)
 {
     log_set_level(LOG_CRIT); /* recovery logs are expected here */
@@ -430,5 +519,6 @@ int main(void)
     RUN(fs_log_recovery);
     RUN(fs_log_spill_and_rotation);
     RUN(fs_recover_body_checksum);
+    RUN(fs_image_whole_or_in_parts);
     return harness_done("test_queue_log");
 }
