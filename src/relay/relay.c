@@ -1057,6 +1057,7 @@ struct relay *relay_start(struct queue *q, struct cfgref *cfg, relay_done_fn don
         buf_appendf(err_r, "relay: cannot start its thread");
         goto fail;
     }
+    pthread_setname_np(r->thread, "relay");
     return r;
 fail:
     if (r->wake_ev != NULL)
