@@ -26,7 +26,7 @@
  *                        admin (below)
  *
  * Threads: one struct queue is shared by the event loop (open/write/abort),
- * the commit worker (commit) and the delivery thread (the rest). Calls on
+ * the commit worker (commit) and the delivery threads (the rest). Calls on
  * different messages may run concurrently; calls on the same message are
  * never made concurrently by estafeta. All functions return 0 on success and
  * -1 on failure with errno set (ENOSPC, EDQUOT, EIO, ...) and, where an err_r
