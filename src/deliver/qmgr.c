@@ -650,7 +650,17 @@ static void qmgr_thread_nice(int nice)
 {
     if (nice <= 0)
         return;
-    if (setpriority(PRIO_PROCESS, (id_t)gettid(), nice) < 0)
+    /* Relative to where the thread starts (the server's own nice, which an
+     * admin may have set): on Linux, "who" 0 is the calling thread. -1 is
+     * a valid nice value, so errno tells a failure. */
+    errno = 0;
+    int base = getpriority(PRIO_PROCESS, 0);
+    if (base == -1 && errno != 0) {
+        log_kv(LOG_WARN, "qmgr.nice_failed", "error", strerror(errno), NULL);
+        return;
+    }
+    int want = base + nice > 19 ? 19 : base + nice;
+    if (want > base && setpriority(PRIO_PROCESS, 0, want) < 0)
         log_kv(LOG_WARN, "qmgr.nice_failed", "error", strerror(errno), NULL);
 }
 

@@ -153,7 +153,8 @@ const struct limit_def limit_table[LIM__COUNT] = {
         "faster than 4 at less CPU; Postfix runs up to 20 virtual(8))"},
     [LIM_DELIVERY_NICE] = {"delivery-nice", LIMIT_COUNT, 10, 0, 19,
         "how much lower the delivery threads' CPU priority is than the "
-        "threads that answer clients (a nice increment; read at start): "
+        "threads that answer clients (added to the server's nice value, "
+        "at most 19; read at start): "
         "a client waits for each reply, a delivery only has to keep up, "
         "so accepting goes first and deliveries take the CPU it leaves "
         "(doc/performance.md: at 10 and 50 sessions 1.4-1.8x the accept "
