@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -23,6 +24,7 @@ struct batch {
     struct batch_job *done_head, *done_tail;        /* worker -> loop */
     size_t in_flight;                               /* submitted, done() not yet run */
     bool stopping;
+    char name[16];           /* the worker's, for ps -L and top -H */
     int pipe_rd, pipe_wr;    /* wakes the loop when jobs are done */
     struct event *ev_done;
 };
@@ -42,6 +44,8 @@ static void *batch_thread(void *arg)
 {
     struct batch *b = arg;
     struct batch_job *jobs[BATCH_MAX];
+    /* Named by itself (prctl): naming another thread goes through /proc. */
+    pthread_setname_np(pthread_self(), b->name);
     pthread_mutex_lock(&b->mu);
     for (;;) {
         while (b->pending_head == NULL && !b->stopping)
@@ -99,6 +103,7 @@ struct batch *batch_new(struct event_base *base, batch_run_fn run, void *arg,
                         const char *name)
 {
     struct batch *b = xcalloc(1, sizeof(*b));
+    snprintf(b->name, sizeof(b->name), "%s", name);
     b->run = run;
     b->arg = arg;
     pthread_mutex_init(&b->mu, NULL);
@@ -117,7 +122,6 @@ struct batch *batch_new(struct event_base *base, batch_run_fn run, void *arg,
         log_kv(LOG_CRIT, "batch.thread", "error", "pthread_create failed", NULL);
         abort();
     }
-    pthread_setname_np(b->thread, name);
     return b;
 }
 

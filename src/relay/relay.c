@@ -1010,6 +1010,7 @@ static void relay_on_wake(evutil_socket_t fd, short what, void *arg)
 static void *relay_thread(void *arg)
 {
     struct relay *r = arg;
+    pthread_setname_np(pthread_self(), "relay"); /* ps -L, top -H */
     event_base_dispatch(r->base);
     return NULL;
 }
@@ -1057,7 +1058,6 @@ struct relay *relay_start(struct queue *q, struct cfgref *cfg, relay_done_fn don
         buf_appendf(err_r, "relay: cannot start its thread");
         goto fail;
     }
-    pthread_setname_np(r->thread, "relay");
     return r;
 fail:
     if (r->wake_ev != NULL)
