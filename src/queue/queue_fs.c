@@ -463,16 +463,9 @@ static int pread_full(int fd, void *p, size_t n, uint64_t off)
     return 0;
 }
 
-/* An image this small is read whole, in one pread, by whoever wants its
- * envelope or its body: a delivery of a small message then reads it twice
- * (the envelope, the body) instead of six times (header, footer and
- * envelope; header, footer and body). Beyond it, the parts are read where
- * they lie, so a large body is not read to get at its envelope. */
-#define FS_IMAGE_WHOLE_MAX (16u * 1024u)
-
 /* Header and footer of a queue-file image of `size` bytes at `base` in
  * fd (a queue file: base 0; a record of the log): 0, -1 (I/O), -2
- * (corrupt). With img_r, an image of at most FS_IMAGE_WHOLE_MAX is read
+ * (corrupt). With img_r, an image of at most FSQ_IMAGE_WHOLE_MAX is read
  * whole into *img_r (malloc'd: the caller frees it); else *img_r is
  * NULL. */
 static int fs_check_image(int fd, uint64_t base, uint64_t size,
@@ -488,7 +481,7 @@ static int fs_check_image(int fd, uint64_t base, uint64_t size,
     *why_r = "too short";
     if (size < (uint64_t)(QFILE_HEADER_SIZE + QFILE_FOOTER_SIZE))
         return -2;
-    if (img_r != NULL && size <= FS_IMAGE_WHOLE_MAX) {
+    if (img_r != NULL && size <= FSQ_IMAGE_WHOLE_MAX) {
         img = xmalloc((size_t)size);
         *why_r = "truncated";
         if ((r = pread_full(fd, img, (size_t)size, base)) != 0) {
@@ -811,8 +804,9 @@ static int fs_log_body_open(struct queue *q, const char *id,
     unsigned char *img;
     int r = fs_check_image(ref.fd, ref.off, ref.len, &f, &why, &img);
     if (r != 0) {
-        qlog_unpin(fq->log, &ref);
-        errno = r == -2 ? EBADMSG : errno;
+        int err = r == -2 ? EBADMSG : errno;
+        qlog_unpin(fq->log, &ref); /* may unlink and close: errno saved */
+        errno = err;
         return -1;
     }
     struct fsbody *b = xcalloc(1, sizeof(*b));

@@ -24,6 +24,13 @@ struct fsq {
 
 static inline struct fsq *FSQ(struct queue *q) { return (struct fsq *)q; }
 
+/* A queue-file image this small is read whole, in one pread, by whoever
+ * wants its envelope or its body: a delivery of a small message then reads
+ * it twice (the envelope, the body) instead of six times (header, footer
+ * and envelope; header, footer and body). Beyond it, the parts are read
+ * where they lie, so a large body is not read to get at its envelope. */
+#define FSQ_IMAGE_WHOLE_MAX (16u * 1024u)
+
 /* <queue>/clean: left by queue_fs_mark_clean, removed by recovery. */
 #define FSQ_CLEAN_MARKER "clean"
 
