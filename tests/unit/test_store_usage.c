@@ -38,6 +38,10 @@ DIR *fdopendir(int fd)
     static DIR *(*real)(int);
     if (real == NULL)
         *(void **)&real = dlsym(RTLD_NEXT, "fdopendir");
+    if (real == NULL) {
+        errno = ENOSYS;
+        return NULL;
+    }
     if (scan_append_to != NULL) {
         const char *path = scan_append_to;
         scan_append_to = NULL;
@@ -374,6 +378,17 @@ TEST(usage_short_append)
     struct store *s = usage_setup_one(&root, path, sizeof(path));
     if (s == NULL)
         return;
+    /* The exact reading made the INBOX's index; without it the delivery
+     * below writes nothing but its message and the usage line (an index
+     * needs far more than the limit allows, and its failure is another
+     * test's business). */
+    static const char *const idx[] = {"estafeta.index", "estafeta.index-wal",
+                                      "estafeta.index-shm"};
+    for (size_t i = 0; i < sizeof(idx) / sizeof(idx[0]); i++) {
+        char p[4096];
+        box_dir(root, idx[i], p, sizeof(p));
+        CHECK(unlink(p) == 0 || errno == ENOENT);
+    }
     /* The file has 21 octets. Room for the 3-octet message but for only 2 of the 4 of "3 1\n". */
     struct rlimit old, lim;
     CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
