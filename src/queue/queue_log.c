@@ -280,11 +280,10 @@ static void seg_append_list(struct qlog *l, struct qseg *seg)
     *p = seg;
 }
 
-/* One done record; the caller holds mu. */
-static void seg_write_done(struct qlog *l, struct qseg *seg, const char *id)
+/* The segment's done file, opened (created) the first time; -1 if it
+ * cannot be. The caller holds mu. */
+static int seg_done_fd(struct qlog *l, struct qseg *seg)
 {
-    char line[QUEUE_ID_SIZE + 1];
-    size_t n = (size_t)snprintf(line, sizeof(line), "%s\n", id);
     if (seg->donefd < 0) {
         char name[SEQ_DIGITS + 6];
         seg_name(seg->seq, true, name);
@@ -292,9 +291,24 @@ static void seg_write_done(struct qlog *l, struct qseg *seg, const char *id)
                              O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
                              0600);
     }
-    if (seg->donefd < 0 || fs_write_all(seg->donefd, line, n) < 0)
+    return seg->donefd;
+}
+
+/* One done line into fd (-1: none could be opened). O_APPEND and one
+ * write, so lines of concurrent callers never mix. */
+static void done_line_write(int fd, const char *id)
+{
+    char line[QUEUE_ID_SIZE + 1];
+    size_t n = (size_t)snprintf(line, sizeof(line), "%s\n", id);
+    if (fd < 0 || fs_write_all(fd, line, n) < 0)
         log_kv(LOG_WARN, "queue.log.done_failed", "id", id, "error",
                strerror(errno), NULL); /* a duplicate after a crash, at worst */
+}
+
+/* One done record; the caller holds mu. */
+static void seg_write_done(struct qlog *l, struct qseg *seg, const char *id)
+{
+    done_line_write(seg_done_fd(l, seg), id);
 }
 
 /* ---- open: scan ---- */
@@ -772,8 +786,17 @@ int qlog_done(struct qlog *l, const char *id)
     *slot = e->next;
     l->count--;
     struct qseg *seg = e->seg;
-    if (l->owner)
-        seg_write_done(l, seg, id);
+    bool owner = l->owner;
+    int fd = owner ? seg_done_fd(l, seg) : -1;
+    pthread_mutex_unlock(&l->mu);
+    /* The write is made outside the lock, which the event loop and the
+     * commit thread take for every message, so a delivery thread preempted
+     * in it (they run at a lower priority) holds up nobody. The segment
+     * cannot retire meanwhile, and so its done file cannot close: this
+     * record still counts as live in it until the line is written. */
+    if (owner)
+        done_line_write(fd, id);
+    pthread_mutex_lock(&l->mu);
     seg->live--;
     seg_maybe_delete(l, seg);
     pthread_mutex_unlock(&l->mu);
