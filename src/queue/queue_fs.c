@@ -589,19 +589,20 @@ static int fs_read_valid_at(int fd, uint64_t base, uint64_t size, const char *id
     } else if (r == -2) {
         *why_r = "envelope truncated";
     }
-    if (img != NULL)
-        free(img);
-    else
-        free(eb);
     uint32_t crc;
     if (r == 0 && check_body && f.version >= 2) {
+        /* A small image is in hand: its body is not read a second time. */
         *why_r = "body truncated";
-        r = range_crc(fd, base + QFILE_HEADER_SIZE, f.body_len, -1, &crc);
+        if (img != NULL)
+            crc = qlog_crc(0, img + QFILE_HEADER_SIZE, (size_t)f.body_len);
+        else
+            r = range_crc(fd, base + QFILE_HEADER_SIZE, f.body_len, -1, &crc);
         if (r == 0 && crc != f.body_crc) {
             *why_r = "body checksum";
             r = -2;
         }
     }
+    free(img != NULL ? img : eb);
     if (r != 0) {
         queue_env_free(*env_r);
         *env_r = NULL;

@@ -357,6 +357,20 @@ TEST(fs_log_spill_and_rotation)
     free(dir);
 }
 
+/* Flips the octet at off in path (its first one is 0). */
+static void flip_at(const char *path, uint64_t off)
+{
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    unsigned char c = 0;
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    CHECK(pread(fd, &c, 1, (off_t)off) == 1);
+    c ^= 0x20;
+    CHECK(pwrite(fd, &c, 1, (off_t)off) == 1);
+    close(fd);
+}
+
 /* A queue file whose body lost a page in a crash (a byte changed here)
  * passes every check made at each load, but recovery reads the body against
  * the footer's CRC and sets it aside: never delivered. */
@@ -368,9 +382,12 @@ TEST(fs_recover_body_checksum)
         return;
     unsigned char *big;
     size_t bigsz = make_body(&big, 200000);
-    char good[QUEUE_ID_SIZE], bad[QUEUE_ID_SIZE], p[4096];
+    char good[QUEUE_ID_SIZE], bad[QUEUE_ID_SIZE], small[QUEUE_ID_SIZE], p[4096];
     CHECK(queue_one(q, big, bigsz, 1, good) == 0);
     CHECK(queue_one(q, big, bigsz, 1, bad) == 0);
+    /* One small enough to be read whole (FSQ_IMAGE_WHOLE_MAX): its body
+     * is checked from the image in hand. */
+    CHECK(queue_one(q, big, 100, 1, small) == 0);
     queue_close(q);
     path_of(p, sizeof(p), dir, "msg", bad);
     int fd = open(p, O_WRONLY);
@@ -379,18 +396,26 @@ TEST(fs_recover_body_checksum)
         CHECK(pwrite(fd, "\0\0\0\0", 4, QFILE_HEADER_SIZE + 150000) == 4);
         close(fd);
     }
+    path_of(p, sizeof(p), dir, "msg", small);
+    flip_at(p, QFILE_HEADER_SIZE + 10);
     q = fs_open(dir);
     CHECK(q != NULL);
     if (q != NULL) {
         struct queue_env *env = NULL;
         CHECK(queue_load(q, bad, &env) == 0); /* the cheap checks pass */
         queue_env_free(env);
-        CHECK(queue_recover(q) == 0);
         env = NULL;
-        CHECK(queue_load(q, bad, &env) == -1 && errno == ENOENT);
-        path_of(p, sizeof(p), dir, "corrupt", bad);
+        CHECK(queue_load(q, small, &env) == 0);
+        queue_env_free(env);
+        CHECK(queue_recover(q) == 0);
         struct stat st;
-        CHECK(stat(p, &st) == 0);
+        const char *damaged[] = {bad, small};
+        for (int i = 0; i < 2; i++) {
+            env = NULL;
+            CHECK(queue_load(q, damaged[i], &env) == -1 && errno == ENOENT);
+            path_of(p, sizeof(p), dir, "corrupt", damaged[i]);
+            CHECK(stat(p, &st) == 0);
+        }
         CHECK(body_is(q, good, big, bigsz));
         /* A clean stop leaves a marker: everything was flushed, so the next
          * recovery reads no bodies (a byte changed by hand meanwhile is not
@@ -423,20 +448,6 @@ TEST(fs_recover_body_checksum)
     free(big);
     rm_rf(dir);
     free(dir);
-}
-
-/* Flips the octet at off in path (its first one is 0). */
-static void flip_at(const char *path, uint64_t off)
-{
-    int fd = open(path, O_RDWR | O_CLOEXEC);
-    unsigned char c = 0;
-    CHECK(fd >= 0);
-    if (fd < 0)
-        return;
-    CHECK(pread(fd, &c, 1, (off_t)off) == 1);
-    c ^= 0x20;
-    CHECK(pwrite(fd, &c, 1, (off_t)off) == 1);
-    close(fd);
 }
 
 /* Where the only message's image lies: in its file (0, the file's size)
