@@ -45,6 +45,7 @@ struct qmgr {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct qmgr_item *ready_head, *ready_tail;  /* due now, FIFO */
+    size_t nready;
     /* Retries by due time, so taking the due ones is O(log n) each and
      * not a walk of every deferred message for every message delivered (a
      * queue deferred by a remote outage can hold 100,000, and this lock is
@@ -53,10 +54,14 @@ struct qmgr {
     /* Handed to the relay, by id (tsearch): the relay reports by id, and
      * a list walked for each report cost O(n) each with n in flight. */
     void *in_relay;
-    char (*current)[QUEUE_ID_SIZE];             /* per worker: being
-                                                   delivered now */
+    char (*current)[QUEUE_ID_SIZE];             /* per worker, `batch`
+                                                   each: being delivered */
     pthread_t *threads;
     size_t nthreads;
+    size_t batch;            /* delivery-batch: messages per worker pass */
+    /* Waking (qmgr_wake): workers waiting for work, and wake-ups sent to
+     * them that none has taken yet. */
+    size_t idle, signaled;
     int nice;                /* delivery-nice, applied by each worker */
     /* With a quota, the check and the delivery of one mailbox must not
      * interleave with another worker's (or both could pass the check and
@@ -82,11 +87,12 @@ static ssize_t qmgr_body_read(void *arg, void *p, size_t n)
     return queue_body_read(qb->b, p, n);
 }
 
-/* One mailbox, one copy: 0 on success, -1 (errno) on failure; EDQUOT
+/* One mailbox's copy, written (store_deliver_begin): 0 with *pend_r, to be
+ * committed with the worker's batch, or -1 (errno) on failure; EDQUOT
  * when the user is over quota (the caller decides temporary or not). */
-static int qmgr_deliver_mailbox(struct queue *q, struct store *st,
-                                const struct config *cfg,
-                                const struct queue_env *env, const char *mailbox)
+static int qmgr_box_begin(struct queue *q, struct store *st, const struct config *cfg,
+                          struct store_flush *fl, const struct queue_env *env,
+                          const char *mailbox, struct store_pending **pend_r)
 {
     if ((cfg->quota_bytes || cfg->quota_messages) &&
         store_deliver_quota(st, mailbox, cfg->quota_bytes, cfg->quota_messages,
@@ -105,22 +111,23 @@ static int qmgr_deliver_mailbox(struct queue *q, struct store *st,
         log_kv(LOG_WARN, "deliver.user_create_failed", "mailbox", mailbox, "error",
                strerror(errno), NULL);
     struct queue_body *b;
-    if (queue_body_open(q, env->id, &b) < 0)
+    if (queue_body_open(q, env->id, &b) < 0) {
+        int err = errno;
+        log_kv(LOG_WARN, "deliver.tempfail", "qid", env->id, "mailbox", mailbox,
+               "error", strerror(err), NULL);
+        errno = err;
         return -1;
+    }
     struct buf prefix;
     buf_init(&prefix, 4096);
     buf_appendf(&prefix, "Return-Path: <%s>\r\n", env->sender);
     struct qmgr_body qb = {.b = b};
-    char uid[256];
-    int r = store_deliver(st, mailbox, NULL, prefix.data, prefix.len,
-                          qmgr_body_read, &qb, uid, sizeof(uid));
+    int r = store_deliver_begin(st, fl, mailbox, NULL, prefix.data, prefix.len,
+                                qmgr_body_read, &qb, pend_r);
     int saved = errno;
     queue_body_close(b);
     buf_free(&prefix);
-    if (r == 0)
-        log_kv(LOG_INFO, "deliver.ok", "qid", env->id, "mailbox", mailbox, "uid",
-               uid, NULL);
-    else
+    if (r < 0)
         log_kv(LOG_WARN, "deliver.tempfail", "qid", env->id, "mailbox", mailbox,
                "error", strerror(saved), NULL);
     errno = saved;
@@ -243,86 +250,222 @@ static int qmgr_flush_states(struct queue *q, const struct queue_env *env, bool 
 }
 
 /*
- * One pass over a message. Returns 1 when it is finished (removed), 0 when
- * recipients are pending (retry later), 2 when what is pending is all
- * remote and has been handed to the relay (m->relay), -1 on a queue error.
- * `it` (NULL in unit tests) carries the relay schedule and the delay
- * warning flag.
+ * One pass over a message, in phases, so that a worker writes the copies
+ * of several messages and makes them durable together (doc/store.md
+ * "Batched delivery"): qmgr_job_load reads and resolves it, qmgr_job_lock
+ * takes its mailboxes' quota locks, qmgr_job_write writes each mailbox's
+ * copy (store_deliver_begin), the worker commits the batch
+ * (qmgr_batch_commit: store_deliver_commit), and qmgr_job_finish records
+ * the recipients' states, DSNs and what becomes of the message.
  */
-static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
-                        const struct config *cfg, const char *id,
-                        struct qmgr_item *it)
+#define QMGR_JOB_LIVE 3
+
+struct qmgr_job {
+    char id[QUEUE_ID_SIZE];
+    struct qmgr_item *it;       /* NULL for qmgr_deliver_one */
+    int status;                 /* QMGR_JOB_LIVE, or the pass's result when
+                                   loading ended it */
+    struct queue_env *env;
+    time_t now;
+    bool expired;
+    size_t n;                   /* env->nrcpts */
+    /* Per recipient: its resolution; an address outside our domains is
+     * its own (remote) target, for the relay. */
+    struct resolve_result *res;
+    enum resolve_status *rst;
+    struct qmgr_set boxes;      /* the distinct mailboxes */
+    /* Per box: 1 delivered, 0 temporary failure, -1 over quota with
+     * quota-exceeded permanent (the recipient fails). */
+    int *box_ok;
+    struct store_pending **pend; /* per box: written, to be committed */
+    size_t stripes[QMGR_BOX_LOCKS]; /* quota locks held, ascending */
+    size_t nstripes;
+};
+
+/* Reads and resolves j->id; j->status says whether the pass goes on. */
+static void qmgr_job_load(struct qmgr_job *j, struct queue *q, const struct config *cfg)
 {
+    const char *id = j->id;
     struct queue_env *env;
     int lr = queue_load(q, id, &env);
+    j->status = QMGR_JOB_LIVE;
     if (lr == -2) {
         log_kv(LOG_ERR, "queue.corrupt", "qid", id, NULL);
         queue_set_aside(q, id, "cannot parse queue file");
-        return 1;
+        j->status = 1;
+        return;
     }
     if (lr < 0 && errno == ENOENT) {
         /* Removed meanwhile (by hand, or delivered by another run). */
         log_kv(LOG_WARN, "queue.vanished", "qid", id, NULL);
-        return 1;
+        j->status = 1;
+        return;
     }
-    if (lr < 0)
-        return -1;
-
-    time_t now = time(NULL);
+    if (lr < 0) {
+        j->status = -1;
+        return;
+    }
+    j->env = env;
+    j->now = time(NULL);
     /* Signed: a clock that went backwards makes nothing expire early. */
-    bool expired = (int64_t)now - env->created >
-                   (int64_t)cfg->limits[LIM_QUEUE_LIFETIME];
-    size_t n = env->nrcpts;
-    /* Per recipient: its resolution; an address outside our domains is
-     * its own (remote) target, for the relay. */
-    struct resolve_result *res = xcalloc(n ? n : 1, sizeof(*res));
-    enum resolve_status *rst = xcalloc(n ? n : 1, sizeof(*rst));
-    struct qmgr_set boxes = {NULL, 0};
+    j->expired = (int64_t)j->now - env->created >
+                 (int64_t)cfg->limits[LIM_QUEUE_LIFETIME];
+    size_t n = j->n = env->nrcpts;
+    j->res = xcalloc(n ? n : 1, sizeof(*j->res));
+    j->rst = xcalloc(n ? n : 1, sizeof(*j->rst));
     for (size_t i = 0; i < n; i++) {
         struct queue_rcpt *r = &env->rcpts[i];
         if (r->state != QUEUE_RCPT_PENDING)
             continue;
         const char *at = strrchr(r->address, '@');
         if (at == NULL) {
-            rst[i] = RESOLVE_UNKNOWN_USER;
+            j->rst[i] = RESOLVE_UNKNOWN_USER;
             continue;
         }
-        rst[i] = resolve_address(cfg, r->address, (size_t)(at - r->address),
-                                 at + 1, strlen(at + 1), &res[i]);
-        if (rst[i] == RESOLVE_NOT_LOCAL) {
-            resolve_result_free(&res[i]);
-            memset(&res[i], 0, sizeof(res[i]));
-            res[i].remote = xcalloc(1, sizeof(*res[i].remote));
-            res[i].remote[0] = xstrdup(r->address);
-            res[i].nremote = 1;
-            rst[i] = RESOLVE_OK;
+        j->rst[i] = resolve_address(cfg, r->address, (size_t)(at - r->address),
+                                    at + 1, strlen(at + 1), &j->res[i]);
+        if (j->rst[i] == RESOLVE_NOT_LOCAL) {
+            resolve_result_free(&j->res[i]);
+            memset(&j->res[i], 0, sizeof(j->res[i]));
+            j->res[i].remote = xcalloc(1, sizeof(*j->res[i].remote));
+            j->res[i].remote[0] = xstrdup(r->address);
+            j->res[i].nremote = 1;
+            j->rst[i] = RESOLVE_OK;
         }
-        if (rst[i] != RESOLVE_OK)
+        if (j->rst[i] != RESOLVE_OK)
             continue;
-        for (size_t k = 0; k < res[i].nmailboxes; k++)
-            qmgr_set_add(&boxes, res[i].mailboxes[k]);
+        /* Each distinct mailbox gets one copy, however many recipients
+         * lead to it. */
+        for (size_t k = 0; k < j->res[i].nmailboxes; k++)
+            qmgr_set_add(&j->boxes, j->res[i].mailboxes[k]);
     }
-    /* Each distinct mailbox gets one copy, however many recipients lead
-     * to it. */
-    /* box_ok: 1 delivered, 0 temporary failure, -1 over quota with
-     * quota-exceeded permanent (the recipient fails). */
-    int *box_ok = xcalloc(boxes.n ? boxes.n : 1, sizeof(*box_ok));
-    for (size_t k = 0; k < boxes.n; k++) {
-        pthread_mutex_t *lock = NULL;
-        if (m != NULL && (cfg->quota_bytes || cfg->quota_messages)) {
-            lock = &m->box_locks[hash_fnv1a(boxes.v[k]) % QMGR_BOX_LOCKS];
-            pthread_mutex_lock(lock);
+    j->box_ok = xcalloc(j->boxes.n ? j->boxes.n : 1, sizeof(*j->box_ok));
+    j->pend = xcalloc(j->boxes.n ? j->boxes.n : 1, sizeof(*j->pend));
+}
+
+/*
+ * With a quota, the check and the delivery of one mailbox must not
+ * interleave with another worker's (both could pass the check and
+ * overfill it): the job's mailboxes' striped locks are held from the
+ * check until its batch is committed. `block` false: only if every one is
+ * free now (a worker that holds other jobs' locks must not wait for
+ * another's: it commits its batch first, then waits holding none); a
+ * stripe this worker already holds is not free either, so two messages to
+ * one mailbox never share a batch's check. Taken in ascending order.
+ */
+static bool qmgr_job_lock(struct qmgr *m, const struct config *cfg,
+                          struct qmgr_job *j, bool block)
+{
+    if (m == NULL || j->status != QMGR_JOB_LIVE ||
+        !(cfg->quota_bytes || cfg->quota_messages) || j->boxes.n == 0)
+        return true;
+    bool want[QMGR_BOX_LOCKS] = {false};
+    for (size_t k = 0; k < j->boxes.n; k++)
+        want[hash_fnv1a(j->boxes.v[k]) % QMGR_BOX_LOCKS] = true;
+    j->nstripes = 0;
+    for (size_t k = 0; k < QMGR_BOX_LOCKS; k++) {
+        if (!want[k])
+            continue;
+        if (block) {
+            pthread_mutex_lock(&m->box_locks[k]);
+        } else if (pthread_mutex_trylock(&m->box_locks[k]) != 0) {
+            while (j->nstripes > 0)
+                pthread_mutex_unlock(&m->box_locks[j->stripes[--j->nstripes]]);
+            return false;
         }
-        int dr = qmgr_deliver_mailbox(q, st, cfg, env, boxes.v[k]);
-        int derr = errno;
-        if (lock != NULL)
-            pthread_mutex_unlock(lock);
-        errno = derr;
-        if (dr == 0)
-            box_ok[k] = 1;
-        else if (errno == EDQUOT && cfg->quota_permanent)
-            box_ok[k] = -1;
+        j->stripes[j->nstripes++] = k;
     }
+    return true;
+}
+
+static void qmgr_job_unlock(struct qmgr *m, struct qmgr_job *j)
+{
+    while (j->nstripes > 0)
+        pthread_mutex_unlock(&m->box_locks[j->stripes[--j->nstripes]]);
+}
+
+/* Each mailbox's copy written, not yet durable (qmgr_box_begin). */
+static void qmgr_job_write(struct qmgr_job *j, struct queue *q, struct store *st,
+                           const struct config *cfg, struct store_flush *fl)
+{
+    if (j->status != QMGR_JOB_LIVE)
+        return;
+    for (size_t k = 0; k < j->boxes.n; k++) {
+        if (qmgr_box_begin(q, st, cfg, fl, j->env, j->boxes.v[k], &j->pend[k]) < 0) {
+            j->pend[k] = NULL;
+            if (errno == EDQUOT && cfg->quota_permanent)
+                j->box_ok[k] = -1;
+        }
+    }
+}
+
+/* Makes the written copies of jobs[0..n) durable and visible together
+ * (store_deliver_commit: one flush of the filesystem for the batch) and
+ * records each box's outcome. */
+static void qmgr_batch_commit(struct store *st, struct store_flush *fl,
+                              struct qmgr_job *jobs, size_t n)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; jobs[i].status == QMGR_JOB_LIVE && k < jobs[i].boxes.n; k++)
+            total += jobs[i].pend[k] != NULL;
+    if (total == 0)
+        return;
+    struct store_commit *v = xcalloc(total, sizeof(*v));
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t k = 0; jobs[i].status == QMGR_JOB_LIVE && k < jobs[i].boxes.n; k++)
+            if (jobs[i].pend[k] != NULL)
+                v[c++].p = jobs[i].pend[k];
+    store_deliver_commit(st, fl, v, total);
+    c = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t k = 0; jobs[i].status == QMGR_JOB_LIVE && k < jobs[i].boxes.n; k++) {
+            if (jobs[i].pend[k] == NULL)
+                continue;
+            jobs[i].pend[k] = NULL;
+            const char *box = jobs[i].boxes.v[k];
+            if (v[c].err == 0) {
+                jobs[i].box_ok[k] = 1;
+                log_kv(LOG_INFO, "deliver.ok", "qid", jobs[i].id, "mailbox", box,
+                       "uid", v[c].uid, NULL);
+            } else {
+                log_kv(LOG_WARN, "deliver.tempfail", "qid", jobs[i].id, "mailbox", box,
+                       "error", strerror(v[c].err), NULL);
+            }
+            c++;
+        }
+    }
+    free(v);
+}
+
+/*
+ * The end of a pass (after its batch's commit). Returns 1 when the message
+ * is finished (removed), 0 when recipients are pending (retry later), 2
+ * when what is pending is all remote and has been handed to the relay
+ * (m->relay), -1 on a queue error. `it` (NULL in unit tests) carries the
+ * relay schedule and the delay warning flag. Frees what the job holds.
+ */
+static int qmgr_job_finish(struct qmgr *m, struct queue *q, const struct config *cfg,
+                           struct qmgr_job *j)
+{
+    if (m != NULL)
+        qmgr_job_unlock(m, j);
+    if (j->status != QMGR_JOB_LIVE)
+        return j->status;
+    const char *id = j->id;
+    struct qmgr_item *it = j->it;
+    struct queue_env *env = j->env;
+    time_t now = j->now;
+    bool expired = j->expired;
+    size_t n = j->n;
+    struct resolve_result *res = j->res;
+    enum resolve_status *rst = j->rst;
+    struct qmgr_set boxes = j->boxes;
+    int *box_ok = j->box_ok;
+    for (size_t k = 0; k < boxes.n; k++)
+        store_deliver_abort(j->pend[k]); /* none: the batch committed them */
+    free(j->pend);
 
     /* What is left of recipients that are partly done (or need the relay)
      * goes into one new message; those recipients are then done here. */
@@ -523,6 +666,19 @@ static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
     return status;
 }
 
+/* One message, alone: the phases of a worker's batch for a batch of one. */
+static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
+                        const struct config *cfg, const char *id, struct qmgr_item *it)
+{
+    struct qmgr_job j = {.it = it};
+    snprintf(j.id, sizeof(j.id), "%s", id);
+    qmgr_job_load(&j, q, cfg);
+    qmgr_job_lock(m, cfg, &j, true);
+    qmgr_job_write(&j, q, st, cfg, NULL);
+    qmgr_batch_commit(st, NULL, &j, 1);
+    return qmgr_job_finish(m, q, cfg, &j);
+}
+
 /*
  * DSNs for what happened to recipients since the message was last looked
  * at: failures (NOTIFY FAILURE or not given), and successes where SUCCESS
@@ -611,6 +767,7 @@ static void qmgr_push_ready(struct qmgr *m, struct qmgr_item *it)
     else
         m->ready_head = it;
     m->ready_tail = it;
+    m->nready++;
 }
 
 /* Moves due retries to the ready list; returns the earliest future due time
@@ -644,7 +801,7 @@ struct qmgr_worker {
  * id changes that thread only). A client waits on the loop thread and the
  * commit thread for every reply; a delivery only has to keep up, so on a
  * busy machine the scheduler should run those first (doc/performance.md
- * "Latest: delivery at a lower priority", with its price under a flood).
+ * "delivery at a lower priority", with its price under a flood).
  */
 static void qmgr_thread_nice(int nice)
 {
@@ -664,15 +821,105 @@ static void qmgr_thread_nice(int nice)
         log_kv(LOG_WARN, "qmgr.nice_failed", "error", strerror(errno), NULL);
 }
 
+/* What becomes of an item after its pass (result r of qmgr_job_finish).
+ * Called with the lock held. */
+static void qmgr_item_done(struct qmgr *m, struct qmgr_item *it, int r,
+                           const struct config *cfg)
+{
+    if (r == 1) {
+        free(it);
+    } else if (r == 2) {
+        /* The relay's until it calls qmgr_relay_done: in the tree
+         * before the relay has it, so that a report, however quick,
+         * finds it. */
+        void **node = tsearch(it, &m->in_relay, qmgr_item_cmp);
+        if (node == NULL)
+            abort(); /* out of memory, as xalloc */
+        if (*node == it) {
+            char id[QUEUE_ID_SIZE];
+            snprintf(id, sizeof(id), "%s", it->id);
+            pthread_mutex_unlock(&m->mu);
+            relay_submit(m->relay, id);
+            pthread_mutex_lock(&m->mu);
+        } else {
+            free(it); /* the relay has it already: one is enough */
+        }
+    } else {
+        time_t now = time(NULL);
+        it->due = now + qmgr_backoff(cfg->limits[LIM_RETRY_MIN],
+                                     cfg->limits[LIM_RETRY_MAX], it->tries);
+        it->tries++;
+        /* Waiting for the relay's next attempt: no later than that. */
+        if (it->relay_tries > 0 && it->relay_due > now && it->relay_due < it->due)
+            it->due = it->relay_due;
+        timeheap_push(&m->waiting, it->due, it);
+        log_kv(LOG_INFO, "queue.retry_scheduled", "qid", it->id, NULL);
+    }
+}
+
+/*
+ * A worker's pass over jobs[0..n): each loaded, its copies written, and
+ * the batch committed together (one flush of the filesystem), then each
+ * finished. A job whose quota locks are not free at once ends the batch
+ * before it: the batch is committed and finished (its locks given back),
+ * then the job waits for its locks and starts the next batch. r[i] is
+ * job i's result (qmgr_job_finish).
+ */
+static void qmgr_batch(struct qmgr *m, const struct config *cfg, struct store_flush *fl,
+                       struct qmgr_job *jobs, size_t n, int *r)
+{
+    for (size_t i = 0; i < n; i++)
+        qmgr_job_load(&jobs[i], m->queue, cfg);
+    size_t first = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!qmgr_job_lock(m, cfg, &jobs[i], false)) {
+            qmgr_batch_commit(m->store, fl, jobs + first, i - first);
+            for (size_t k = first; k < i; k++)
+                r[k] = qmgr_job_finish(m, m->queue, cfg, &jobs[k]);
+            first = i;
+            qmgr_job_lock(m, cfg, &jobs[i], true);
+        }
+        qmgr_job_write(&jobs[i], m->queue, m->store, cfg, fl);
+    }
+    qmgr_batch_commit(m->store, fl, jobs + first, n - first);
+    for (size_t k = first; k < n; k++)
+        r[k] = qmgr_job_finish(m, m->queue, cfg, &jobs[k]);
+}
+
+/*
+ * Wakes a worker for work just made ready, when it needs one: none is
+ * awake, or more is waiting than the awake ones take in a pass. A worker
+ * that is awake takes everything ready (up to a batch) before it sleeps,
+ * so a message is never left without one; fewer workers taking more each
+ * is what lets a batch share its flushes (with a batch of 1 every ready
+ * message wakes one, as before batches). Called with the lock held.
+ */
+static void qmgr_wake(struct qmgr *m)
+{
+    /* A signal wakes at least one waiting worker, which takes one back
+     * from `signaled`; none is sent with nobody left to wake, so the
+     * count never waits for a taker that is not there. */
+    if (m->idle <= m->signaled)
+        return;
+    size_t busy = m->nthreads - m->idle + m->signaled;
+    if (busy == 0 || m->batch == 1 || m->nready > busy * m->batch) {
+        m->signaled++;
+        pthread_cond_signal(&m->cv);
+    }
+}
+
 static void *qmgr_thread(void *arg)
 {
     struct qmgr_worker *w = arg;
     struct qmgr *m = w->m;
-    char *current = m->current[w->index];
+    char (*current)[QUEUE_ID_SIZE] = m->current + w->index * m->batch;
     free(w);
     /* "deliver" in ps -L and top -H, so an admin can tell them apart. */
     pthread_setname_np(pthread_self(), "deliver");
     qmgr_thread_nice(m->nice);
+    struct store_flush *fl = store_flush_new();
+    struct qmgr_job *jobs = xcalloc(m->batch, sizeof(*jobs));
+    int *results = xcalloc(m->batch, sizeof(*results));
     pthread_mutex_lock(&m->mu);
     while (!m->stopping) {
         if (m->flush) {
@@ -682,59 +929,50 @@ static void *qmgr_thread(void *arg)
         }
         time_t now = time(NULL);
         time_t next = qmgr_promote(m, now);
-        struct qmgr_item *it = m->ready_head;
-        if (it == NULL) {
+        if (m->ready_head == NULL) {
+            m->idle++;
             if (next == 0) {
                 pthread_cond_wait(&m->cv, &m->mu);
             } else {
                 struct timespec ts = {.tv_sec = next, .tv_nsec = 0};
                 pthread_cond_timedwait(&m->cv, &m->mu, &ts);
             }
+            m->idle--;
+            if (m->signaled > 0)
+                m->signaled--;
             continue;
         }
-        m->ready_head = it->next;
-        if (m->ready_head == NULL)
-            m->ready_tail = NULL;
+        size_t n = 0;
+        while (n < m->batch && m->ready_head != NULL) {
+            struct qmgr_item *it = m->ready_head;
+            m->ready_head = it->next;
+            if (m->ready_head == NULL)
+                m->ready_tail = NULL;
+            m->nready--;
+            jobs[n] = (struct qmgr_job){.it = it};
+            snprintf(jobs[n].id, sizeof(jobs[n].id), "%s", it->id);
+            snprintf(current[n], QUEUE_ID_SIZE, "%s", it->id);
+            n++;
+        }
+        /* More than this pass takes: another worker may start on it. */
+        if (m->ready_head != NULL)
+            qmgr_wake(m);
         struct cfgref *cfg = cfgref_get(m->cfg);
-        snprintf(current, QUEUE_ID_SIZE, "%s", it->id);
         pthread_mutex_unlock(&m->mu);
 
-        int r = qmgr_deliver(m, m->queue, m->store, cfg->cfg, it->id, it);
+        qmgr_batch(m, cfg->cfg, fl, jobs, n, results);
 
         pthread_mutex_lock(&m->mu);
-        current[0] = '\0';
-        if (r == 1) {
-            free(it);
-        } else if (r == 2) {
-            /* The relay's until it calls qmgr_relay_done: in the tree
-             * before the relay has it, so that a report, however quick,
-             * finds it. */
-            void **node = tsearch(it, &m->in_relay, qmgr_item_cmp);
-            if (node == NULL)
-                abort(); /* out of memory, as xalloc */
-            if (*node == it) {
-                char id[QUEUE_ID_SIZE];
-                snprintf(id, sizeof(id), "%s", it->id);
-                pthread_mutex_unlock(&m->mu);
-                relay_submit(m->relay, id);
-                pthread_mutex_lock(&m->mu);
-            } else {
-                free(it); /* the relay has it already: one is enough */
-            }
-        } else {
-            now = time(NULL);
-            it->due = now + qmgr_backoff(cfg->cfg->limits[LIM_RETRY_MIN],
-                                         cfg->cfg->limits[LIM_RETRY_MAX], it->tries);
-            it->tries++;
-            /* Waiting for the relay's next attempt: no later than that. */
-            if (it->relay_tries > 0 && it->relay_due > now && it->relay_due < it->due)
-                it->due = it->relay_due;
-            timeheap_push(&m->waiting, it->due, it);
-            log_kv(LOG_INFO, "queue.retry_scheduled", "qid", it->id, NULL);
+        for (size_t i = 0; i < n; i++) {
+            current[i][0] = '\0';
+            qmgr_item_done(m, jobs[i].it, results[i], cfg->cfg);
         }
         cfgref_put(cfg);
     }
     pthread_mutex_unlock(&m->mu);
+    free(jobs);
+    free(results);
+    store_flush_free(fl);
     return NULL;
 }
 
@@ -767,7 +1005,7 @@ static void qmgr_relay_done(const char *id, bool pending, void *arg)
     it->relay_due = pending ? time(NULL) + delay : 0;
     it->tries = 0;
     qmgr_push_ready(m, it);
-    pthread_cond_signal(&m->cv);
+    qmgr_wake(m);
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -845,7 +1083,7 @@ static void qmgr_do_flush(struct qmgr *m)
     }
     timeheap_clear(&m->waiting);
     /* What is in hand now: being delivered, ready, or the relay's. */
-    for (size_t k = 0; k < m->nthreads; k++)
+    for (size_t k = 0; k < m->nthreads * m->batch; k++)
         if (m->current[k][0] != '\0')
             qmgr_mark_known(&rs, known, m->current[k]);
     for (struct qmgr_item *it = m->ready_head; it != NULL; it = it->next)
@@ -906,7 +1144,8 @@ struct qmgr *qmgr_start(struct queue *q, struct store *st, struct cfgref *cfg,
      * list or `current`). */
     m->nthreads = cfg->cfg->limits[LIM_DELIVERY_THREADS];
     m->nice = (int)cfg->cfg->limits[LIM_DELIVERY_NICE];
-    m->current = xcalloc(m->nthreads, sizeof(*m->current));
+    m->batch = cfg->cfg->limits[LIM_DELIVERY_BATCH];
+    m->current = xcalloc(m->nthreads * m->batch, sizeof(*m->current));
     m->threads = xcalloc(m->nthreads, sizeof(*m->threads));
     for (size_t k = 0; k < m->nthreads; k++) {
         struct qmgr_worker *w = xcalloc(1, sizeof(*w));
@@ -926,7 +1165,7 @@ void qmgr_notify(struct qmgr *m, const char *id)
     snprintf(it->id, sizeof(it->id), "%s", id);
     pthread_mutex_lock(&m->mu);
     qmgr_push_ready(m, it);
-    pthread_cond_signal(&m->cv);
+    qmgr_wake(m);
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -959,6 +1198,7 @@ void qmgr_stop(struct qmgr *m)
     while (m->ready_head != NULL) {
         struct qmgr_item *it = m->ready_head;
         m->ready_head = it->next;
+        m->nready--;
         free(it);
     }
     tdestroy(m->in_relay, free);

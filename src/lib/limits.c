@@ -161,6 +161,17 @@ const struct limit_def limit_table[LIM__COUNT] = {
         "rate of 0, a burst of 2,000 messages all in the Maildir about as "
         "soon; under a sustained flood mail reaches the Maildir a quarter "
         "to a third later); 0 leaves them equal"},
+    [LIM_DELIVERY_BATCH] = {"delivery-batch", LIMIT_COUNT, 32, 1, 256,
+        "messages one delivery thread writes before it makes them durable "
+        "together (read at start): one syncfs of the filesystem and one "
+        "fsync of each new/ for the batch instead of an fsync of each file "
+        "and of its folder (doc/performance.md \"Batched delivery\": the "
+        "server's CPU per message 0.17 -> 0.10 ms at 1 KiB x 10, device "
+        "flushes 0.95 -> 0.35 a message); a thread takes what is waiting, "
+        "so a lone message is "
+        "flushed alone, and more threads are woken only as the backlog "
+        "grows; 1 flushes every message alone (for a spool that shares its "
+        "filesystem with a heavy writer, whose data syncfs would flush too)"},
     [LIM_QUEUE_LOG_MESSAGE] = {"queue-log-message", LIMIT_SIZE, 256 * KiB, 0, 16 * MiB,
         "largest message body kept in memory while received and committed "
         "to the queue's accept log (one append and one fdatasync per batch) "

@@ -223,8 +223,8 @@ static int quota_warn(struct store *s, const char *user, uint64_t bytes,
                 STORE_QUOTA_WARN_PERCENT);
     int r = -1;
     if (b.data != NULL)
-        r = s->ops->deliver(s, user, NULL, b.data, b.len, read_nothing, NULL,
-                            NULL, 0, NULL);
+        r = store_deliver_peek(s, user, NULL, b.data, b.len, read_nothing, NULL,
+                               NULL, 0, NULL);
     int err = errno;
     log_kv(r == 0 ? LOG_INFO : LOG_WARN, "store.quota_warning", "mailbox", user,
            "usage", usage, "result", r == 0 ? "delivered" : strerror(err), NULL);

@@ -12,9 +12,10 @@
  * stable unique id: it never changes when flags change or the message moves
  * from new/ to cur/, so UIDL and IMAP UIDs can be keyed on it.
  *
- * Delivery order (doc/queue.md): write to tmp/, fsync the file, rename into
- * new/, fsync new/. A crash leaves the message either absent (a stale tmp/
- * file, cleaned up later) or complete. Never a partial file in new/.
+ * Delivery order (doc/store.md "Delivery"): write an unnamed file (or one
+ * in tmp/), flush it (fsync, or one syncfs for a batch), name it in new/,
+ * fsync new/. A crash leaves the message either absent (a stale tmp/ file,
+ * cleaned up later) or complete. Never a partial file in new/.
  *
  * Unique names carry ",S=<size>,W=<CRLF size>" as Dovecot writes them, so
  * other tools (and a rebuilt index) know both sizes without reading.
@@ -30,7 +31,7 @@
  *  - returns 0 and writes the unique id into uid_r (capacity uid_cap, at
  *    most STORE_UID_SIZE is ever needed; uid_r may be NULL), or -1 with
  *    errno (temporary failure: the caller retries; ERANGE if uid_cap is too
- *    small, checked before anything is written).
+ *    small, checked before anything is visible: nothing is delivered).
  *  - thread-safe: may be called concurrently for the same mailbox.
  */
 #ifndef ESTAFETA_STORE_STORE_H
@@ -61,6 +62,51 @@ int store_deliver(struct store *s, const char *mailbox, const char *folder,
                   const char *prefix, size_t prefix_len,
                   store_read_fn read, void *read_arg,
                   char *uid_r, size_t uid_cap);
+
+/*
+ * Batched delivery (doc/store.md "Batched delivery"): store_deliver in two
+ * steps, so that one thread writes several messages and then makes them
+ * all durable with one flush of their filesystem instead of one each.
+ *
+ * store_deliver_begin: the checks of store_deliver, then the message
+ *   (prefix, then what read() returns) written into a file nobody sees yet
+ *   and that is not yet durable: 0 with *p_r, or -1 with errno (nothing
+ *   left behind). fl: the calling thread's flusher, or NULL (the message
+ *   then gets an fsync of its own at commit).
+ * store_deliver_commit: v[0..n), each from store_deliver_begin on this
+ *   store with the same fl, made durable and visible: the data flushed
+ *   (syncfs, once per filesystem, when fl and two or more messages share
+ *   it; else an fsync each), each file named in new/, each new/ fsync'd
+ *   once. Sets every v[i].err (0: delivered, v[i].uid its unique id, and
+ *   the quota warning sent if due, as store_deliver does; else an errno,
+ *   a temporary failure with nothing of it visible) and consumes every
+ *   v[i].p. A failed flush fails exactly the messages it was to cover.
+ * store_deliver_abort: gives up a begun delivery; nothing of it remains.
+ *
+ * A flusher serves one thread at a time: syncfs reports a write error once
+ * per open file, so each flusher keeps descriptors of its own, opened
+ * before its batch writes anything (an error anywhere on the filesystem
+ * since then fails the whole batch: retried, never lost).
+ */
+struct store_pending;
+struct store_flush;
+struct store_commit {
+    struct store_pending *p;    /* in; consumed by store_deliver_commit */
+    int err;                    /* out: 0, or the errno of the failure */
+    char uid[STORE_UID_SIZE];   /* out, when err is 0 */
+};
+/* Never NULL (aborts when out of memory, as xalloc); syncfs is used only
+ * on kernels that report its errors (Linux 5.8 and later). */
+struct store_flush *store_flush_new(void);
+void store_flush_free(struct store_flush *fl);
+int store_deliver_begin(struct store *s, struct store_flush *fl,
+                        const char *mailbox, const char *folder,
+                        const char *prefix, size_t prefix_len,
+                        store_read_fn read, void *read_arg,
+                        struct store_pending **p_r);
+void store_deliver_commit(struct store *s, struct store_flush *fl,
+                          struct store_commit *v, size_t n);
+void store_deliver_abort(struct store_pending *p);
 
 /* Quota hook, called by the delivery code before store_deliver(): 0 if a
  * message of incoming_size octets fits within max_bytes and max_messages

@@ -36,15 +36,30 @@ struct store_qstate {
 };
 struct store_ops {
     void (*free)(struct store *s);
-    /* store_deliver; in addition, when qs_r is not NULL and the delivery
-     * succeeded, *qs_r is the user's quota warning state as
-     * quota_state_peek reads it just after the delivery (ARMED when none
-     * is kept or it cannot be read), so that the Maildir backend reads it
-     * through the directories it already holds. */
+    /* store_deliver for a backend that writes and names in one step (the
+     * in-memory one); NULL where deliver_begin is set. In addition, when
+     * qs_r is not NULL and the delivery succeeded, *qs_r is the user's
+     * quota warning state as quota_state_peek reads it just after the
+     * delivery (ARMED when none is kept or it cannot be read), so that a
+     * backend reads it through the directories it already holds. */
     int (*deliver)(struct store *s, const char *mailbox, const char *folder,
                    const char *prefix, size_t prefix_len, store_read_fn read,
                    void *read_arg, char *uid_r, size_t uid_cap,
                    struct store_qstate *qs_r);
+    /* store_deliver_begin, _commit and _abort (store.h) for a backend
+     * that writes first and makes durable later (the Maildir one); the
+     * dispatch has set (*p_r)->mailbox. commit sets qs[i] as deliver's
+     * qs_r for each v[i] that succeeded, and frees every v[i].p but its
+     * mailbox (the dispatch's). */
+    int (*deliver_begin)(struct store *s, struct store_flush *fl,
+                         const char *mailbox, const char *folder,
+                         const char *prefix, size_t prefix_len,
+                         store_read_fn read, void *read_arg,
+                         struct store_pending **p_r);
+    void (*deliver_commit)(struct store *s, struct store_flush *fl,
+                           struct store_commit *v, struct store_qstate *qs,
+                           size_t n);
+    void (*deliver_abort)(struct store_pending *p);
     int (*mailbox_path)(struct store *s, const char *mailbox, char *out,
                         size_t out_cap);
     int (*clean_tmp)(struct store *s, const char *mailbox, const char *folder,
@@ -90,6 +105,32 @@ struct store {
     const struct store_ops *ops;
 };
 
+/* A delivery begun and not yet committed: the first member of the
+ * backend's own struct. */
+struct store_pending {
+    struct store *store;
+    char *mailbox;   /* the dispatch's copy, for the quota warning */
+    size_t uid_size; /* the room its uid needs, NUL included (at most
+                        STORE_UID_SIZE) */
+};
+
+/* A delivering thread's flusher (store.h store_flush_new): per filesystem
+ * (st_dev) a descriptor of its own, opened before anything of a batch is
+ * written on it, so that the errors syncfs reports through it (per open
+ * file, Linux 5.8 and later) cover everything the batch wrote there. */
+#define STORE_FLUSH_DEVS 4
+struct store_flush {
+    bool syncfs_ok;                  /* the kernel reports syncfs errors */
+    size_t n;
+    dev_t dev[STORE_FLUSH_DEVS];
+    int fd[STORE_FLUSH_DEVS];
+};
+/* The slot of `dev` in fl, opening a descriptor for it from dirfd (a
+ * directory on that filesystem) if it has none; -1 when fl is NULL,
+ * cannot use syncfs, is full or the open fails (the message is then
+ * fsync'd alone). */
+int store_flush_slot(struct store_flush *fl, dev_t dev, int dirfd);
+
 /* The part of an open mailbox every backend shares (first member of the
  * backend's own struct): the snapshot, read by the generic accessors. The
  * backend owns msgs[] and the unique strings. */
@@ -107,6 +148,13 @@ struct store_mailbox {
 int store_check_mailbox(const char *mailbox, size_t *at_r);
 /* 0 (with *inbox_r true for NULL or "INBOX" in any case), or -1 EINVAL. */
 int store_check_folder(const char *folder, bool *inbox_r);
+
+/* store_deliver without the quota warning: *qs_r (when not NULL) is the
+ * state the backend peeked, as store_ops.deliver's qs_r. */
+int store_deliver_peek(struct store *s, const char *mailbox, const char *folder,
+                       const char *prefix, size_t prefix_len, store_read_fn read,
+                       void *read_arg, char *uid_r, size_t uid_cap,
+                       struct store_qstate *qs_r);
 
 /* After a successful delivery to `mailbox` (store_deliver), given the
  * state the backend's deliver peeked: sends the quota warning if one is
@@ -140,6 +188,15 @@ struct mdpath {
 
 /* Validated names into *p; -1 EINVAL. */
 int md_names(const char *mailbox, const char *folder, struct mdpath *p);
+/* deliver_maildir.c: the ops of store_deliver_begin, _commit, _abort. */
+int md_deliver_begin(struct store *s, struct store_flush *fl,
+                     const char *mailbox, const char *folder,
+                     const char *prefix, size_t prefix_len, store_read_fn rd,
+                     void *rd_arg, struct store_pending **p_r);
+void md_deliver_commit(struct store *s, struct store_flush *fl,
+                       struct store_commit *v, struct store_qstate *qs,
+                       size_t n);
+void md_deliver_abort(struct store_pending *p);
 /* The folder's Maildir directory, opened one level at a time without
  * following links; a descriptor or -1/errno. */
 int md_walk(struct mdstore *s, const struct mdpath *p);

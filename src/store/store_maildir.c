@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/buf.h"
 #include "lib/fsutil.h"
 #include "lib/xalloc.h"
 #include "lib/random.h"
@@ -42,19 +43,178 @@ void store_free(struct store *s)
         s->ops->free(s);
 }
 
+int store_deliver_peek(struct store *s, const char *mailbox, const char *folder,
+                       const char *prefix, size_t prefix_len, store_read_fn read,
+                       void *read_arg, char *uid_r, size_t uid_cap,
+                       struct store_qstate *qs_r)
+{
+    struct store_qstate qs = {STORE_QWARN_ARMED, 0, 0};
+    /* qs_r NULL: no peek (the quota warning holds the state's lock). */
+    if (s->ops->deliver_begin == NULL)
+        return s->ops->deliver(s, mailbox, folder, prefix, prefix_len, read,
+                               read_arg, uid_r, uid_cap, qs_r);
+    struct store_commit c = {.p = NULL};
+    if (store_deliver_begin(s, NULL, mailbox, folder, prefix, prefix_len, read,
+                            read_arg, &c.p) < 0)
+        return -1;
+    /* Before the message is visible: a uid_r too small delivers nothing. */
+    if (uid_r != NULL && uid_cap < c.p->uid_size) {
+        store_deliver_abort(c.p);
+        errno = ERANGE;
+        return -1;
+    }
+    free(c.p->mailbox);
+    c.p->mailbox = NULL;
+    s->ops->deliver_commit(s, NULL, &c, &qs, 1);
+    if (c.err != 0) {
+        errno = c.err;
+        return -1;
+    }
+    if (uid_r != NULL)
+        snprintf(uid_r, uid_cap, "%s", c.uid);
+    if (qs_r != NULL)
+        *qs_r = qs;
+    return 0;
+}
+
 int store_deliver(struct store *s, const char *mailbox, const char *folder,
                   const char *prefix, size_t prefix_len, store_read_fn read,
                   void *read_arg, char *uid_r, size_t uid_cap)
 {
-    struct store_qstate qs = {STORE_QWARN_ARMED, 0, 0};
-    int r = s->ops->deliver(s, mailbox, folder, prefix, prefix_len, read,
-                            read_arg, uid_r, uid_cap, &qs);
+    struct store_qstate qs;
+    int r = store_deliver_peek(s, mailbox, folder, prefix, prefix_len, read,
+                               read_arg, uid_r, uid_cap, &qs);
     if (r == 0) {
         int err = errno;
         store_quota_delivered(s, mailbox, &qs);
         errno = err;
     }
     return r;
+}
+
+/* The batch steps for a backend that cannot split them (the in-memory
+ * one): begin keeps the message in memory, commit delivers it whole. */
+struct store_pending_buf {
+    struct store_pending base;
+    char *folder;
+    struct buf content;
+};
+
+static ssize_t store_read_nothing(void *arg, void *p, size_t n)
+{
+    (void)arg;
+    (void)p;
+    (void)n;
+    return 0;
+}
+
+static int store_begin_buffered(struct store *s, const char *folder,
+                                const char *prefix, size_t prefix_len,
+                                store_read_fn read, void *read_arg,
+                                struct store_pending **p_r)
+{
+    struct store_pending_buf *pb = xcalloc(1, sizeof(*pb));
+    pb->base.store = s;
+    pb->base.uid_size = 64; /* store_mem.c: "mem.Q<20 digits>,S=<20 digits>" */
+    pb->folder = folder != NULL ? xstrdup(folder) : NULL;
+    buf_init(&pb->content, SIZE_MAX - 1);
+    char chunk[16384];
+    int err = 0;
+    if (buf_append(&pb->content, prefix_len > 0 ? prefix : "", prefix_len) < 0)
+        err = EFBIG;
+    while (err == 0) {
+        ssize_t r = read(read_arg, chunk, sizeof(chunk));
+        if (r == 0)
+            break;
+        if (r < 0 || (size_t)r > sizeof(chunk))
+            err = r < 0 && errno != 0 ? errno : EIO;
+        else if (buf_append(&pb->content, chunk, (size_t)r) < 0)
+            err = EFBIG;
+    }
+    if (err != 0) {
+        buf_free(&pb->content);
+        free(pb->folder);
+        free(pb);
+        errno = err;
+        return -1;
+    }
+    *p_r = &pb->base;
+    return 0;
+}
+
+static void store_commit_buffered(struct store *s, struct store_commit *v,
+                                  struct store_qstate *qs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct store_pending_buf *pb = (struct store_pending_buf *)v[i].p;
+        v[i].err = 0;
+        if (s->ops->deliver(s, pb->base.mailbox, pb->folder, pb->content.data,
+                            pb->content.len, store_read_nothing, NULL, v[i].uid,
+                            sizeof(v[i].uid), &qs[i]) < 0)
+            v[i].err = errno != 0 ? errno : EIO;
+        buf_free(&pb->content);
+        free(pb->folder);
+        free(pb);
+    }
+}
+
+int store_deliver_begin(struct store *s, struct store_flush *fl,
+                        const char *mailbox, const char *folder,
+                        const char *prefix, size_t prefix_len,
+                        store_read_fn read, void *read_arg,
+                        struct store_pending **p_r)
+{
+    *p_r = NULL;
+    int r = s->ops->deliver_begin != NULL
+                ? s->ops->deliver_begin(s, fl, mailbox, folder, prefix,
+                                        prefix_len, read, read_arg, p_r)
+                : store_begin_buffered(s, folder, prefix, prefix_len, read,
+                                       read_arg, p_r);
+    if (r == 0)
+        (*p_r)->mailbox = xstrdup(mailbox);
+    return r;
+}
+
+void store_deliver_commit(struct store *s, struct store_flush *fl,
+                          struct store_commit *v, size_t n)
+{
+    if (n == 0)
+        return;
+    struct store_qstate *qs = xcalloc(n, sizeof(*qs));
+    char **boxes = xcalloc(n, sizeof(*boxes));
+    for (size_t i = 0; i < n; i++) {
+        boxes[i] = v[i].p->mailbox;
+        qs[i] = (struct store_qstate){STORE_QWARN_ARMED, 0, 0};
+    }
+    if (s->ops->deliver_commit != NULL)
+        s->ops->deliver_commit(s, fl, v, qs, n);
+    else
+        store_commit_buffered(s, v, qs, n);
+    for (size_t i = 0; i < n; i++) {
+        v[i].p = NULL;
+        if (v[i].err == 0)
+            store_quota_delivered(s, boxes[i], &qs[i]);
+        free(boxes[i]);
+    }
+    free(boxes);
+    free(qs);
+}
+
+void store_deliver_abort(struct store_pending *p)
+{
+    if (p == NULL)
+        return;
+    char *mailbox = p->mailbox;
+    struct store *s = p->store;
+    if (s->ops->deliver_abort != NULL) {
+        s->ops->deliver_abort(p);
+    } else {
+        struct store_pending_buf *pb = (struct store_pending_buf *)p;
+        buf_free(&pb->content);
+        free(pb->folder);
+        free(pb);
+    }
+    free(mailbox);
 }
 
 int store_mailbox_path(struct store *s, const char *mailbox, char *out,
@@ -354,9 +514,6 @@ bad:
 /* ================= Maildir backend ================= */
 
 #define HOST_MAX MD_HOST_MAX
-#define COPY_CHUNK (64u * 1024u)
-/* ",S=" + 20 digits + ",W=" + 20 digits + NUL */
-#define SIZES_ROOM 47
 
 static struct mdstore *MD(struct store *s) { return (struct mdstore *)s; }
 
@@ -458,298 +615,6 @@ int md_create(struct mdstore *s, const struct mdpath *p)
     return md_create_dirs(dir);
 }
 
-/* What unique names take from the system, without a system call per
- * delivery: the pid, remembered (a forked child forgets its parent's), and
- * the R part, getrandom() bytes fetched for 32 names at a time per
- * thread. */
-#define MD_RND_POOL 256
-static _Atomic pid_t md_pid_cached;
-static pthread_once_t md_pid_once = PTHREAD_ONCE_INIT;
-static _Thread_local struct {
-    unsigned char b[MD_RND_POOL];
-    size_t left;
-} md_rnd;
-
-static void md_forget_at_fork(void)
-{
-    atomic_store(&md_pid_cached, 0);
-    md_rnd.left = 0; /* the child's copy of the forking thread's pool */
-}
-
-static void md_pid_init(void)
-{
-    pthread_atfork(NULL, NULL, md_forget_at_fork);
-}
-
-static pid_t md_pid(void)
-{
-    pid_t pid = atomic_load_explicit(&md_pid_cached, memory_order_relaxed);
-    if (pid == 0) {
-        pthread_once(&md_pid_once, md_pid_init);
-        pid = getpid();
-        atomic_store_explicit(&md_pid_cached, pid, memory_order_relaxed);
-    }
-    return pid;
-}
-
-static uint64_t md_random64(void)
-{
-    uint64_t v;
-    if (md_rnd.left < sizeof(v)) {
-        if (random_fill(md_rnd.b, sizeof(md_rnd.b)) < 0) {
-            random_fill_unique(&v, sizeof(v)); /* never fails */
-            return v;
-        }
-        md_rnd.left = sizeof(md_rnd.b);
-    }
-    md_rnd.left -= sizeof(v);
-    memcpy(&v, md_rnd.b + md_rnd.left, sizeof(v));
-    return v;
-}
-
-/* One step of a delivery on the folder's directories: a descriptor or 0
- * on success, -1 with errno. */
-typedef int (*md_dir_op)(const struct md_dir *d, const void *arg);
-
-/* Runs op on *d. A folder removed since the cache's check (ENOENT: a
- * mailbox deleted) gets a fresh walk, which makes the Maildir again, and op
- * one more try; *d is replaced then (NULL if the walk fails). */
-static int md_on_fresh_dir(struct mdstore *s, const struct mdpath *p,
-                           struct md_dir **d, md_dir_op op, const void *arg)
-{
-    for (int attempt = 0;; attempt++) {
-        int r = op(*d, arg);
-        if (r >= 0 || errno != ENOENT || attempt == 1)
-            return r;
-        md_dir_put(s, *d, true);
-        if ((*d = md_dir_get(s, p, true)) == NULL)
-            return -1;
-    }
-}
-
-/* tmp/<name>, the classic Maildir way. */
-static int md_op_create_tmp(const struct md_dir *d, const void *name)
-{
-    return openat(d->tmpfd, name,
-                  O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-}
-
-/*
- * An unnamed file in the folder's new/ (O_TMPFILE): it gets its name there
- * with md_op_link_anon once it is complete and on disk, so a delivery makes
- * one directory entry instead of a tmp/ entry and a rename, and a crash
- * leaves nothing behind (doc/store.md "Delivery"). -1 with errno EOPNOTSUPP,
- * EISDIR or EINVAL where the filesystem or kernel cannot (the caller uses
- * tmp/).
- */
-static int md_op_create_anon(const struct md_dir *d, const void *unused)
-{
-    (void)unused;
-    return openat(d->newfd, ".", O_WRONLY | O_TMPFILE | O_CLOEXEC, 0600);
-}
-
-struct md_link {
-    int fd;
-    const char *name;
-};
-
-/* Names the unnamed file new/<name>: linkat through /proc (no capability
- * needed, unlike AT_EMPTY_PATH), which never replaces a name (EEXIST). */
-static int md_op_link_anon(const struct md_dir *d, const void *arg)
-{
-    const struct md_link *l = arg;
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/self/fd/%d", l->fd);
-    return linkat(AT_FDCWD, path, d->newfd, l->name, AT_SYMLINK_FOLLOW);
-}
-
-/* Whether the folder has an index: one fstatat on the directory we hold,
- * so a folder without one (mailboxes get it when POP3 or IMAP first opens
- * them) costs no SQLite open. Anything but a clear "no such file" counts
- * as yes, and SQLite decides; *known_r says whether sb_r is the file. */
-static bool md_has_index(const struct md_dir *d, struct stat *sb_r,
-                         bool *known_r)
-{
-    *known_r = md_index_stat(d, sb_r) == 0;
-    return *known_r || errno != ENOENT;
-}
-
-static int md_deliver(struct store *st, const char *mailbox, const char *folder,
-                      const char *prefix, size_t prefix_len, store_read_fn rd,
-                      void *rd_arg, char *uid_r, size_t uid_cap,
-                      struct store_qstate *qs_r)
-{
-    struct mdstore *s = MD(st);
-    struct mdpath p;
-    char tmpname[NAME_MAX + 1], name[NAME_MAX + 32];
-    int fd = -1, err = 0;
-    uint64_t size = 0;
-    char *chunk = NULL;
-    struct md_itx *itx = NULL;
-    struct md_dir *d = NULL;
-
-    if (md_names(mailbox, folder, &p) < 0)
-        return -1;
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    unsigned long q = atomic_fetch_add(&s->counter, 1);
-    pid_t pid = md_pid();
-    uint64_t rnd = md_random64();
-    int n = snprintf(tmpname, sizeof(tmpname), "%lld.M%06ldP%ldQ%luR%016llx.%s",
-                     (long long)tv.tv_sec, (long)tv.tv_usec, (long)pid, q,
-                     (unsigned long long)rnd, s->host);
-    /* ",S=" and ",W=" with up to 20 digits each must still fit, in the
-     * name and in uid_r. */
-    if (n < 0 || (size_t)n + SIZES_ROOM > sizeof(tmpname)) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    if (uid_r != NULL && uid_cap < (size_t)n + SIZES_ROOM) {
-        errno = ERANGE;
-        return -1;
-    }
-    if ((d = md_dir_get(s, &p, true)) == NULL)
-        return -1;
-    /* Unnamed in new/ where /proc is there to name it (the cache knows:
-     * it read the folder's path there), else the classic tmp/ file. */
-    bool anon = d->real != NULL;
-    if (anon) {
-        fd = md_on_fresh_dir(s, &p, &d, md_op_create_anon, NULL);
-        if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL) &&
-            d != NULL)
-            anon = false;
-    }
-    if (!anon)
-        fd = md_on_fresh_dir(s, &p, &d, md_op_create_tmp, tmpname);
-    if (fd < 0) {
-        err = errno;
-        goto out;
-    }
-    struct store_crlf crlf;
-    store_crlf_init(&crlf);
-    store_crlf_feed(&crlf, prefix, prefix_len);
-    chunk = xmalloc(COPY_CHUNK);
-    /* A short prefix goes out with the first piece of the body: one write
-     * for a small message. */
-    size_t fill = 0;
-    if (prefix_len > 0 && prefix_len <= COPY_CHUNK / 2) {
-        memcpy(chunk, prefix, prefix_len);
-        fill = prefix_len;
-    } else if (prefix_len > 0 && fs_write_all(fd, prefix, prefix_len) < 0) {
-        err = errno;
-        goto fail_tmp;
-    }
-    size = prefix_len;
-    for (;;) {
-        ssize_t r = rd(rd_arg, chunk + fill, COPY_CHUNK - fill);
-        if (r < 0 || (size_t)r > COPY_CHUNK - fill) {
-            err = r < 0 && errno != 0 ? errno : EIO;
-            goto fail_tmp;
-        }
-        if ((size_t)r + fill > 0 && fs_write_all(fd, chunk, fill + (size_t)r) < 0) {
-            err = errno;
-            goto fail_tmp;
-        }
-        store_crlf_feed(&crlf, chunk + fill, (size_t)r);
-        fill = 0;
-        if (r == 0)
-            break;
-        size += (uint64_t)r;
-    }
-    if (fsync(fd) < 0) {
-        err = errno;
-        goto fail_tmp;
-    }
-    if (!anon) {
-        int cfd = fd;
-        fd = -1;
-        if (close(cfd) < 0) {
-            err = errno;
-            goto fail_tmp;
-        }
-    }
-    /* Fits in NAME_MAX: SIZES_ROOM bytes were kept free above. W= is the
-     * size as CRLF text (Dovecot's virtual size): equal to S= for what
-     * SMTP gave us, but written always, as Dovecot does, so a reader never
-     * has to read the file to know it. */
-    uint64_t vsize = store_crlf_finish(&crlf);
-    snprintf(name, sizeof(name), "%s,S=%llu,W=%llu", tmpname,
-             (unsigned long long)size, (unsigned long long)vsize);
-    /* The index's write lock spans the rename, so a reader syncing the
-     * index never sees the file without its row (doc/store.md "UIDs at
-     * delivery"). Without an index the next open assigns the UID; an
-     * index made by a reader after this look gives it at its next sync. */
-    struct stat isb;
-    bool isb_known;
-    if (md_has_index(d, &isb, &isb_known))
-        itx = md_index_begin(s, &p, d, isb_known ? &isb : NULL);
-    /* Never overwrite: the name is unique by construction, and the kernel
-     * checks it (linkat always; renameat2 where the filesystem supports
-     * it). */
-    if (anon) {
-        struct md_link link = {fd, name};
-        if (md_on_fresh_dir(s, &p, &d, md_op_link_anon, &link) < 0) {
-            err = errno;
-            goto fail_tmp;
-        }
-        int cfd = fd;
-        fd = -1;
-        if (close(cfd) < 0) { /* its error counts (NFS): take the name back */
-            err = errno;
-            unlinkat(d->newfd, name, 0);
-            goto out;
-        }
-    } else if (renameat2(d->tmpfd, tmpname, d->newfd, name, RENAME_NOREPLACE) < 0) {
-        if ((errno != EINVAL && errno != ENOSYS) ||
-            renameat(d->tmpfd, tmpname, d->newfd, name) < 0) {
-            err = errno;
-            goto fail_tmp;
-        }
-    }
-    if (md_dir_sync_new(d) < 0) {
-        /* Not durable, and the caller will deliver again: take it back so
-         * the retry does not make a second copy. */
-        err = errno;
-        unlinkat(d->newfd, name, 0);
-        goto out;
-    }
-    md_index_end(itx, name, size, vsize, true);
-    itx = NULL;
-    if (size <= INT64_MAX)
-        md_usage_add(d->newfd, true, p.folder[0] != '\0', (int64_t)size, 1);
-    if (uid_r != NULL)
-        snprintf(uid_r, uid_cap, "%s", name);
-    /* The quota warning state sits in the INBOX Maildir: the parent of
-     * this new/, or of its folder. */
-    if (qs_r != NULL &&
-        md_quota_state_peek_at(d->newfd,
-                               p.folder[0] == '\0'
-                                   ? "../" MD_QUOTA_STATE_FILE
-                                   : "../../" MD_QUOTA_STATE_FILE,
-                               qs_r) < 0)
-        *qs_r = (struct store_qstate){STORE_QWARN_ARMED, 0, 0};
-    goto out;
-fail_tmp:
-    if (fd >= 0)
-        close(fd); /* an unnamed file goes with it */
-    fd = -1;
-    if (!anon && d != NULL)
-        unlinkat(d->tmpfd, tmpname, 0);
-out:
-    if (itx != NULL)
-        md_index_end(itx, NULL, 0, 0, false);
-    free(chunk);
-    if (fd >= 0)
-        close(fd);
-    /* ENOENT: the folder went away under us; the next delivery walks. */
-    md_dir_put(s, d, err == ENOENT);
-    if (err != 0) {
-        errno = err;
-        return -1;
-    }
-    return 0;
-}
-
 static int md_mailbox_path(struct store *st, const char *mailbox, char *out,
                            size_t out_cap)
 {
@@ -807,7 +672,9 @@ static void md_free(struct store *st)
 
 static const struct store_ops md_ops = {
     .free = md_free,
-    .deliver = md_deliver,
+    .deliver_begin = md_deliver_begin,
+    .deliver_commit = md_deliver_commit,
+    .deliver_abort = md_deliver_abort,
     .mailbox_path = md_mailbox_path,
     .clean_tmp = md_clean_tmp,
     .mailbox_open = md_mailbox_open,

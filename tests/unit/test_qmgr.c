@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conf/cfgref.h"
 #include "conf/config.h"
 #include "deliver/qmgr.h"
 #include "harness.h"
@@ -16,6 +17,7 @@
 #include "store/store.h"
 
 static char tmpdir[256];
+static const char *cfg_extra = ""; /* more configuration lines */
 
 static struct config *load_cfg(void)
 {
@@ -38,8 +40,9 @@ static struct config *load_cfg(void)
             "user bob@example.test\n"
             "alias team@example.test alice@example.test, bob@example.test, demo@example.test\n"
             "alias fwd@example.test someone@remote.test\n"
-            "postmaster demo@example.test\n",
-            tmpdir);
+            "postmaster demo@example.test\n"
+            "%s",
+            tmpdir, cfg_extra);
     fclose(f);
     struct buf err;
     buf_init(&err, 4096);
@@ -245,12 +248,73 @@ TEST(test_expired_message_bounces)
     config_free(cfg);
 }
 
+/* Messages in mailbox box whose body is `body` after the Return-Path. */
+static size_t count_body(struct store *st, const char *box, const char *body)
+{
+    size_t n = store_mem_count(st, box), found = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t len;
+        char *msg = store_mem_get(st, box, i, &len);
+        if (msg != NULL && strstr(msg, body) != NULL)
+            found++;
+        free(msg);
+    }
+    return found;
+}
+
+/*
+ * The delivery threads with batches (doc/store.md "Batched delivery") and
+ * a quota: 60 messages already queued for three mailboxes of 5 messages
+ * each, taken by 3 workers in batches of up to 8. The quota locks are
+ * held from each check to its batch's commit and a batch never checks one
+ * mailbox twice, so no mailbox gets a sixth message however the batches
+ * fall; the rest fail (quota-exceeded permanent) and the queue empties.
+ */
+TEST(test_batches_keep_the_quota)
+{
+    cfg_extra = "quota 0 5\nquota-exceeded permanent\n"
+                "limit delivery-threads 3\nlimit delivery-batch 8\n";
+    struct config *cfg = load_cfg();
+    cfg_extra = "";
+    CHECK(cfg != NULL);
+    if (cfg == NULL)
+        return;
+    struct queue *q = queue_mem_new();
+    struct store *st = store_mem_new();
+    const char *boxes[] = {"alice@example.test", "bob@example.test", "demo@example.test"};
+    char id[QUEUE_ID_SIZE];
+    for (int i = 0; i < 60; i++) {
+        const char *rcpt[] = {boxes[i % 3]};
+        CHECK_EQ_INT(enqueue(q, "", rcpt, 1, "Subject: q\r\n\r\nbatched\r\n", id), 0);
+    }
+    struct cfgref *ref = cfgref_new(cfg);
+    struct buf err;
+    buf_init(&err, 1024);
+    struct qmgr *m = qmgr_start(q, st, ref, false, &err);
+    CHECK(m != NULL);
+    struct list_ctx lc = {1, ""};
+    for (int t = 0; t < 1000 && lc.n > 0; t++) {
+        usleep(10000);
+        lc.n = 0;
+        queue_list(q, count_cb, &lc);
+    }
+    CHECK_EQ_INT(lc.n, 0);
+    qmgr_stop(m);
+    for (size_t b = 0; b < 3; b++)
+        CHECK_EQ_INT(count_body(st, boxes[b], "\r\n\r\nbatched\r\n"), 5);
+    buf_free(&err);
+    cfgref_put(ref);
+    store_free(st);
+    queue_close(q);
+}
+
 int main(void)
 {
     RUN(test_expansion_one_copy_per_mailbox);
     RUN(test_forwarding_split_into_new_message);
     RUN(test_vanished_user_fails_permanently);
     RUN(test_expired_message_bounces);
+    RUN(test_batches_keep_the_quota);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf /tmp/estafeta-qmgr-*");
     if (system(cmd) != 0)
