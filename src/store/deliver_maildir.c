@@ -291,7 +291,7 @@ int md_deliver_begin(struct store *st, struct store_flush *fl,
         mp->fd = md_on_fresh_dir(s, &mp->p, &mp->d, md_op_create_tmp, mp->tmpname);
     if (mp->fd < 0) {
         err = errno;
-        goto fail;
+        goto fail_nofile;
     }
     /* The flusher's descriptor for this filesystem exists before the
      * first byte is written, so its syncfs reports any error in it. */
@@ -343,6 +343,8 @@ int md_deliver_begin(struct store *st, struct store_flush *fl,
 fail:
     free(chunk);
     md_pending_unwrite(mp);
+fail_nofile: /* nothing of ours to remove: a tmp/ name that failed O_EXCL
+                is someone else's */
     mp->err = err;
     md_pending_free(s, mp);
     errno = err;
