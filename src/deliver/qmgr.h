@@ -1,8 +1,12 @@
 /*
- * qmgr: the queue manager. A delivery thread that takes committed messages
- * from the queue and delivers each local recipient into its mailbox
- * (store.h), expanding aliases, lists, subaddresses and catch-all
- * (resolve.h), and removes a message once every recipient is done.
+ * qmgr: the queue manager. Delivery threads (delivery-threads of them)
+ * take committed messages from the queue and deliver each local recipient
+ * into its mailbox (store.h), expanding aliases, lists, subaddresses and
+ * catch-all (resolve.h), and remove a message once every recipient is
+ * done. A thread takes up to delivery-batch waiting messages at a time and
+ * makes their copies durable together (store_deliver_commit; doc/store.md
+ * "Batched delivery"); a recipient is marked done only after that commit
+ * succeeded for every copy it expands to.
  *
  * Rules (doc/queue.md has the crash-safety argument):
  *  - a recipient is marked done (durably, queue_rcpt_update) only after
@@ -30,10 +34,10 @@
  *    report once after delay-warning; each recipient is marked reported
  *    durably, and a message is removed only after its DSN is queued.
  *
- * Contract: qmgr_start() spawns the thread and schedules every message
+ * Contract: qmgr_start() spawns the threads and schedules every message
  * already in the queue (recovery). qmgr_notify() may be called from any
  * thread. qmgr_set_config() swaps the configuration used for the next
- * message. qmgr_stop() finishes the message in hand and joins the thread.
+ * batch. qmgr_stop() finishes the batches in hand and joins the threads.
  */
 #ifndef ESTAFETA_DELIVER_QMGR_H
 #define ESTAFETA_DELIVER_QMGR_H
