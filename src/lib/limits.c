@@ -146,11 +146,12 @@ const struct limit_def limit_table[LIM__COUNT] = {
         "largest original message returned whole in a bounce (RET=FULL); "
         "a larger one is returned as headers only (Postfix bounce_size_limit)"},
     [LIM_DELIVERY_THREADS] = {"delivery-threads", LIMIT_COUNT, 16, 1, 64,
-        "messages delivered at the same time (read at start); each waits "
-        "on its own fsyncs, a disk completes concurrent flushes far faster "
-        "than the same flushes in a row, and deliveries into one folder "
-        "share its directory flush (doc/performance.md: 16 delivered 1.3-1.6x "
-        "faster than 4 at less CPU; Postfix runs up to 20 virtual(8))"},
+        "most messages delivered at the same time (read at start): with "
+        "delivery-batch a few threads are awake at once, and more wake "
+        "only as a backlog grows or while deliveries wait on a slow disk, "
+        "so one slow delivery never holds up the rest (doc/performance.md "
+        "\"Batched delivery\": 4 and 16 measured the same within the noise; "
+        "Postfix runs up to 20 virtual(8))"},
     [LIM_DELIVERY_NICE] = {"delivery-nice", LIMIT_COUNT, 10, 0, 19,
         "how much lower the delivery threads' CPU priority is than the "
         "threads that answer clients (added to the server's nice value, "
