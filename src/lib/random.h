@@ -10,6 +10,8 @@
  *    a process-wide counter. For names and ids that must be unique and hard
  *    to guess in advance (queue ids, Maildir names, MIME boundaries), where
  *    O_EXCL / RENAME_NOREPLACE / a boundary check catch the rare collision.
+ *    Up to 32 bytes come from a pool per thread (one getrandom per 256
+ *    bytes; a forked child empties its copy): never for secrets.
  */
 #ifndef ESTAFETA_LIB_RANDOM_H
 #define ESTAFETA_LIB_RANDOM_H

@@ -37,22 +37,15 @@
 
 static struct mdstore *MD(struct store *s) { return (struct mdstore *)s; }
 
-/* What unique names take from the system, without a system call per
+/* What unique names take from the system without a system call per
  * delivery: the pid, remembered (a forked child forgets its parent's), and
- * the R part, getrandom() bytes fetched for 32 names at a time per
- * thread. */
-#define MD_RND_POOL 256
+ * the R part from random_fill_unique's pool. */
 static _Atomic pid_t md_pid_cached;
 static pthread_once_t md_pid_once = PTHREAD_ONCE_INIT;
-static _Thread_local struct {
-    unsigned char b[MD_RND_POOL];
-    size_t left;
-} md_rnd;
 
 static void md_forget_at_fork(void)
 {
     atomic_store(&md_pid_cached, 0);
-    md_rnd.left = 0; /* the child's copy of the forking thread's pool */
 }
 
 static void md_pid_init(void)
@@ -74,15 +67,7 @@ static pid_t md_pid(void)
 static uint64_t md_random64(void)
 {
     uint64_t v;
-    if (md_rnd.left < sizeof(v)) {
-        if (random_fill(md_rnd.b, sizeof(md_rnd.b)) < 0) {
-            random_fill_unique(&v, sizeof(v)); /* never fails */
-            return v;
-        }
-        md_rnd.left = sizeof(md_rnd.b);
-    }
-    md_rnd.left -= sizeof(v);
-    memcpy(&v, md_rnd.b + md_rnd.left, sizeof(v));
+    random_fill_unique(&v, sizeof(v)); /* never fails */
     return v;
 }
 
