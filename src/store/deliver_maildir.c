@@ -453,6 +453,16 @@ static void md_commit_indexed(struct mdstore *s, struct md_pending *mp,
     md_index_end(itx, NULL, 0, 0, false);
 }
 
+/* The first of mp[0..i] in the same folder as mp[i] (i itself if none);
+ * with `ok`, among those delivered only. */
+static size_t md_first_in_folder(struct md_pending **mp, size_t i, bool ok)
+{
+    for (size_t k = 0; k < i; k++)
+        if (mp[k]->d == mp[i]->d && (!ok || mp[k]->err == 0))
+            return k;
+    return i;
+}
+
 void md_deliver_commit(struct store *st, struct store_flush *fl,
                        struct store_commit *v, struct store_qstate *qs, size_t n)
 {
@@ -469,12 +479,21 @@ void md_deliver_commit(struct store *st, struct store_flush *fl,
      * index the next open assigns the UID; an index made by a reader
      * after this look gives it at its next sync. */
     bool *indexed = xcalloc(n, sizeof(*indexed));
+    bool *looked = xcalloc(n, sizeof(*looked));
     struct stat *isb = xcalloc(n, sizeof(*isb));
     bool *isb_known = xcalloc(n, sizeof(*isb_known));
     for (size_t i = 0; i < n; i++) {
         if (mp[i]->err != 0)
             continue;
-        indexed[i] = md_has_index(mp[i]->d, &isb[i], &isb_known[i]);
+        /* One look for the index per folder and batch. */
+        size_t f = md_first_in_folder(mp, i, false);
+        if (!looked[f]) {
+            indexed[f] = md_has_index(mp[f]->d, &isb[f], &isb_known[f]);
+            looked[f] = true;
+        }
+        indexed[i] = indexed[f];
+        isb[i] = isb[f];
+        isb_known[i] = isb_known[f];
         if (!indexed[i] && md_commit_name(s, mp[i]) < 0)
             md_commit_fail(mp[i], errno);
     }
@@ -497,30 +516,46 @@ void md_deliver_commit(struct store *st, struct store_flush *fl,
         if (mp[i]->err == 0 && indexed[i])
             md_commit_indexed(s, mp[i], isb_known[i] ? &isb[i] : NULL);
 
+    /* The usage line and the quota warning state: once per folder for
+     * the batch's messages in it. */
     for (size_t i = 0; i < n; i++) {
         struct md_pending *m = mp[i];
         v[i].err = m->err;
-        if (m->err == 0) {
-            if (m->size <= INT64_MAX)
-                md_usage_add(m->d->newfd, true, m->p.folder[0] != '\0',
-                             (int64_t)m->size, 1);
-            /* Fits: begin kept the name within STORE_UID_SIZE. */
-            size_t len = strnlen(m->name, sizeof(v[i].uid) - 1);
-            memcpy(v[i].uid, m->name, len);
-            v[i].uid[len] = '\0';
-            /* The quota warning state sits in the INBOX Maildir: the
-             * parent of this new/, or of its folder. */
-            if (md_quota_state_peek_at(m->d->newfd,
-                                       m->p.folder[0] == '\0'
-                                           ? "../" MD_QUOTA_STATE_FILE
-                                           : "../../" MD_QUOTA_STATE_FILE,
-                                       &qs[i]) < 0)
-                qs[i] = (struct store_qstate){STORE_QWARN_ARMED, 0, 0};
+        if (m->err != 0)
+            continue;
+        /* Fits: begin kept the name within STORE_UID_SIZE. */
+        size_t len = strnlen(m->name, sizeof(v[i].uid) - 1);
+        memcpy(v[i].uid, m->name, len);
+        v[i].uid[len] = '\0';
+        size_t f = md_first_in_folder(mp, i, true);
+        if (f != i) {
+            qs[i] = qs[f];
+            continue;
         }
-        md_pending_free(s, m);
+        int64_t bytes = 0, count = 0;
+        for (size_t k = i; k < n; k++) {
+            if (mp[k]->err == 0 && mp[k]->d == m->d && mp[k]->size <= INT64_MAX / 2 &&
+                bytes <= INT64_MAX / 2) {
+                bytes += (int64_t)mp[k]->size;
+                count++;
+            }
+        }
+        md_usage_add(m->d->newfd, true, m->p.folder[0] != '\0', bytes, count);
+        /* The quota warning state sits in the INBOX Maildir: the parent
+         * of this new/, or of its folder. */
+        if (md_quota_state_peek_at(m->d->newfd,
+                                   m->p.folder[0] == '\0'
+                                       ? "../" MD_QUOTA_STATE_FILE
+                                       : "../../" MD_QUOTA_STATE_FILE,
+                                   &qs[i]) < 0)
+            qs[i] = (struct store_qstate){STORE_QWARN_ARMED, 0, 0};
+    }
+    for (size_t i = 0; i < n; i++) {
+        md_pending_free(s, mp[i]);
         v[i].p = NULL;
     }
     free(indexed);
+    free(looked);
     free(isb);
     free(isb_known);
     free(mp);

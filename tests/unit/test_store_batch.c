@@ -313,6 +313,40 @@ TEST(batch_indexed_folder)
     fixture_teardown(&f);
 }
 
+/* The usage file (doc/store.md "The usage file") gets one line per folder
+ * and batch, with the batch's bytes and messages there; the running total
+ * still equals an exact reading. */
+TEST(batch_usage_one_line_per_folder)
+{
+    struct fixture f;
+    if (!fixture_setup(&f))
+        return;
+    uint64_t b0, m0, b, m, cb, cm;
+    CHECK(store_quota_usage(f.s, ALICE, &b0, &m0) == 0); /* makes the file */
+    CHECK_EQ_INT(m0, 2);
+    struct store_commit v[NITEMS];
+    batch_begin(f.s, f.fl, v);
+    store_deliver_commit(f.s, f.fl, v, NITEMS);
+    check_landed(f.root, v);
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/example.org/alice/estafeta.usage", f.root);
+    struct buf text;
+    CHECK(fs_read_file(path, 4096, &text) == 0);
+    size_t lines = 0;
+    for (size_t i = 0; text.data != NULL && i < text.len; i++)
+        lines += text.data[i] == '\n';
+    /* The header, the reading's total, then the INBOX's three messages and
+     * Work's one: a line each for the two folders. */
+    CHECK_EQ_INT(lines, 4);
+    buf_free(&text);
+    CHECK(store_quota_usage_cached(f.s, ALICE, &cb, &cm) == 0);
+    CHECK(store_quota_usage(f.s, ALICE, &b, &m) == 0);
+    CHECK_EQ_INT(cm, m);
+    CHECK_EQ_INT(cb, b);
+    CHECK_EQ_INT(m, 6);
+    fixture_teardown(&f);
+}
+
 /* The in-memory backend takes batches too (kept in memory until commit). */
 TEST(batch_mem_backend)
 {
@@ -349,6 +383,7 @@ int main(void)
     RUN(batch_dir_fsync_fails);
     RUN(batch_abort);
     RUN(batch_indexed_folder);
+    RUN(batch_usage_one_line_per_folder);
     RUN(batch_mem_backend);
     return harness_done("test_store_batch");
 }
