@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/time.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -164,8 +166,30 @@ void store_flush_free(struct store_flush *fl)
     if (fl == NULL)
         return;
     for (size_t i = 0; i < fl->n; i++)
-        close(fl->fd[i]);
+        if (fl->fd[i] >= 0)
+            close(fl->fd[i]);
     free(fl);
+}
+
+/* Filesystems whose syncfs writes every dirty page and inode to stable
+ * storage and reports the errors on the way (doc/store.md "Batched
+ * delivery"). Not FUSE (its syncfs sends the daemon no flush, its fsync
+ * does), not overlayfs (older kernels lose the upper layer's errors), not
+ * network filesystems: there every message gets its own fsync. */
+static bool md_syncfs_trusted(int fd)
+{
+    struct statfs sf;
+    if (fstatfs(fd, &sf) < 0)
+        return false;
+    switch ((unsigned long)sf.f_type) {
+    case EXT4_SUPER_MAGIC: /* ext2, ext3 and ext4 share it */
+    case XFS_SUPER_MAGIC:
+    case BTRFS_SUPER_MAGIC:
+    case TMPFS_MAGIC:
+        return true;
+    default:
+        return false;
+    }
 }
 
 int store_flush_slot(struct store_flush *fl, dev_t dev, int dirfd)
@@ -174,15 +198,28 @@ int store_flush_slot(struct store_flush *fl, dev_t dev, int dirfd)
         return -1;
     for (size_t i = 0; i < fl->n; i++)
         if (fl->dev[i] == dev)
-            return (int)i;
+            return fl->fd[i] >= 0 ? (int)i : -1;
     if (fl->n == STORE_FLUSH_DEVS)
         return -1;
     int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return -1;
+    /* The descriptor must be on the file's own filesystem (a tmp/ can be
+     * a mount of its own), and one whose syncfs is trusted; a filesystem
+     * that is not keeps a slot with no descriptor, so it is asked once. */
+    struct stat sb;
+    if (fstat(fd, &sb) < 0 || sb.st_dev != dev) {
+        close(fd);
+        return -1;
+    }
+    if (!md_syncfs_trusted(fd)) {
+        close(fd);
+        fd = -1;
+    }
     fl->dev[fl->n] = dev;
     fl->fd[fl->n] = fd;
-    return (int)fl->n++;
+    fl->n++;
+    return fd >= 0 ? (int)fl->n - 1 : -1;
 }
 
 /* ================= begin ================= */
@@ -226,7 +263,7 @@ static void md_pending_free(struct mdstore *s, struct md_pending *mp)
 int md_deliver_begin(struct store *st, struct store_flush *fl,
                      const char *mailbox, const char *folder,
                      const char *prefix, size_t prefix_len, store_read_fn rd,
-                     void *rd_arg, struct store_pending **p_r)
+                     void *rd_arg, size_t uid_cap, struct store_pending **p_r)
 {
     struct mdstore *s = MD(st);
     struct md_pending *mp = xcalloc(1, sizeof(*mp));
@@ -256,7 +293,11 @@ int md_deliver_begin(struct store *st, struct store_flush *fl,
         errno = ENAMETOOLONG;
         return -1;
     }
-    mp->base.uid_size = (size_t)n + SIZES_ROOM;
+    if (uid_cap != 0 && uid_cap < (size_t)n + SIZES_ROOM) {
+        free(mp);
+        errno = ERANGE;
+        return -1;
+    }
     if ((mp->d = md_dir_get(s, &mp->p, true)) == NULL) {
         err = errno;
         free(mp);

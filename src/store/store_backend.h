@@ -47,14 +47,16 @@ struct store_ops {
                    void *read_arg, char *uid_r, size_t uid_cap,
                    struct store_qstate *qs_r);
     /* store_deliver_begin, _commit and _abort (store.h) for a backend
-     * that writes first and makes durable later (the Maildir one); the
-     * dispatch has set (*p_r)->mailbox. commit sets qs[i] as deliver's
-     * qs_r for each v[i] that succeeded, and frees every v[i].p but its
-     * mailbox (the dispatch's). */
+     * that writes first and makes durable later (the Maildir one). begin
+     * refuses with ERANGE, before anything is written, a uid that would
+     * not fit in uid_cap (0: no check); (*p_r)->mailbox is the caller's
+     * to set. commit sets qs[i] as deliver's qs_r for each v[i] that
+     * succeeded, and frees every v[i].p but its mailbox (the
+     * dispatch's). */
     int (*deliver_begin)(struct store *s, struct store_flush *fl,
                          const char *mailbox, const char *folder,
                          const char *prefix, size_t prefix_len,
-                         store_read_fn read, void *read_arg,
+                         store_read_fn read, void *read_arg, size_t uid_cap,
                          struct store_pending **p_r);
     void (*deliver_commit)(struct store *s, struct store_flush *fl,
                            struct store_commit *v, struct store_qstate *qs,
@@ -110,8 +112,6 @@ struct store {
 struct store_pending {
     struct store *store;
     char *mailbox;   /* the dispatch's copy, for the quota warning */
-    size_t uid_size; /* the room its uid needs, NUL included (at most
-                        STORE_UID_SIZE) */
 };
 
 /* A delivering thread's flusher (store.h store_flush_new): per filesystem
@@ -123,12 +123,14 @@ struct store_flush {
     bool syncfs_ok;                  /* the kernel reports syncfs errors */
     size_t n;
     dev_t dev[STORE_FLUSH_DEVS];
-    int fd[STORE_FLUSH_DEVS];
+    int fd[STORE_FLUSH_DEVS];        /* -1: a filesystem without a trusted
+                                        syncfs (FUSE, NFS, overlayfs...) */
 };
 /* The slot of `dev` in fl, opening a descriptor for it from dirfd (a
  * directory on that filesystem) if it has none; -1 when fl is NULL,
- * cannot use syncfs, is full or the open fails (the message is then
- * fsync'd alone). */
+ * cannot use syncfs, is full, the open fails, dirfd is on another
+ * filesystem, or the filesystem's syncfs is not trusted (ext2/3/4, XFS,
+ * Btrfs and tmpfs are): the message is then fsync'd alone. */
 int store_flush_slot(struct store_flush *fl, dev_t dev, int dirfd);
 
 /* The part of an open mailbox every backend shares (first member of the
@@ -192,7 +194,7 @@ int md_names(const char *mailbox, const char *folder, struct mdpath *p);
 int md_deliver_begin(struct store *s, struct store_flush *fl,
                      const char *mailbox, const char *folder,
                      const char *prefix, size_t prefix_len, store_read_fn rd,
-                     void *rd_arg, struct store_pending **p_r);
+                     void *rd_arg, size_t uid_cap, struct store_pending **p_r);
 void md_deliver_commit(struct store *s, struct store_flush *fl,
                        struct store_commit *v, struct store_qstate *qs,
                        size_t n);

@@ -54,16 +54,10 @@ int store_deliver_peek(struct store *s, const char *mailbox, const char *folder,
         return s->ops->deliver(s, mailbox, folder, prefix, prefix_len, read,
                                read_arg, uid_r, uid_cap, qs_r);
     struct store_commit c = {.p = NULL};
-    if (store_deliver_begin(s, NULL, mailbox, folder, prefix, prefix_len, read,
-                            read_arg, &c.p) < 0)
+    /* A uid_r too small is refused before anything is written. */
+    if (s->ops->deliver_begin(s, NULL, mailbox, folder, prefix, prefix_len, read,
+                              read_arg, uid_r != NULL ? uid_cap : 0, &c.p) < 0)
         return -1;
-    /* Before the message is visible: a uid_r too small delivers nothing. */
-    if (uid_r != NULL && uid_cap < c.p->uid_size) {
-        store_deliver_abort(c.p);
-        errno = ERANGE;
-        return -1;
-    }
-    free(c.p->mailbox);
     c.p->mailbox = NULL;
     s->ops->deliver_commit(s, NULL, &c, &qs, 1);
     if (c.err != 0) {
@@ -115,7 +109,6 @@ static int store_begin_buffered(struct store *s, const char *folder,
 {
     struct store_pending_buf *pb = xcalloc(1, sizeof(*pb));
     pb->base.store = s;
-    pb->base.uid_size = 64; /* store_mem.c: "mem.Q<20 digits>,S=<20 digits>" */
     pb->folder = folder != NULL ? xstrdup(folder) : NULL;
     buf_init(&pb->content, SIZE_MAX - 1);
     char chunk[16384];
@@ -167,7 +160,7 @@ int store_deliver_begin(struct store *s, struct store_flush *fl,
     *p_r = NULL;
     int r = s->ops->deliver_begin != NULL
                 ? s->ops->deliver_begin(s, fl, mailbox, folder, prefix,
-                                        prefix_len, read, read_arg, p_r)
+                                        prefix_len, read, read_arg, 0, p_r)
                 : store_begin_buffered(s, folder, prefix, prefix_len, read,
                                        read_arg, p_r);
     if (r == 0)

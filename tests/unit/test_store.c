@@ -251,6 +251,7 @@ TEST(maildir_read_failure_leaves_nothing)
     src = (struct src){content, 10, 0, 10, 0, 0};
     CHECK(store_deliver(s, "c@d", NULL, "", 0, src_read, &src, uid, 20) == -1);
     CHECK(errno == ERANGE);
+    CHECK_EQ_INT(src.off, 0); /* not even read */
     snprintf(path, sizeof(path), "%s/new", mbox);
     CHECK_EQ_INT(dir_list(path, NULL, 0), 0);
     free(content);
