@@ -36,7 +36,15 @@ struct qmgr_item {
     time_t relay_due;        /* not handed to the relay before this */
     bool warned;             /* delay DSN sent (kept in memory only:
                                 after a restart it may be sent again) */
+    uint64_t ready_ms;       /* when it last became ready (monotonic) */
 };
+
+/* How long a ready message may wait for the awake workers before an idle
+ * one (the standby) takes it: the wake policy leaves work to the awake
+ * workers, and one of them may be stuck in a slow delivery (a huge
+ * message, an index locked by a reader, a slow disk). A pass of 32 small
+ * messages takes a few milliseconds. */
+#define QMGR_STALL_MS 20
 
 struct qmgr {
     struct queue *queue;
@@ -60,8 +68,10 @@ struct qmgr {
     size_t nthreads;
     size_t batch;            /* delivery-batch: messages per worker pass */
     /* Waking (qmgr_wake): workers waiting for work, and wake-ups sent to
-     * them that none has taken yet. */
+     * them that none has taken yet; whether an idle worker is the standby
+     * (QMGR_STALL_MS). */
     size_t idle, signaled;
+    bool standby, standby_wanted;
     int nice;                /* delivery-nice, applied by each worker */
     /* With a quota, the check and the delivery of one mailbox must not
      * interleave with another worker's (or both could pass the check and
@@ -759,6 +769,13 @@ static int qmgr_item_cmp(const void *a, const void *b)
     return strcmp(((const struct qmgr_item *)a)->id, ((const struct qmgr_item *)b)->id);
 }
 
+static uint64_t qmgr_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
 static void qmgr_push_ready(struct qmgr *m, struct qmgr_item *it)
 {
     it->next = NULL;
@@ -768,6 +785,7 @@ static void qmgr_push_ready(struct qmgr *m, struct qmgr_item *it)
         m->ready_head = it;
     m->ready_tail = it;
     m->nready++;
+    it->ready_ms = qmgr_now_ms();
 }
 
 /* Moves due retries to the ready list; returns the earliest future due time
@@ -908,6 +926,66 @@ static void qmgr_wake(struct qmgr *m)
     }
 }
 
+/*
+ * A worker waits for work (the lock held): until signalled, or until
+ * `next` (a retry falls due, 0: none). While other workers are awake, one
+ * idle worker is the standby and also wakes QMGR_STALL_MS after the oldest
+ * ready message became ready (`waited` ms ago), so a message never waits
+ * long for a worker stuck in a slow pass; *timer_r tells it that its
+ * timer (or a handed watch), not a signal, woke it, *standby_r that it
+ * was the standby.
+ */
+static void qmgr_wait(struct qmgr *m, time_t next, uint64_t waited, bool *timer_r,
+                      bool *standby_r)
+{
+    bool standby = !m->standby && m->idle + 1 < m->nthreads;
+    struct timespec ts = {.tv_sec = next, .tv_nsec = 0};
+    if (standby) {
+        m->standby = true;
+        uint64_t ms = waited < QMGR_STALL_MS ? QMGR_STALL_MS - waited : 1;
+        struct timespec at;
+        clock_gettime(CLOCK_REALTIME, &at); /* the condition's clock */
+        at.tv_sec += (time_t)(ms / 1000u);
+        at.tv_nsec += (long)(ms % 1000u) * 1000000L;
+        if (at.tv_nsec >= 1000000000L) {
+            at.tv_sec++;
+            at.tv_nsec -= 1000000000L;
+        }
+        if (next == 0 || at.tv_sec < next)
+            ts = at;
+    }
+    m->idle++;
+    int rc = 0;
+    if (next == 0 && !standby)
+        rc = pthread_cond_wait(&m->cv, &m->mu);
+    else
+        rc = pthread_cond_timedwait(&m->cv, &m->mu, &ts);
+    m->idle--;
+    if (m->signaled > 0)
+        m->signaled--;
+    *timer_r = standby && rc == ETIMEDOUT;
+    *standby_r = standby;
+    if (standby) {
+        m->standby = false;
+    } else if (m->standby_wanted && rc == 0) {
+        /* Handed the watch (qmgr_standby_handoff): as if by a timer. */
+        m->standby_wanted = false;
+        *timer_r = true;
+    }
+}
+
+/* The standby takes work: another idle worker takes over its watch (woken
+ * by a signal it treats as its timer), or none would keep it while this
+ * one is busy. Called with the lock held. */
+static void qmgr_standby_handoff(struct qmgr *m)
+{
+    if (m->idle > m->signaled) {
+        m->standby_wanted = true;
+        m->signaled++;
+        pthread_cond_signal(&m->cv);
+    }
+}
+
 static void *qmgr_thread(void *arg)
 {
     struct qmgr_worker *w = arg;
@@ -920,6 +998,8 @@ static void *qmgr_thread(void *arg)
     struct store_flush *fl = store_flush_new();
     struct qmgr_job *jobs = xcalloc(m->batch, sizeof(*jobs));
     int *results = xcalloc(m->batch, sizeof(*results));
+    bool standby_timer = false; /* woken as the standby, by its timer */
+    bool was_standby = false;   /* the last wait was the standby's */
     pthread_mutex_lock(&m->mu);
     while (!m->stopping) {
         if (m->flush) {
@@ -929,19 +1009,17 @@ static void *qmgr_thread(void *arg)
         }
         time_t now = time(NULL);
         time_t next = qmgr_promote(m, now);
-        if (m->ready_head == NULL) {
-            m->idle++;
-            if (next == 0) {
-                pthread_cond_wait(&m->cv, &m->mu);
-            } else {
-                struct timespec ts = {.tv_sec = next, .tv_nsec = 0};
-                pthread_cond_timedwait(&m->cv, &m->mu, &ts);
-            }
-            m->idle--;
-            if (m->signaled > 0)
-                m->signaled--;
+        /* The standby, woken by its timer, takes only what has waited
+         * QMGR_STALL_MS for the awake workers; else it waits again. */
+        uint64_t waited = m->ready_head != NULL
+                              ? qmgr_now_ms() - m->ready_head->ready_ms : 0;
+        if (m->ready_head == NULL || (standby_timer && waited < QMGR_STALL_MS)) {
+            qmgr_wait(m, next, waited, &standby_timer, &was_standby);
             continue;
         }
+        if (was_standby || standby_timer)
+            qmgr_standby_handoff(m);
+        standby_timer = was_standby = false;
         size_t n = 0;
         while (n < m->batch && m->ready_head != NULL) {
             struct qmgr_item *it = m->ready_head;

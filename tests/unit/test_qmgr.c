@@ -15,6 +15,7 @@
 #include "proto/smtp_cmd.h"
 #include "queue/queue.h"
 #include "store/store.h"
+#include "store/store_backend.h" /* to wrap the in-memory store's deliver */
 
 static char tmpdir[256];
 static const char *cfg_extra = ""; /* more configuration lines */
@@ -308,6 +309,105 @@ TEST(test_batches_keep_the_quota)
     queue_close(q);
 }
 
+struct has_ctx {
+    const char *id;
+    bool found;
+};
+
+static void has_cb(const char *id, void *arg)
+{
+    struct has_ctx *c = arg;
+    c->found = c->found || strcmp(id, c->id) == 0;
+}
+
+/* Whether the queue still holds message id. */
+static bool queue_has(struct queue *q, const char *id)
+{
+    struct has_ctx c = {id, false};
+    queue_list(q, has_cb, &c);
+    return c.found;
+}
+
+/* A store whose deliveries to alice take 1.5 s (a huge message, a locked
+ * index, a slow disk): the in-memory store with its deliver wrapped. */
+static int (*mem_deliver_op)(struct store *, const char *, const char *, const char *,
+                             size_t, store_read_fn, void *, char *, size_t,
+                             struct store_qstate *);
+
+static int slow_deliver(struct store *s, const char *mailbox, const char *folder,
+                        const char *prefix, size_t prefix_len, store_read_fn rd,
+                        void *rd_arg, char *uid_r, size_t uid_cap,
+                        struct store_qstate *qs_r)
+{
+    if (strncmp(mailbox, "alice@", 6) == 0)
+        usleep(1500 * 1000);
+    return mem_deliver_op(s, mailbox, folder, prefix, prefix_len, rd, rd_arg, uid_r,
+                          uid_cap, qs_r);
+}
+
+/*
+ * Workers stuck in slow deliveries must not hold up the next message: the
+ * wake policy leaves new work to the awake workers, and the standby (an
+ * idle one) takes what has waited QMGR_STALL_MS for them, handing its
+ * watch to another idle worker as it does. Three workers: alice's first
+ * message takes one (1.5 s), her second the standby, and bob's, queued
+ * then, is delivered by the third well before either is done.
+ */
+TEST(test_stuck_worker_does_not_hold_up_the_rest)
+{
+    cfg_extra = "limit delivery-threads 3\n";
+    struct config *cfg = load_cfg();
+    cfg_extra = "";
+    CHECK(cfg != NULL);
+    if (cfg == NULL)
+        return;
+    struct queue *q = queue_mem_new();
+    struct store *st = store_mem_new();
+    static struct store_ops slow_ops;
+    const struct store_ops *slow_ops_orig = st->ops;
+    slow_ops = *st->ops;
+    mem_deliver_op = slow_ops.deliver;
+    slow_ops.deliver = slow_deliver;
+    st->ops = &slow_ops;
+    struct cfgref *ref = cfgref_new(cfg);
+    struct buf err;
+    buf_init(&err, 1024);
+    struct qmgr *m = qmgr_start(q, st, ref, false, &err);
+    CHECK(m != NULL);
+    const char *alice[] = {"alice@example.test"}, *bob[] = {"bob@example.test"};
+    char ida[QUEUE_ID_SIZE], ida2[QUEUE_ID_SIZE], idb[QUEUE_ID_SIZE];
+    CHECK_EQ_INT(enqueue(q, "", alice, 1, "slow\r\n", ida), 0);
+    qmgr_notify(m, ida);
+    usleep(200 * 1000); /* a worker has it and is stuck */
+    CHECK_EQ_INT(enqueue(q, "", alice, 1, "slow\r\n", ida2), 0);
+    qmgr_notify(m, ida2);
+    usleep(200 * 1000); /* the standby has it and is stuck too */
+    CHECK_EQ_INT(enqueue(q, "", bob, 1, "quick\r\n", idb), 0);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    qmgr_notify(m, idb);
+    /* Delivered: gone from the queue (the in-memory store cannot be
+     * counted while its functions are wrapped). */
+    for (int t = 0; t < 200 && queue_has(q, idb); t++)
+        usleep(5000);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (long)(t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    CHECK(!queue_has(q, idb));
+    CHECK(queue_has(q, ida) && queue_has(q, ida2)); /* still stuck */
+    CHECK(ms < 700);
+    for (int t = 0; t < 400 && (queue_has(q, ida) || queue_has(q, ida2)); t++)
+        usleep(10000);
+    CHECK(!queue_has(q, ida) && !queue_has(q, ida2));
+    qmgr_stop(m);
+    st->ops = slow_ops_orig;
+    CHECK_EQ_INT(mailbox_has(st, "alice@example.test", "Return-Path: <>\r\nslow\r\n"), 2);
+    CHECK_EQ_INT(mailbox_has(st, "bob@example.test", "Return-Path: <>\r\nquick\r\n"), 1);
+    buf_free(&err);
+    cfgref_put(ref);
+    store_free(st);
+    queue_close(q);
+}
+
 int main(void)
 {
     RUN(test_expansion_one_copy_per_mailbox);
@@ -315,6 +415,7 @@ int main(void)
     RUN(test_vanished_user_fails_permanently);
     RUN(test_expired_message_bounces);
     RUN(test_batches_keep_the_quota);
+    RUN(test_stuck_worker_does_not_hold_up_the_rest);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf /tmp/estafeta-qmgr-*");
     if (system(cmd) != 0)
