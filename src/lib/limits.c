@@ -171,8 +171,10 @@ const struct limit_def limit_table[LIM__COUNT] = {
         "flushes 0.95 -> 0.35 a message); a thread takes what is waiting, "
         "so a lone message is "
         "flushed alone, and more threads are woken only as the backlog "
-        "grows; 1 flushes every message alone (for a spool that shares its "
-        "filesystem with a heavy writer, whose data syncfs would flush too)"},
+        "grows; syncfs only on ext2/3/4, XFS, Btrfs and tmpfs (elsewhere, "
+        "FUSE and NFS included, an fsync each); 1 flushes every message "
+        "alone (for a spool that shares its filesystem with a heavy writer, "
+        "whose data syncfs would flush too)"},
     [LIM_QUEUE_LOG_MESSAGE] = {"queue-log-message", LIMIT_SIZE, 256 * KiB, 0, 16 * MiB,
         "largest message body kept in memory while received and committed "
         "to the queue's accept log (one append and one fdatasync per batch) "
