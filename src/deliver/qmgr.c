@@ -676,19 +676,6 @@ static int qmgr_job_finish(struct qmgr *m, struct queue *q, const struct config 
     return status;
 }
 
-/* One message, alone: the phases of a worker's batch for a batch of one. */
-static int qmgr_deliver(struct qmgr *m, struct queue *q, struct store *st,
-                        const struct config *cfg, const char *id, struct qmgr_item *it)
-{
-    struct qmgr_job j = {.it = it};
-    snprintf(j.id, sizeof(j.id), "%s", id);
-    qmgr_job_load(&j, q, cfg);
-    qmgr_job_lock(m, cfg, &j, true);
-    qmgr_job_write(&j, q, st, cfg, NULL);
-    qmgr_batch_commit(st, NULL, &j, 1);
-    return qmgr_job_finish(m, q, cfg, &j);
-}
-
 /*
  * DSNs for what happened to recipients since the message was last looked
  * at: failures (NOTIFY FAILURE or not given), and successes where SUCCESS
@@ -758,10 +745,18 @@ static int qmgr_report(struct qmgr *m, struct queue *q, const struct config *cfg
     return rc;
 }
 
+/* One message, alone, outside the threads: the phases of a worker's
+ * pass for a batch of one, with no quota locks (no other worker) and no
+ * flusher (an fsync of its own). */
 int qmgr_deliver_one(struct queue *q, struct store *st, const struct config *cfg,
                      const char *id)
 {
-    return qmgr_deliver(NULL, q, st, cfg, id, NULL);
+    struct qmgr_job j = {.it = NULL};
+    snprintf(j.id, sizeof(j.id), "%s", id);
+    qmgr_job_load(&j, q, cfg);
+    qmgr_job_write(&j, q, st, cfg, NULL);
+    qmgr_batch_commit(st, NULL, &j, 1);
+    return qmgr_job_finish(NULL, q, cfg, &j);
 }
 
 static int qmgr_item_cmp(const void *a, const void *b)
