@@ -18,9 +18,9 @@
 #include "store/store_backend.h" /* to wrap the in-memory store's deliver */
 
 static char tmpdir[256];
-static const char *cfg_extra = ""; /* more configuration lines */
 
-static struct config *load_cfg(void)
+/* The test configuration, with `extra` lines added. */
+static struct config *load_cfg_extra(const char *extra)
 {
     snprintf(tmpdir, sizeof(tmpdir), "/tmp/estafeta-qmgr-XXXXXX");
     if (mkdtemp(tmpdir) == NULL)
@@ -43,7 +43,7 @@ static struct config *load_cfg(void)
             "alias fwd@example.test someone@remote.test\n"
             "postmaster demo@example.test\n"
             "%s",
-            tmpdir, cfg_extra);
+            tmpdir, extra);
     fclose(f);
     struct buf err;
     buf_init(&err, 4096);
@@ -52,6 +52,11 @@ static struct config *load_cfg(void)
         fprintf(stderr, "config: %s\n", buf_cstr(&err));
     buf_free(&err);
     return cfg;
+}
+
+static struct config *load_cfg(void)
+{
+    return load_cfg_extra("");
 }
 
 struct list_ctx {
@@ -273,10 +278,8 @@ static size_t count_body(struct store *st, const char *box, const char *body)
  */
 TEST(test_batches_keep_the_quota)
 {
-    cfg_extra = "quota 0 5\nquota-exceeded permanent\n"
-                "limit delivery-threads 3\nlimit delivery-batch 8\n";
-    struct config *cfg = load_cfg();
-    cfg_extra = "";
+    struct config *cfg = load_cfg_extra("quota 0 5\nquota-exceeded permanent\n"
+                                        "limit delivery-threads 3\nlimit delivery-batch 8\n");
     CHECK(cfg != NULL);
     if (cfg == NULL)
         return;
@@ -355,9 +358,7 @@ static int slow_deliver(struct store *s, const char *mailbox, const char *folder
  */
 TEST(test_stuck_worker_does_not_hold_up_the_rest)
 {
-    cfg_extra = "limit delivery-threads 3\n";
-    struct config *cfg = load_cfg();
-    cfg_extra = "";
+    struct config *cfg = load_cfg_extra("limit delivery-threads 3\n");
     CHECK(cfg != NULL);
     if (cfg == NULL)
         return;
