@@ -113,3 +113,53 @@ def test_delivery_nice(make_server):
     s2 = make_server(extra="limit delivery-nice 0\nlimit delivery-threads 3\n")
     nices, main = _settled_nices(s2.proc.pid, 0, 3)
     assert nices.get("deliver") == [main] * 3, (main, nices)
+
+
+def _burst(server, boxes, per_session, sessions):
+    """sessions concurrent connections, each sending per_session messages
+    (round robin over boxes); returns {box: [token, ...]} of the 250s."""
+    import threading
+    sent, errors, lock = {b: [] for b in boxes}, [], threading.Lock()
+
+    def client(n):
+        try:
+            c = SMTPRaw(server.port)
+            c.hello()
+            for k in range(per_session):
+                box, tok = boxes[(n + k) % len(boxes)], token()
+                c.start_mail("s%d@remote.test" % n, [box])
+                check(c.send_data(("Subject: %s\r\n\r\nbody %s\r\n" % (tok, tok)).encode()),
+                      250, "2.0.0", None, c)
+                with lock:
+                    sent[box].append(tok)
+            c.close()
+        except Exception as e:      # noqa: BLE001 - reported below
+            errors.append("client %d: %r" % (n, e))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    return sent
+
+
+def test_delivery_batch(make_server):
+    """A burst into two mailboxes lands whole and exactly once with
+    batches (the default, 32: one syncfs per batch, doc/store.md "Batched
+    delivery") and with `limit delivery-batch 1` (an fsync per message),
+    and no delivery is retried on the way."""
+    boxes = ["alice@example.test", "bob@example.test"]
+    for extra in ("", "limit delivery-batch 1\n"):
+        s = make_server(extra=extra)
+        sent = _burst(s, boxes, 10, 4)
+        s.wait_queue_empty(timeout=30)
+        for box in boxes:
+            got = [m for _, m in s.messages(box)]
+            assert len(got) == len(sent[box]), (extra, box, len(got), len(sent[box]))
+            for tok in sent[box]:
+                hits = [m for m in got if tok.encode() in m]
+                assert len(hits) == 1, (extra, box, tok, len(hits))
+                assert hits[0].endswith(("body %s\r\n" % tok).encode()), hits[0][-80:]
+        assert "deliver.tempfail" not in s.log(), (extra, s.log_tail())
