@@ -3,7 +3,7 @@
 # it installs only what is missing and never changes configuration.
 set -eu
 
-BUILD_PKGS="build-essential pkg-config libevent-dev libssl-dev libargon2-dev libsqlite3-dev libunbound-dev zlib1g-dev"
+BUILD_PKGS="build-essential pkg-config libevent-dev libssl-dev libargon2-dev libsqlite3-dev libunbound-dev zlib1g-dev libisal-dev"
 TEST_PKGS="clang libclang-rt-14-dev valgrind python3 python3-pytest swaks openssl procps iproute2 msmtp testssl.sh libnet-ssleay-perl libauthen-sasl-perl util-linux fetchmail postfix python3-dnslib"
 
 missing=""

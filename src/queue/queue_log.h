@@ -56,7 +56,8 @@ struct qlog_rec {
 
 /* The CRC-32 a record's header carries for its image (zlib's crc32: the
  * whole image, body included, so a record torn by a crash can be told at
- * recovery). Start with crc 0 and feed the pieces in order. */
+ * recovery). Start with crc 0 and feed the pieces in order. Computed by
+ * ISA-L where the build has it (HAVE_ISAL), with the same result. */
 uint32_t qlog_crc(uint32_t crc, const void *p, size_t n);
 /* The CRC of A followed by B from crc_a, crc_b and B's length (zlib's
  * crc32_combine). */

@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <zlib.h>
+
 #include "harness.h"
 #include "lib/fsutil.h"
 #include "lib/log.h"
@@ -23,6 +25,40 @@
 #include "queue/queue_fs_int.h"
 #include "queue/queue_log.h"
 #include "queue_testlib.h"
+
+/* ---- the body checksum ---- */
+
+/* qlog_crc (ISA-L's where built with it) is zlib's CRC-32 for every length
+ * and alignment, fed whole or in pieces, and qlog_crc_combine joins it: a
+ * queue written by one build is read by the other. */
+TEST(qlog_crc_is_zlibs)
+{
+    CHECK_EQ_INT(qlog_crc(0, "123456789", 9), 0xCBF43926u); /* the check value */
+    CHECK_EQ_INT(qlog_crc(0, "", 0), 0);
+    enum { N = 200 * 1024 + 77 };
+    unsigned char *b = xmalloc(N);
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < N; i++) {
+        x ^= x << 13, x ^= x >> 17, x ^= x << 5;
+        b[i] = (unsigned char)x;
+    }
+    static const size_t lens[] = {1, 2, 3, 7, 15, 16, 17, 31, 63, 64, 65, 127, 255,
+                                  256, 1000, 4095, 4096, 65536, 102400, N - 64};
+    for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++)
+        for (size_t off = 0; off < 64; off += 13) {
+            size_t n = lens[k];
+            uint32_t want = (uint32_t)crc32(0, b + off, (uInt)n);
+            CHECK_EQ_INT(qlog_crc(0, b + off, n), want);
+            CHECK_EQ_INT(qfile_crc32(0, b + off, n < 4096 ? n : 0),
+                         n < 4096 ? want : 0);
+            size_t half = n / 3;
+            uint32_t a = qlog_crc(0, b + off, half);
+            CHECK_EQ_INT(qlog_crc(a, b + off + half, n - half), want);
+            uint32_t c = qlog_crc(0, b + off + half, n - half);
+            CHECK_EQ_INT(qlog_crc_combine(a, c, n - half), want);
+        }
+    free(b);
+}
 
 /* ---- the accept log (doc/queue.md "The accept log") ---- */
 
@@ -581,6 +617,7 @@ TEST(fs_image_whole_or_in_parts)
 int main(void)
 {
     log_set_level(LOG_CRIT); /* recovery logs are expected here */
+    RUN(qlog_crc_is_zlibs);
     RUN(fs_log_lifecycle);
     RUN(fs_log_recovery);
     RUN(fs_log_spill_and_rotation);
