@@ -134,9 +134,48 @@ static void mem_release(struct fsq *fq, struct fsmsg *m)
     if (m->mem == NULL)
         return;
     atomic_fetch_sub(&fq->log_mem, (uint64_t)m->mcap);
-    free(m->mem);
+    bool kept = false;
+    if (m->mcap <= FSQ_MEM_SPARE_MAX) {
+        pthread_mutex_lock(&fq->spare_lock);
+        if (fq->nspare < FSQ_MEM_SPARES) {
+            fq->spare[fq->nspare++] = (struct fsq_spare){m->mem, m->mcap};
+            kept = true;
+        }
+        pthread_mutex_unlock(&fq->spare_lock);
+    }
+    if (!kept)
+        free(m->mem);
     m->mem = NULL;
     m->mlen = m->mcap = 0;
+}
+
+/* A buffer for a new message: the last one given back if there is one,
+ * else MEM_INITIAL bytes; counted in log_mem. false when the memory cap
+ * is reached (the message then goes to a file). */
+static bool mem_take(struct fsq *fq, struct fsmsg *m)
+{
+    struct fsq_spare sp = {NULL, MEM_INITIAL};
+    pthread_mutex_lock(&fq->spare_lock);
+    if (fq->nspare > 0)
+        sp = fq->spare[--fq->nspare];
+    pthread_mutex_unlock(&fq->spare_lock);
+    if (!mem_reserve(fq, sp.cap)) {
+        free(sp.p);
+        sp = (struct fsq_spare){NULL, MEM_INITIAL};
+        if (!mem_reserve(fq, sp.cap))
+            return false;
+    }
+    m->mem = sp.p != NULL ? sp.p : xmalloc(sp.cap);
+    m->mcap = sp.cap;
+    return true;
+}
+
+static void mem_spares_free(struct fsq *fq)
+{
+    for (size_t i = 0; i < fq->nspare; i++)
+        free(fq->spare[i].p);
+    fq->nspare = 0;
+    pthread_mutex_destroy(&fq->spare_lock);
 }
 
 /* From memory to incoming/<id>: the file path of doc/queue.md "Receive". */
@@ -180,10 +219,7 @@ static int fs_msg_open(struct queue *q, struct queue_msg **m_r)
         if (!qlog_has(fq->log, m->base.id))
             break;
     }
-    size_t first = MEM_INITIAL;
-    if (fq->log_msg_max > 0 && mem_reserve(fq, first)) {
-        m->mem = xmalloc(first);
-        m->mcap = first;
+    if (fq->log_msg_max > 0 && mem_take(fq, m)) {
         memcpy(m->mem, QFILE_HEADER, QFILE_HEADER_SIZE);
         m->mlen = QFILE_HEADER_SIZE;
     } else if (fs_spill(fq, m) < 0) {
@@ -1354,6 +1390,7 @@ static void fs_close(struct queue *q)
     close(fq->holdfd);
     close(fq->badfd);
     close(fq->dirfd);
+    mem_spares_free(fq);
     free(fq);
 }
 
@@ -1438,6 +1475,7 @@ struct queue *queue_fs_open(const char *dir, struct buf *err_r)
     fq->log = log;
     fq->log_msg_max = LOG_MESSAGE_DEFAULT;
     fq->log_mem_max = LOG_MEMORY_DEFAULT;
+    pthread_mutex_init(&fq->spare_lock, NULL);
     fq->dirfd = dirfd;
     fq->infd = fds[0];
     fq->msgfd = fds[1];

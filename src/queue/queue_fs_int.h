@@ -7,11 +7,15 @@
 #ifndef ESTAFETA_QUEUE_QUEUE_FS_INT_H
 #define ESTAFETA_QUEUE_QUEUE_FS_INT_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "queue/queue_backend.h"
 #include "queue/queue_log.h"
+
+#define FSQ_MEM_SPARES 16
+#define FSQ_MEM_SPARE_MAX (512u * 1024u)
 
 struct fsq {
     struct queue base;
@@ -20,6 +24,17 @@ struct fsq {
     uint64_t log_msg_max;       /* body octets; 0: no message goes there */
     uint64_t log_mem_max;
     _Atomic uint64_t log_mem;   /* bytes allocated by messages in memory */
+    /* Buffers of messages gone (committed, aborted, spilled), reused by
+     * the next ones: a message does not regrow its buffer from 8 KiB by
+     * reallocs, nor fault in fresh pages (doc/queue.md "The accept log").
+     * At most FSQ_MEM_SPARES of at most FSQ_MEM_SPARE_MAX each; not
+     * counted in log_mem until a message takes one. */
+    pthread_mutex_t spare_lock;
+    size_t nspare;
+    struct fsq_spare {
+        unsigned char *p;
+        size_t cap;
+    } spare[FSQ_MEM_SPARES];
 };
 
 static inline struct fsq *FSQ(struct queue *q) { return (struct fsq *)q; }

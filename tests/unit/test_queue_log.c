@@ -8,6 +8,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,6 +283,84 @@ TEST(fs_log_recovery)
         queue_close(q);
     }
     free(big);
+    rm_rf(dir);
+    free(dir);
+}
+
+/* A message's buffer is handed to the next message (not regrown from 8
+ * KiB): a small message in a big one's buffer holds only its own bytes,
+ * the buffers kept are bounded in number and size, none is counted in the
+ * memory cap while kept, and one the cap cannot take is not used. */
+TEST(fs_log_buffers_reused)
+{
+    char *dir;
+    struct queue *q = queue_new_in_tmp(&dir, true);
+    if (q == NULL)
+        return;
+    struct fsq *fq = FSQ(q);
+    unsigned char *big;
+    (void)make_body(&big, 700000);
+    char id[QUEUE_ID_SIZE], id2[QUEUE_ID_SIZE];
+
+    CHECK(queue_one(q, big, 100000, 1, id) == 0);
+    CHECK_EQ_INT(fq->nspare, 1);
+    CHECK_EQ_INT(atomic_load(&fq->log_mem), 0);
+    size_t cap = fq->spare[0].cap;
+    CHECK(cap >= QFILE_HEADER_SIZE + 100000);
+    CHECK(queue_one(q, big + 5, 10, 1, id2) == 0);
+    CHECK(body_is(q, id2, big + 5, 10));
+    CHECK(body_is(q, id, big, 100000));
+    CHECK_EQ_INT(fq->nspare, 1);
+    CHECK_EQ_INT(fq->spare[0].cap, cap);
+
+    /* Taken: counted in the cap while the message lives. */
+    struct queue_msg *m[20];
+    CHECK(queue_msg_open(q, &m[0]) == 0);
+    CHECK_EQ_INT(fq->nspare, 0);
+    CHECK_EQ_INT(atomic_load(&fq->log_mem), cap);
+    queue_msg_abort(m[0]);
+    CHECK_EQ_INT(fq->nspare, 1);
+    CHECK_EQ_INT(atomic_load(&fq->log_mem), 0);
+
+    /* At most FSQ_MEM_SPARES kept. */
+    struct queue_env envs[20];
+    struct queue_rcpt r[20][1];
+    int res[20];
+    for (int i = 0; i < 20; i++) {
+        CHECK(queue_msg_open(q, &m[i]) == 0);
+        CHECK(queue_msg_write(m[i], big, 1000 + (size_t)i) == 0);
+        fill_env(&envs[i], r[i], 1);
+    }
+    CHECK(queue_commit(q, m, envs, 20, res) == 0);
+    CHECK_EQ_INT(fq->nspare, FSQ_MEM_SPARES);
+    CHECK_EQ_INT(atomic_load(&fq->log_mem), 0);
+
+    /* One over FSQ_MEM_SPARE_MAX is freed, not kept. */
+    queue_fs_tune(q, 1024 * 1024, 64u << 20);
+    struct queue_msg *one;
+    CHECK(queue_msg_open(q, &one) == 0);
+    CHECK(queue_msg_write(one, big, 600000) == 0);
+    queue_msg_abort(one); /* it had taken a kept one, and grew past the line */
+    CHECK_EQ_INT(fq->nspare, FSQ_MEM_SPARES - 1);
+    for (size_t i = 0; i < fq->nspare; i++)
+        CHECK(fq->spare[i].cap <= FSQ_MEM_SPARE_MAX);
+
+    /* A kept buffer bigger than the cap allows: the message gets a fresh
+     * 8 KiB one, in memory still. */
+    queue_fs_tune(q, 256 * 1024, 20000);
+    fq->spare[fq->nspare - 1].cap = 100000; /* as if it had grown */
+    fq->spare[fq->nspare - 1].p = xrealloc(fq->spare[fq->nspare - 1].p, 100000);
+    CHECK(queue_msg_open(q, &one) == 0);
+    snprintf(id2, sizeof(id2), "%s", queue_msg_id(one));
+    CHECK_EQ_INT(count_dir(dir, "incoming"), 0);
+    CHECK_EQ_INT(atomic_load(&fq->log_mem), 8 * 1024);
+    CHECK(queue_msg_write(one, big, 3000) == 0);
+    fill_env(&envs[0], r[0], 1);
+    CHECK(queue_commit(q, &one, envs, 1, res) == 0 && res[0] == 0);
+    CHECK(body_is(q, id2, big, 3000));
+    CHECK_EQ_INT(atomic_load(&fq->log_mem), 0);
+    free(big);
+    queue_close(q);
     rm_rf(dir);
     free(dir);
 }
@@ -621,6 +700,7 @@ int main(void)
     RUN(fs_log_lifecycle);
     RUN(fs_log_recovery);
     RUN(fs_log_spill_and_rotation);
+    RUN(fs_log_buffers_reused);
     RUN(fs_recover_body_checksum);
     RUN(fs_image_whole_or_in_parts);
     return harness_done("test_queue_log");
