@@ -46,6 +46,14 @@ struct qmgr_item {
  * messages takes a few milliseconds. */
 #define QMGR_STALL_MS 20
 
+/* How long a worker woken for fewer than half a batch waits for more
+ * (from when the oldest became ready), so that a trickle of messages (one
+ * client sending one after another) is made durable a dozen at a time
+ * instead of each with two flushes of its own, flushes that also hold up
+ * the accept log's (doc/performance.md "Gathering a batch"). Under load a
+ * batch is ready sooner; with delivery-batch 1 there is nothing to gather. */
+#define QMGR_GATHER_MS 5
+
 struct qmgr {
     struct queue *queue;
     struct store *store;
@@ -72,6 +80,10 @@ struct qmgr {
      * (QMGR_STALL_MS). */
     size_t idle, signaled;
     bool standby, standby_wanted;
+    /* A worker waits for gather_n ready messages (QMGR_GATHER_MS); no
+     * other is woken for fewer meanwhile. */
+    bool gathering;
+    size_t gather_n;
     int nice;                /* delivery-nice, applied by each worker */
     /* With a quota, the check and the delivery of one mailbox must not
      * interleave with another worker's (or both could pass the check and
@@ -914,6 +926,8 @@ static void qmgr_wake(struct qmgr *m)
      * count never waits for a taker that is not there. */
     if (m->idle <= m->signaled)
         return;
+    if (m->gathering && m->nready < m->gather_n)
+        return;
     size_t busy = m->nthreads - m->idle + m->signaled;
     if (busy == 0 || m->batch == 1 || m->nready > busy * m->batch) {
         m->signaled++;
@@ -930,6 +944,20 @@ static void qmgr_wake(struct qmgr *m)
  * timer (or a handed watch), not a signal, woke it, *standby_r that it
  * was the standby.
  */
+/* The condition's clock (CLOCK_REALTIME) ms from now. */
+static struct timespec qmgr_deadline(uint64_t ms)
+{
+    struct timespec at;
+    clock_gettime(CLOCK_REALTIME, &at);
+    at.tv_sec += (time_t)(ms / 1000u);
+    at.tv_nsec += (long)(ms % 1000u) * 1000000L;
+    if (at.tv_nsec >= 1000000000L) {
+        at.tv_sec++;
+        at.tv_nsec -= 1000000000L;
+    }
+    return at;
+}
+
 static void qmgr_wait(struct qmgr *m, time_t next, uint64_t waited, bool *timer_r,
                       bool *standby_r)
 {
@@ -938,14 +966,7 @@ static void qmgr_wait(struct qmgr *m, time_t next, uint64_t waited, bool *timer_
     if (standby) {
         m->standby = true;
         uint64_t ms = waited < QMGR_STALL_MS ? QMGR_STALL_MS - waited : 1;
-        struct timespec at;
-        clock_gettime(CLOCK_REALTIME, &at); /* the condition's clock */
-        at.tv_sec += (time_t)(ms / 1000u);
-        at.tv_nsec += (long)(ms % 1000u) * 1000000L;
-        if (at.tv_nsec >= 1000000000L) {
-            at.tv_sec++;
-            at.tv_nsec -= 1000000000L;
-        }
+        struct timespec at = qmgr_deadline(ms);
         if (next == 0 || at.tv_sec < next)
             ts = at;
     }
@@ -967,6 +988,22 @@ static void qmgr_wait(struct qmgr *m, time_t next, uint64_t waited, bool *timer_
         m->standby_wanted = false;
         *timer_r = true;
     }
+}
+
+/* A worker found fewer than gather_n messages ready, the oldest `waited`
+ * ms ago: it waits, as an idle worker, until QMGR_GATHER_MS after that or
+ * until gather_n are ready (qmgr_wake then signals), and looks again.
+ * Called with the lock held, and not while another worker gathers. */
+static void qmgr_gather(struct qmgr *m, uint64_t waited)
+{
+    struct timespec at = qmgr_deadline(QMGR_GATHER_MS - waited);
+    m->gathering = true;
+    m->idle++;
+    (void)pthread_cond_timedwait(&m->cv, &m->mu, &at);
+    m->idle--;
+    if (m->signaled > 0)
+        m->signaled--;
+    m->gathering = false;
 }
 
 /* The standby takes work: another idle worker takes over its watch (woken
@@ -1010,6 +1047,17 @@ static void *qmgr_thread(void *arg)
                               ? qmgr_now_ms() - m->ready_head->ready_ms : 0;
         if (m->ready_head == NULL || (standby_timer && waited < QMGR_STALL_MS)) {
             qmgr_wait(m, next, waited, &standby_timer, &was_standby);
+            continue;
+        }
+        /* A trickle: wait a little for more to share the flushes. Not
+         * the standby, whose messages have waited for the others already;
+         * while one worker gathers, the others leave them to it. */
+        if (!standby_timer && !was_standby && m->nready < m->gather_n &&
+            waited < QMGR_GATHER_MS) {
+            if (m->gathering) /* another worker gathers these */
+                qmgr_wait(m, next, waited, &standby_timer, &was_standby);
+            else
+                qmgr_gather(m, waited);
             continue;
         }
         if (was_standby || standby_timer)
@@ -1218,6 +1266,7 @@ struct qmgr *qmgr_start(struct queue *q, struct store *st, struct cfgref *cfg,
     m->nthreads = cfg->cfg->limits[LIM_DELIVERY_THREADS];
     m->nice = (int)cfg->cfg->limits[LIM_DELIVERY_NICE];
     m->batch = cfg->cfg->limits[LIM_DELIVERY_BATCH];
+    m->gather_n = m->batch / 2; /* 0 with a batch of 1: never gathers */
     m->current = xcalloc(m->nthreads * m->batch, sizeof(*m->current));
     m->threads = xcalloc(m->nthreads, sizeof(*m->threads));
     for (size_t k = 0; k < m->nthreads; k++) {

@@ -169,6 +169,7 @@ const struct limit_def limit_table[LIM__COUNT] = {
         "and of its folder (doc/performance.md \"Batched delivery\": the "
         "server's CPU per message 0.17 -> 0.10 ms at 1 KiB x 10, device "
         "flushes 0.95 -> 0.35 a message); a thread takes what is waiting, "
+        "after up to 5 ms for half a batch to gather, "
         "so a lone message is "
         "flushed alone, and more threads are woken only as the backlog "
         "grows; syncfs only on ext2/3/4, XFS, Btrfs and tmpfs (elsewhere, "
