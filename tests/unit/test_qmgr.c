@@ -89,6 +89,18 @@ static void count_cb(const char *id, void *arg)
 }
 
 /* Queues one message for the given recipients; returns its id in id_r. */
+/* Waits up to ms for the queue to empty; the messages left. */
+static int wait_queue_empty(struct queue *q, int ms)
+{
+    struct list_ctx lc = {1, ""};
+    for (int t = 0; t < ms / 10 && lc.n > 0; t++) {
+        usleep(10000);
+        lc.n = 0;
+        queue_list(q, count_cb, &lc);
+    }
+    return lc.n;
+}
+
 static int64_t enqueue_created; /* 0: now */
 
 static int enqueue(struct queue *q, const char *sender, const char **rcpts,
@@ -313,13 +325,7 @@ TEST(test_batches_keep_the_quota)
     buf_init(&err, 1024);
     struct qmgr *m = qmgr_start(q, st, ref, false, &err);
     CHECK(m != NULL);
-    struct list_ctx lc = {1, ""};
-    for (int t = 0; t < 1000 && lc.n > 0; t++) {
-        usleep(10000);
-        lc.n = 0;
-        queue_list(q, count_cb, &lc);
-    }
-    CHECK_EQ_INT(lc.n, 0);
+    CHECK_EQ_INT(wait_queue_empty(q, 10000), 0);
     qmgr_stop(m);
     for (size_t b = 0; b < 3; b++)
         CHECK_EQ_INT(count_body(st, boxes[b], "\r\n\r\nbatched\r\n"), 5);
@@ -483,13 +489,7 @@ TEST(test_a_trickle_is_gathered)
             qmgr_notify(m, id);
             usleep(1000);
         }
-        struct list_ctx lc = {1, ""};
-        for (int t = 0; t < 500 && lc.n > 0; t++) {
-            usleep(10000);
-            lc.n = 0;
-            queue_list(q, count_cb, &lc);
-        }
-        CHECK_EQ_INT(lc.n, 0);
+        CHECK_EQ_INT(wait_queue_empty(q, 5000), 0);
         qmgr_stop(m);
         int flushes = atomic_load(&n_fsync_dir);
         CHECK_EQ_INT(count_new(st, alice[0]), 12);
