@@ -109,12 +109,38 @@ static ssize_t qmgr_body_read(void *arg, void *p, size_t n)
     return queue_body_read(qb->b, p, n);
 }
 
+/* Index of s in list[0..n), or n. */
+static size_t qmgr_find(char **list, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i], s) == 0)
+            return i;
+    return n;
+}
+
+/* Growable set of distinct strings (borrowed pointers). */
+struct qmgr_set {
+    char **v;
+    size_t n;
+};
+
+static void qmgr_set_add(struct qmgr_set *set, char *s)
+{
+    if (qmgr_find(set->v, set->n, s) < set->n)
+        return;
+    set->v = xreallocarray(set->v, set->n + 1, sizeof(*set->v));
+    set->v[set->n++] = s;
+}
+
 /* One mailbox's copy, written (store_deliver_begin): 0 with *pend_r, to be
  * committed with the worker's batch, or -1 (errno) on failure; EDQUOT
- * when the user is over quota (the caller decides temporary or not). */
+ * when the user is over quota (the caller decides temporary or not).
+ * `seen`: the mailboxes this batch already made sure exist (NULL: none);
+ * mailbox is added to it (borrowed: the job's, alive for the batch). */
 static int qmgr_box_begin(struct queue *q, struct store *st, const struct config *cfg,
                           struct store_flush *fl, const struct queue_env *env,
-                          const char *mailbox, struct store_pending **pend_r)
+                          char *mailbox, struct qmgr_set *seen,
+                          struct store_pending **pend_r)
 {
     if ((cfg->quota_bytes || cfg->quota_messages) &&
         store_deliver_quota(st, mailbox, cfg->quota_bytes, cfg->quota_messages,
@@ -127,11 +153,14 @@ static int qmgr_box_begin(struct queue *q, struct store *st, const struct config
     /* A user's first message: create the standard folders (Sent, Drafts,
      * Trash, Junk, Archive) with the mailbox, as mail clients expect. */
     char path[4096];
-    if (store_mailbox_path(st, mailbox, path, sizeof(path)) == 0 &&
+    if ((seen == NULL || qmgr_find(seen->v, seen->n, mailbox) == seen->n) &&
+        store_mailbox_path(st, mailbox, path, sizeof(path)) == 0 &&
         access(path, F_OK) < 0 && errno == ENOENT &&
         store_user_create(st, mailbox) < 0)
         log_kv(LOG_WARN, "deliver.user_create_failed", "mailbox", mailbox, "error",
                strerror(errno), NULL);
+    if (seen != NULL)
+        qmgr_set_add(seen, mailbox);
     struct queue_body *b;
     if (queue_body_open(q, env->id, &b) < 0) {
         int err = errno;
@@ -154,29 +183,6 @@ static int qmgr_box_begin(struct queue *q, struct store *st, const struct config
                "error", strerror(saved), NULL);
     errno = saved;
     return r;
-}
-
-/* Index of s in list[0..n), or n. */
-static size_t qmgr_find(char **list, size_t n, const char *s)
-{
-    for (size_t i = 0; i < n; i++)
-        if (strcmp(list[i], s) == 0)
-            return i;
-    return n;
-}
-
-/* Growable set of distinct strings (borrowed pointers). */
-struct qmgr_set {
-    char **v;
-    size_t n;
-};
-
-static void qmgr_set_add(struct qmgr_set *set, char *s)
-{
-    if (qmgr_find(set->v, set->n, s) < set->n)
-        return;
-    set->v = xreallocarray(set->v, set->n + 1, sizeof(*set->v));
-    set->v[set->n++] = s;
 }
 
 /*
@@ -408,12 +414,13 @@ static void qmgr_job_unlock(struct qmgr *m, struct qmgr_job *j)
 
 /* Each mailbox's copy written, not yet durable (qmgr_box_begin). */
 static void qmgr_job_write(struct qmgr_job *j, struct queue *q, struct store *st,
-                           const struct config *cfg, struct store_flush *fl)
+                           const struct config *cfg, struct store_flush *fl,
+                           struct qmgr_set *seen)
 {
     if (j->status != QMGR_JOB_LIVE)
         return;
     for (size_t k = 0; k < j->boxes.n; k++) {
-        if (qmgr_box_begin(q, st, cfg, fl, j->env, j->boxes.v[k], &j->pend[k]) < 0) {
+        if (qmgr_box_begin(q, st, cfg, fl, j->env, j->boxes.v[k], seen, &j->pend[k]) < 0) {
             j->pend[k] = NULL;
             if (errno == EDQUOT && cfg->quota_permanent)
                 j->box_ok[k] = -1;
@@ -766,7 +773,7 @@ int qmgr_deliver_one(struct queue *q, struct store *st, const struct config *cfg
     struct qmgr_job j = {.it = NULL};
     snprintf(j.id, sizeof(j.id), "%s", id);
     qmgr_job_load(&j, q, cfg);
-    qmgr_job_write(&j, q, st, cfg, NULL);
+    qmgr_job_write(&j, q, st, cfg, NULL, NULL);
     qmgr_batch_commit(st, NULL, &j, 1);
     return qmgr_job_finish(NULL, q, cfg, &j);
 }
@@ -895,6 +902,9 @@ static void qmgr_batch(struct qmgr *m, const struct config *cfg, struct store_fl
 {
     for (size_t i = 0; i < n; i++)
         qmgr_job_load(&jobs[i], m->queue, cfg);
+    /* Mailboxes made sure of in this batch: one access() each, not one a
+     * message. Their names are the live jobs', so it empties with them. */
+    struct qmgr_set seen = {NULL, 0};
     size_t first = 0;
     for (size_t i = 0; i < n; i++) {
         if (!qmgr_job_lock(m, cfg, &jobs[i], false)) {
@@ -902,13 +912,15 @@ static void qmgr_batch(struct qmgr *m, const struct config *cfg, struct store_fl
             for (size_t k = first; k < i; k++)
                 r[k] = qmgr_job_finish(m, m->queue, cfg, &jobs[k]);
             first = i;
+            seen.n = 0;
             qmgr_job_lock(m, cfg, &jobs[i], true);
         }
-        qmgr_job_write(&jobs[i], m->queue, m->store, cfg, fl);
+        qmgr_job_write(&jobs[i], m->queue, m->store, cfg, fl, &seen);
     }
     qmgr_batch_commit(m->store, fl, jobs + first, n - first);
     for (size_t k = first; k < n; k++)
         r[k] = qmgr_job_finish(m, m->queue, cfg, &jobs[k]);
+    free(seen.v);
 }
 
 /*

@@ -2,6 +2,7 @@
  * queue and store: expansion, one copy per mailbox, Return-Path, removal
  * only when every recipient is done, pending forwarding, failures. */
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +27,7 @@ static char tmpdir[256];
 /* Seam: this program's fsync is found before libc's, so the tests can
  * count the directory flushes a Maildir delivery makes (one per new/ per
  * batch, doc/store.md "Batched delivery"). */
-static atomic_int n_fsync_dir;
+static atomic_int n_fsync_dir, n_access;
 
 int fsync(int fd)
 {
@@ -34,6 +35,13 @@ int fsync(int fd)
     if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
         atomic_fetch_add(&n_fsync_dir, 1);
     return (int)syscall(SYS_fsync, fd);
+}
+
+/* And the existence checks of mailboxes before a delivery. */
+int access(const char *path, int mode)
+{
+    atomic_fetch_add(&n_access, 1);
+    return (int)syscall(SYS_faccessat, AT_FDCWD, path, mode);
 }
 
 /* The test configuration, with `extra` lines added. */
@@ -432,6 +440,14 @@ TEST(test_stuck_worker_does_not_hold_up_the_rest)
     queue_close(q);
 }
 
+/* A Maildir store under the test's directory (load_cfg made it). */
+static struct store *maildir_store(void)
+{
+    char root[512];
+    snprintf(root, sizeof(root), "%s/mail", tmpdir);
+    return store_maildir_new(root, "mail.example.test");
+}
+
 static int count_new(struct store *st, const char *box)
 {
     char path[4096];
@@ -466,10 +482,8 @@ TEST(test_a_trickle_is_gathered)
         CHECK(cfg != NULL);
         if (cfg == NULL)
             return;
-        char root[512];
-        snprintf(root, sizeof(root), "%s/mail", tmpdir);
         struct queue *q = queue_mem_new();
-        struct store *st = store_maildir_new(root, "mail.example.test");
+        struct store *st = maildir_store();
         CHECK(st != NULL);
         if (st == NULL)
             return;
@@ -507,6 +521,49 @@ TEST(test_a_trickle_is_gathered)
     }
 }
 
+/*
+ * A user's first message creates the standard folders with the mailbox;
+ * a batch looks for each mailbox once (one access() per mailbox, not per
+ * message). Six messages for two users not yet created, all queued before
+ * the workers start: both users get their folders and their three
+ * messages.
+ */
+TEST(test_first_messages_in_one_batch)
+{
+    struct config *cfg = load_cfg();
+    CHECK(cfg != NULL);
+    if (cfg == NULL)
+        return;
+    struct queue *q = queue_mem_new();
+    struct store *st = maildir_store();
+    const char *users[] = {"alice@example.test", "bob@example.test"};
+    char id[QUEUE_ID_SIZE];
+    for (int i = 0; i < 6; i++)
+        CHECK_EQ_INT(enqueue(q, "", &users[i % 2], 1, "Subject: first\r\n\r\nhi\r\n", id), 0);
+    struct cfgref *ref = cfgref_new(cfg);
+    struct buf err;
+    buf_init(&err, 1024);
+    atomic_store(&n_access, 0);
+    struct qmgr *m = qmgr_start(q, st, ref, false, &err);
+    CHECK(m != NULL);
+    CHECK_EQ_INT(wait_queue_empty(q, 5000), 0);
+    qmgr_stop(m);
+    int checks = atomic_load(&n_access);
+    CHECK(checks >= 2 && checks <= 4); /* one batch, or two */
+    for (int u = 0; u < 2; u++) {
+        CHECK_EQ_INT(count_new(st, users[u]), 3);
+        char path[4096];
+        struct stat sb;
+        CHECK_EQ_INT(store_mailbox_path(st, users[u], path, sizeof(path)), 0);
+        strncat(path, "/.Sent/new", sizeof(path) - strlen(path) - 1);
+        CHECK_EQ_INT(stat(path, &sb), 0);
+    }
+    buf_free(&err);
+    cfgref_put(ref);
+    store_free(st);
+    queue_close(q);
+}
+
 int main(void)
 {
     RUN(test_expansion_one_copy_per_mailbox);
@@ -516,6 +573,7 @@ int main(void)
     RUN(test_batches_keep_the_quota);
     RUN(test_stuck_worker_does_not_hold_up_the_rest);
     RUN(test_a_trickle_is_gathered);
+    RUN(test_first_messages_in_one_batch);
     char cmd[300];
     snprintf(cmd, sizeof(cmd), "rm -rf /tmp/estafeta-qmgr-*");
     if (system(cmd) != 0)
