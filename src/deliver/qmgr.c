@@ -153,14 +153,18 @@ static int qmgr_box_begin(struct queue *q, struct store *st, const struct config
     /* A user's first message: create the standard folders (Sent, Drafts,
      * Trash, Junk, Archive) with the mailbox, as mail clients expect. */
     char path[4096];
-    if ((seen == NULL || qmgr_find(seen->v, seen->n, mailbox) == seen->n) &&
-        store_mailbox_path(st, mailbox, path, sizeof(path)) == 0 &&
-        access(path, F_OK) < 0 && errno == ENOENT &&
-        store_user_create(st, mailbox) < 0)
-        log_kv(LOG_WARN, "deliver.user_create_failed", "mailbox", mailbox, "error",
-               strerror(errno), NULL);
-    if (seen != NULL)
-        qmgr_set_add(seen, mailbox);
+    if (seen == NULL || qmgr_find(seen->v, seen->n, mailbox) == seen->n) {
+        bool made = true;
+        if (store_mailbox_path(st, mailbox, path, sizeof(path)) == 0 &&
+            access(path, F_OK) < 0 && errno == ENOENT &&
+            store_user_create(st, mailbox) < 0) {
+            log_kv(LOG_WARN, "deliver.user_create_failed", "mailbox", mailbox, "error",
+                   strerror(errno), NULL);
+            made = false; /* the batch's next message for it tries again */
+        }
+        if (made && seen != NULL)
+            qmgr_set_add(seen, mailbox);
+    }
     struct queue_body *b;
     if (queue_body_open(q, env->id, &b) < 0) {
         int err = errno;
@@ -938,8 +942,15 @@ static void qmgr_wake(struct qmgr *m)
      * count never waits for a taker that is not there. */
     if (m->idle <= m->signaled)
         return;
-    if (m->gathering && m->nready < m->gather_n)
+    if (m->gathering) {
+        /* Half a batch is ready: the gather is over, whoever else is
+         * busy (the gatherer, or another idle worker, takes it). */
+        if (m->nready == m->gather_n) {
+            m->signaled++;
+            pthread_cond_signal(&m->cv);
+        }
         return;
+    }
     size_t busy = m->nthreads - m->idle + m->signaled;
     if (busy == 0 || m->batch == 1 || m->nready > busy * m->batch) {
         m->signaled++;
@@ -956,11 +967,12 @@ static void qmgr_wake(struct qmgr *m)
  * timer (or a handed watch), not a signal, woke it, *standby_r that it
  * was the standby.
  */
-/* The condition's clock (CLOCK_REALTIME) ms from now. */
+/* The condition's clock (CLOCK_MONOTONIC: a step of the wall clock must
+ * not stretch a wait) ms from now. */
 static struct timespec qmgr_deadline(uint64_t ms)
 {
     struct timespec at;
-    clock_gettime(CLOCK_REALTIME, &at);
+    clock_gettime(CLOCK_MONOTONIC, &at);
     at.tv_sec += (time_t)(ms / 1000u);
     at.tv_nsec += (long)(ms % 1000u) * 1000000L;
     if (at.tv_nsec >= 1000000000L) {
@@ -974,17 +986,21 @@ static void qmgr_wait(struct qmgr *m, time_t next, uint64_t waited, bool *timer_
                       bool *standby_r)
 {
     bool standby = !m->standby && m->idle + 1 < m->nthreads;
-    struct timespec ts = {.tv_sec = next, .tv_nsec = 0};
+    /* next is wall-clock seconds (a retry's due time): as a delay. */
+    time_t now = time(NULL);
+    uint64_t next_ms = next == 0 ? UINT64_MAX
+                       : next > now ? (uint64_t)(next - now) * 1000u
+                                    : 0;
     if (standby) {
         m->standby = true;
         uint64_t ms = waited < QMGR_STALL_MS ? QMGR_STALL_MS - waited : 1;
-        struct timespec at = qmgr_deadline(ms);
-        if (next == 0 || at.tv_sec < next)
-            ts = at;
+        if (ms < next_ms)
+            next_ms = ms;
     }
+    struct timespec ts = qmgr_deadline(next_ms == UINT64_MAX ? 0 : next_ms);
     m->idle++;
     int rc = 0;
-    if (next == 0 && !standby)
+    if (next_ms == UINT64_MAX)
         rc = pthread_cond_wait(&m->cv, &m->mu);
     else
         rc = pthread_cond_timedwait(&m->cv, &m->mu, &ts);
@@ -1002,22 +1018,6 @@ static void qmgr_wait(struct qmgr *m, time_t next, uint64_t waited, bool *timer_
     }
 }
 
-/* A worker found fewer than gather_n messages ready, the oldest `waited`
- * ms ago: it waits, as an idle worker, until QMGR_GATHER_MS after that or
- * until gather_n are ready (qmgr_wake then signals), and looks again.
- * Called with the lock held, and not while another worker gathers. */
-static void qmgr_gather(struct qmgr *m, uint64_t waited)
-{
-    struct timespec at = qmgr_deadline(QMGR_GATHER_MS - waited);
-    m->gathering = true;
-    m->idle++;
-    (void)pthread_cond_timedwait(&m->cv, &m->mu, &at);
-    m->idle--;
-    if (m->signaled > 0)
-        m->signaled--;
-    m->gathering = false;
-}
-
 /* The standby takes work: another idle worker takes over its watch (woken
  * by a signal it treats as its timer), or none would keep it while this
  * one is busy. Called with the lock held. */
@@ -1027,6 +1027,29 @@ static void qmgr_standby_handoff(struct qmgr *m)
         m->standby_wanted = true;
         m->signaled++;
         pthread_cond_signal(&m->cv);
+    }
+}
+
+/* A worker found fewer than gather_n messages ready, the oldest `waited`
+ * ms ago: it waits, as an idle worker, until QMGR_GATHER_MS after that or
+ * until gather_n are ready (qmgr_wake then signals), and looks again.
+ * Called with the lock held, and not while another worker gathers. */
+static void qmgr_gather(struct qmgr *m, uint64_t waited)
+{
+    struct timespec at = qmgr_deadline(QMGR_GATHER_MS - waited);
+    m->gathering = true;
+    m->idle++;
+    int rc = pthread_cond_timedwait(&m->cv, &m->mu, &at);
+    m->idle--;
+    if (m->signaled > 0)
+        m->signaled--;
+    m->gathering = false;
+    /* The signal may have been a standby hand-off meant for an idle
+     * worker (qmgr_standby_handoff): pass it on, or the flag would make
+     * some later, unrelated wake-up look like a standby's timer. */
+    if (rc == 0 && m->standby_wanted) {
+        m->standby_wanted = false;
+        qmgr_standby_handoff(m);
     }
 }
 
@@ -1258,7 +1281,11 @@ struct qmgr *qmgr_start(struct queue *q, struct store *st, struct cfgref *cfg,
     m->store = st;
     m->cfg = cfgref_get(cfg);
     pthread_mutex_init(&m->mu, NULL);
-    pthread_cond_init(&m->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&m->cv, &ca);
+    pthread_condattr_destroy(&ca);
     for (size_t k = 0; k < QMGR_BOX_LOCKS; k++)
         pthread_mutex_init(&m->box_locks[k], NULL);
     if (with_relay) {

@@ -496,6 +496,8 @@ TEST(test_a_trickle_is_gathered)
         CHECK(m != NULL);
         atomic_store(&n_fsync_dir, 0);
         char id[QUEUE_ID_SIZE];
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         for (int i = 0; i < 12; i++) {
             char body[64];
             snprintf(body, sizeof(body), "Subject: %d\r\n\r\ntrickle\r\n", i);
@@ -503,17 +505,23 @@ TEST(test_a_trickle_is_gathered)
             qmgr_notify(m, id);
             usleep(1000);
         }
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        long spread = (long)(t1.tv_sec - t0.tv_sec) * 1000 +
+                      (t1.tv_nsec - t0.tv_nsec) / 1000000;
         CHECK_EQ_INT(wait_queue_empty(q, 5000), 0);
         qmgr_stop(m);
         int flushes = atomic_load(&n_fsync_dir);
         CHECK_EQ_INT(count_new(st, alice[0]), 12);
         /* With batch 1 each message wakes a worker of its own; how many
          * flushes of new/ they then share (doc/store.md) is up to timing,
-         * so only the gathered pass is counted. */
-        if (pass == 0)
-            CHECK(flushes >= 1 && flushes <= 6);
-        if (pass == 0 && flushes > 6)
-            fprintf(stderr, "%d flushes of new/\n", flushes);
+         * so only the gathered pass is counted. The 12 should take about
+         * 13 ms, so 3-4 windows of 5 ms; a host so busy that they took
+         * over 30 ms (more than 6 windows) cannot tell, and says so. */
+        if (pass == 0 && spread <= 30)
+            CHECK(flushes >= 1 && flushes <= 8);
+        if (pass == 0 && (spread > 30 || flushes > 8))
+            fprintf(stderr, "trickle: %d flushes of new/ for 12 messages in %ld ms%s\n",
+                    flushes, spread, spread > 30 ? " (too slow here to count)" : "");
         buf_free(&err);
         cfgref_put(ref);
         store_free(st);
