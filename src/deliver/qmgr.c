@@ -958,15 +958,6 @@ static void qmgr_wake(struct qmgr *m)
     }
 }
 
-/*
- * A worker waits for work (the lock held): until signalled, or until
- * `next` (a retry falls due, 0: none). While other workers are awake, one
- * idle worker is the standby and also wakes QMGR_STALL_MS after the oldest
- * ready message became ready (`waited` ms ago), so a message never waits
- * long for a worker stuck in a slow pass; *timer_r tells it that its
- * timer (or a handed watch), not a signal, woke it, *standby_r that it
- * was the standby.
- */
 /* The condition's clock (CLOCK_MONOTONIC: a step of the wall clock must
  * not stretch a wait) ms from now. */
 static struct timespec qmgr_deadline(uint64_t ms)
@@ -982,6 +973,29 @@ static struct timespec qmgr_deadline(uint64_t ms)
     return at;
 }
 
+/* Sleeps as an idle worker (the lock held) until signalled or, when at is
+ * not NULL, until then; the pthread_cond_(timed)wait result. The one place
+ * that keeps `idle` and `signaled` for a waiter (qmgr_wake). */
+static int qmgr_sleep(struct qmgr *m, const struct timespec *at)
+{
+    m->idle++;
+    int rc = at == NULL ? pthread_cond_wait(&m->cv, &m->mu)
+                        : pthread_cond_timedwait(&m->cv, &m->mu, at);
+    m->idle--;
+    if (m->signaled > 0)
+        m->signaled--;
+    return rc;
+}
+
+/*
+ * A worker waits for work (the lock held): until signalled, or until
+ * `next` (a retry falls due, 0: none). While other workers are awake, one
+ * idle worker is the standby and also wakes QMGR_STALL_MS after the oldest
+ * ready message became ready (`waited` ms ago), so a message never waits
+ * long for a worker stuck in a slow pass; *timer_r tells it that its
+ * timer (or a handed watch), not a signal, woke it, *standby_r that it
+ * was the standby.
+ */
 static void qmgr_wait(struct qmgr *m, time_t next, uint64_t waited, bool *timer_r,
                       bool *standby_r)
 {
@@ -997,16 +1011,10 @@ static void qmgr_wait(struct qmgr *m, time_t next, uint64_t waited, bool *timer_
         if (ms < next_ms)
             next_ms = ms;
     }
-    struct timespec ts = qmgr_deadline(next_ms == UINT64_MAX ? 0 : next_ms);
-    m->idle++;
-    int rc = 0;
-    if (next_ms == UINT64_MAX)
-        rc = pthread_cond_wait(&m->cv, &m->mu);
-    else
-        rc = pthread_cond_timedwait(&m->cv, &m->mu, &ts);
-    m->idle--;
-    if (m->signaled > 0)
-        m->signaled--;
+    struct timespec at;
+    if (next_ms != UINT64_MAX)
+        at = qmgr_deadline(next_ms);
+    int rc = qmgr_sleep(m, next_ms == UINT64_MAX ? NULL : &at);
     *timer_r = standby && rc == ETIMEDOUT;
     *standby_r = standby;
     if (standby) {
@@ -1038,11 +1046,7 @@ static void qmgr_gather(struct qmgr *m, uint64_t waited)
 {
     struct timespec at = qmgr_deadline(QMGR_GATHER_MS - waited);
     m->gathering = true;
-    m->idle++;
-    int rc = pthread_cond_timedwait(&m->cv, &m->mu, &at);
-    m->idle--;
-    if (m->signaled > 0)
-        m->signaled--;
+    int rc = qmgr_sleep(m, &at);
     m->gathering = false;
     /* The signal may have been a standby hand-off meant for an idle
      * worker (qmgr_standby_handoff): pass it on, or the flag would make
